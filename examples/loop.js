@@ -1,0 +1,4 @@
+// Never answers: spins the CPU until the time limit kills it.
+addEventListener('fetch', (event) => {
+  for (;;) {}
+});

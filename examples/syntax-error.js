@@ -1,0 +1,4 @@
+// Does not compile.
+addEventListener('fetch', (event) => {
+  event.respondWith(new Response('never'
+});

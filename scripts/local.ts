@@ -1,0 +1,45 @@
+// Runs the whole stack on this machine as root: the development attestation and storage servers,
+// a cgroup pool if there is none, and the service itself (`npm run local`).
+import { execFileSync, spawn } from 'node:child_process';
+import path from 'node:path';
+import 'dotenv/config';
+import { CgroupPool, detectCgroupVersion } from '../src/cgroupPool.js';
+import { parseConfig } from '../src/config.js';
+import { devAttestationDocument, startAttestationServer } from '../src/dev/attestationServer.js';
+import { startStorageServer } from '../src/dev/storageServer.js';
+
+const projectRoot = path.resolve(import.meta.dirname, '../..');
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error('npm run local needs root: it creates cgroups and moves workerd into them');
+  const config = parseConfig(process.env);
+
+  const hasPool = await CgroupPool.open({ root: config.cgroupRoot, version: config.cgroupVersion, prefix: config.cgroupPrefix }).then(
+    () => true,
+    () => false,
+  );
+  if (!hasPool) {
+    const version = config.cgroupVersion ?? (await detectCgroupVersion(config.cgroupRoot));
+    const script = path.join(projectRoot, version === 2 ? 'cgroupv2_setup.sh' : 'cgroupv1_setup.sh');
+    execFileSync(script, [], { stdio: 'inherit', env: { ...process.env, CGROUP_ROOT: config.cgroupRoot, CGROUP_PREFIX: config.cgroupPrefix } });
+  }
+
+  const attestation = await startAttestationServer({ port: Number(new URL(config.attestationUrl).port) });
+  const storage = await startStorageServer({
+    codeDir: path.join(projectRoot, 'examples'),
+    attestation: devAttestationDocument,
+    port: Number(new URL(config.storageUrl).port),
+  });
+  console.log(`attestation server ${attestation.url}, storage server ${storage.url}/load serving examples/`);
+
+  const service = spawn(process.execPath, [path.join(projectRoot, 'dist/src/main.js')], { stdio: 'inherit' });
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => service.kill(signal));
+  service.on('exit', (code) => {
+    void Promise.all([attestation.close(), storage.close()]).then(() => process.exit(code ?? 1));
+  });
+}
+
+main().catch((error: unknown) => {
+  console.error(`npm run local: ${error instanceof Error ? error.message : String(error)}`);
+  process.exit(1);
+});

@@ -1,0 +1,191 @@
+import { access, readdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { StartupError } from './errors.js';
+
+// How often release() looks again while the processes it killed are still leaving the cgroup.
+const drainPollMs = 5;
+// After this long a cgroup that will not empty is kept out of the pool rather than handed out.
+const drainTimeoutMs = 2_000;
+
+export interface CgroupPoolOptions {
+  /** Where the cgroup file systems are mounted, e.g. /sys/fs/cgroup. */
+  readonly root: string;
+  /** 1 or 2; detected from the root when undefined. */
+  readonly version: 1 | 2 | undefined;
+  /** Every cgroup whose name starts with this belongs to the pool. */
+  readonly prefix: string;
+}
+
+// One pool member. A process joins it by writing its pid into every file of procsFiles.
+export interface Cgroup {
+  readonly name: string;
+  /** cgroup.procs of each controller: memory and cpu on v1, the single unified one on v2. */
+  readonly procsFiles: readonly string[];
+  /** The file whose oom_kill counter says the memory limit killed a process. */
+  readonly oomFile: string;
+}
+
+// Finds out which cgroup version a root holds: v2 only if its unified hierarchy has the memory controller.
+export async function detectCgroupVersion(root: string): Promise<1 | 2> {
+  const controllers = await readFile(path.join(root, 'cgroup.controllers'), 'utf8').catch(() => '');
+  if (controllers.split(/\s+/).includes('memory')) return 2;
+  if (await exists(path.join(root, 'memory'))) return 1;
+  throw new StartupError(
+    `No cgroup memory controller under CGROUP_ROOT=${root}: neither a v2 hierarchy with memory nor a v1 memory mount`,
+  );
+}
+
+// Lists the pool's cgroups in name order (workerd1, workerd2, … workerd10).
+export async function discoverCgroups(root: string, version: 1 | 2, prefix: string): Promise<Cgroup[]> {
+  const byNumber = (a: string, b: string) => a.localeCompare(b, 'en', { numeric: true });
+  if (version === 2) {
+    const names = (await subdirectories(root)).filter((name) => name.startsWith(prefix)).sort(byNumber);
+    return names.map((name) => ({
+      name,
+      procsFiles: [path.join(root, name, 'cgroup.procs')],
+      oomFile: path.join(root, name, 'memory.events'),
+    }));
+  }
+  // v1: a pool member needs both controllers, or its CPU (or memory) would go uncapped.
+  const inCpu = new Set(await subdirectories(path.join(root, 'cpu')));
+  const names = (await subdirectories(path.join(root, 'memory')))
+    .filter((name) => name.startsWith(prefix) && inCpu.has(name))
+    .sort(byNumber);
+  return names.map((name) => ({
+    name,
+    procsFiles: [path.join(root, 'memory', name, 'cgroup.procs'), path.join(root, 'cpu', name, 'cgroup.procs')],
+    oomFile: path.join(root, 'memory', name, 'memory.oom_control'),
+  }));
+}
+
+// Reads the number of processes the memory limit has killed in a cgroup since it was made.
+export async function readOomKills(cgroup: Cgroup): Promise<number> {
+  const text = await readFile(cgroup.oomFile, 'utf8');
+  const match = /^oom_kill (\d+)$/m.exec(text);
+  return match ? Number(match[1]) : 0;
+}
+
+// Notes a cgroup's OOM-kill count now; the function it returns tells whether the memory limit has
+// killed a process since. The cgroup's own counter, not a guess from the exit signal.
+export async function watchOom(cgroup: Cgroup): Promise<() => Promise<boolean>> {
+  const before = await readOomKills(cgroup);
+  return async () => (await readOomKills(cgroup)) > before;
+}
+
+// Lists the pids in a cgroup, across all of its controllers.
+export async function readPids(cgroup: Cgroup): Promise<number[]> {
+  const pids = new Set<number>();
+  for (const file of cgroup.procsFiles) {
+    const text = await readFile(file, 'utf8').catch(() => '');
+    for (const line of text.split('\n')) if (line.trim() !== '') pids.add(Number(line));
+  }
+  return [...pids];
+}
+
+// The pre-made cgroups that cap each workerd's memory and CPU, handed out one per invocation.
+export class CgroupPool {
+  readonly version: 1 | 2;
+  readonly #all: readonly Cgroup[];
+  readonly #free: Cgroup[];
+  /** Cgroups found holding a process that is not ours; handed out again once they are empty. */
+  readonly #occupied = new Set<Cgroup>();
+
+  private constructor(version: 1 | 2, cgroups: readonly Cgroup[]) {
+    this.version = version;
+    this.#all = cgroups;
+    this.#free = [...cgroups];
+  }
+
+  // Finds the pool on disk; refuses to start with an empty pool, as nothing could run.
+  static async open(options: CgroupPoolOptions): Promise<CgroupPool> {
+    const version = options.version ?? (await detectCgroupVersion(options.root));
+    const cgroups = await discoverCgroups(options.root, version, options.prefix).catch((cause: unknown) => {
+      throw new StartupError(`Cannot read the cgroup pool under CGROUP_ROOT=${options.root}`, { cause });
+    });
+    if (cgroups.length === 0) {
+      const script = version === 2 ? 'cgroupv2_setup.sh' : 'cgroupv1_setup.sh';
+      throw new StartupError(
+        `No cgroup named ${options.prefix}* for cgroup v${version} under CGROUP_ROOT=${options.root}: ` +
+          `create the pool with ./${script} (or set CGROUP_PREFIX / CGROUP_VERSION)`,
+      );
+    }
+    return new CgroupPool(version, cgroups);
+  }
+
+  /** Number of cgroups in the pool. */
+  get size(): number {
+    return this.#all.length;
+  }
+
+  /** Number of cgroups ready to be handed out. */
+  get free(): number {
+    return this.#free.length;
+  }
+
+  /** Number of cgroups that could serve: free ones and ones in use, not ones someone else occupies. */
+  get usable(): number {
+    return this.#all.length - this.#occupied.size;
+  }
+
+  // Kills whatever a previous run of the service left in the pool (it may have been SIGKILLed
+  // with workers running); returns how many processes it killed.
+  async recover(): Promise<number> {
+    let killed = 0;
+    for (const cgroup of this.#all) killed += await this.#drain(cgroup);
+    return killed;
+  }
+
+  // Takes a free, empty cgroup, or undefined when none is left. Taking it is synchronous, so two
+  // concurrent callers can never get the same one.
+  async reserve(): Promise<Cgroup | undefined> {
+    for (let cgroup = this.#free.shift(); cgroup; cgroup = this.#free.shift()) {
+      if ((await readPids(cgroup)).length === 0) return cgroup;
+      this.#occupied.add(cgroup);
+    }
+    // Everything free was taken or occupied: see whether an occupied one has emptied since.
+    for (const cgroup of [...this.#occupied]) {
+      if (!this.#occupied.has(cgroup)) continue;
+      this.#occupied.delete(cgroup);
+      if ((await readPids(cgroup)).length === 0) return cgroup;
+      this.#occupied.add(cgroup);
+    }
+    return undefined;
+  }
+
+  // Gives a cgroup back once nothing of the invocation is left in it.
+  async release(cgroup: Cgroup): Promise<void> {
+    await this.#drain(cgroup);
+    if ((await readPids(cgroup)).length === 0) this.#free.push(cgroup);
+    else this.#occupied.add(cgroup);
+  }
+
+  // Kills every process in a cgroup and waits (bounded) until they have left; returns how many.
+  async #drain(cgroup: Cgroup): Promise<number> {
+    const killed = new Set<number>();
+    const deadline = Date.now() + drainTimeoutMs;
+    for (let pids = await readPids(cgroup); pids.length > 0 && Date.now() < deadline; pids = await readPids(cgroup)) {
+      for (const pid of pids) {
+        try {
+          process.kill(pid, 'SIGKILL');
+          killed.add(pid);
+        } catch {
+          // Already gone between the read and the kill.
+        }
+      }
+      await new Promise((resolve) => setTimeout(resolve, drainPollMs));
+    }
+    return killed.size;
+  }
+}
+
+async function subdirectories(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { withFileTypes: true });
+  return entries.filter((entry) => entry.isDirectory()).map((entry) => entry.name);
+}
+
+async function exists(file: string): Promise<boolean> {
+  return access(file).then(
+    () => true,
+    () => false,
+  );
+}

@@ -1,0 +1,106 @@
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { z } from 'zod';
+import { StartupError } from './errors.js';
+
+// The pinned workerd package: its binary's path and the newest compatibility date it accepts.
+// Loaded through require because it is CommonJS with an __esModule marker, which Node's ESM loader
+// and bundling test runners interpret differently.
+const workerd = createRequire(import.meta.url)('workerd') as {
+  readonly default: string;
+  readonly compatibilityDate: string;
+};
+
+const port = z.coerce.number().int().min(0).max(65_535);
+const positiveMs = z.coerce.number().int().positive();
+const bytes = z.coerce.number().int().positive();
+const flag = z.enum(['true', 'false', '1', '0']).transform((value) => value === 'true' || value === '1');
+
+// The environment variables the service reads, with their defaults. Parsed once, at start-up.
+const schema = z.object({
+  PORT: port.default(6000),
+  HOST: z.string().min(1).default('0.0.0.0'),
+  CGROUP_VERSION: z.enum(['1', '2']).transform(Number).optional(),
+  CGROUP_ROOT: z.string().min(1).default('/sys/fs/cgroup'),
+  CGROUP_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]+$/, 'must be a plain cgroup name prefix (letters, digits, _ . -)')
+    .default('workerd'),
+  RUNTIME_PATH: z.string().min(1).default('./runtime/'),
+  WORKERD_PATH: z.string().min(1).default(workerd.default),
+  ATTESTATION_URL: z.url().default('http://127.0.0.1:1300'),
+  STORAGE_URL: z.url().default('http://127.0.0.1:3000/load'),
+  EXECUTION_TIMEOUT_MS: positiveMs.default(30_000),
+  UPSTREAM_TIMEOUT_MS: positiveMs.default(5_000),
+  SHUTDOWN_GRACE_MS: positiveMs.default(10_000),
+  MAX_BODY_BYTES: bytes.default(1024 * 1024),
+  MAX_CODE_BYTES: bytes.default(10 * 1024 * 1024),
+  MAX_RESPONSE_BYTES: bytes.default(1024 * 1024),
+  ALLOW_PUBLIC_EGRESS: flag.default(true),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+// The service's settings, validated and typed; passed to every stage that needs one.
+export interface Config {
+  /** TCP port the HTTP API listens on. */
+  readonly port: number;
+  /** Address the HTTP API listens on. */
+  readonly host: string;
+  /** cgroup version of the pool, or undefined to detect it from the cgroup root. */
+  readonly cgroupVersion: 1 | 2 | undefined;
+  /** Where the cgroup file systems are mounted. */
+  readonly cgroupRoot: string;
+  /** Every cgroup whose name starts with this prefix belongs to the pool. */
+  readonly cgroupPrefix: string;
+  /** Directory for the per-request code and config files (absolute). */
+  readonly runtimePath: string;
+  /** The workerd binary. */
+  readonly workerdPath: string;
+  /** compatibilityDate written into every workerd config; the one the pinned workerd ships with. */
+  readonly compatibilityDate: string;
+  readonly attestationUrl: string;
+  readonly storageUrl: string;
+  /** Wall-clock limit for one invocation, from workerd's start to its answer. */
+  readonly executionTimeoutMs: number;
+  /** Limit for each call to the attestation and storage servers. */
+  readonly upstreamTimeoutMs: number;
+  /** How long SIGTERM waits for in-flight requests before it kills their workers. */
+  readonly shutdownGraceMs: number;
+  readonly maxBodyBytes: number;
+  readonly maxCodeBytes: number;
+  readonly maxResponseBytes: number;
+  /** Whether user code may fetch public internet addresses (private and loopback ones never). */
+  readonly allowPublicEgress: boolean;
+  readonly logLevel: string;
+}
+
+// Parses the environment into a Config, or throws a StartupError that names every bad variable.
+export function parseConfig(env: Readonly<Record<string, string | undefined>>): Config {
+  const present = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== undefined && value !== ''));
+  const result = schema.safeParse(present);
+  if (!result.success) {
+    const problems = result.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`);
+    throw new StartupError(`Invalid configuration:\n  ${problems.join('\n  ')}`);
+  }
+  const e = result.data;
+  return {
+    port: e.PORT,
+    host: e.HOST,
+    cgroupVersion: e.CGROUP_VERSION as 1 | 2 | undefined,
+    cgroupRoot: e.CGROUP_ROOT,
+    cgroupPrefix: e.CGROUP_PREFIX,
+    runtimePath: path.resolve(e.RUNTIME_PATH),
+    workerdPath: e.WORKERD_PATH,
+    compatibilityDate: workerd.compatibilityDate,
+    attestationUrl: e.ATTESTATION_URL,
+    storageUrl: e.STORAGE_URL,
+    executionTimeoutMs: e.EXECUTION_TIMEOUT_MS,
+    upstreamTimeoutMs: e.UPSTREAM_TIMEOUT_MS,
+    shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
+    maxBodyBytes: e.MAX_BODY_BYTES,
+    maxCodeBytes: e.MAX_CODE_BYTES,
+    maxResponseBytes: e.MAX_RESPONSE_BYTES,
+    allowPublicEgress: e.ALLOW_PUBLIC_EGRESS,
+    logLevel: e.LOG_LEVEL,
+  };
+}

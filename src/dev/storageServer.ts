@@ -1,0 +1,71 @@
+import { readFile } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import path from 'node:path';
+import { listen, type RunningServer } from './listen.js';
+
+const maxRequestBytes = 64 * 1024;
+const base64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+// A key names a file in the code folder; anything path-like is simply not found.
+const safeKey = /^[A-Za-z0-9_-]+$/;
+
+export interface StorageServerOptions {
+  /** Folder whose <key>.js files are the stored code. */
+  readonly codeDir: string;
+  /** When set, only this exact attestation document is accepted, as a real storage server checks it. */
+  readonly attestation?: Buffer;
+  readonly host?: string;
+  /** 0 picks a free port. */
+  readonly port?: number;
+}
+
+// Serves stored code the way the real storage server does: POST /load {"key": …} with an
+// Attestation header (base64) answers the raw JS, 404 for an unknown key, 400 for a bad body,
+// 401 without a valid attestation.
+export function startStorageServer(options: StorageServerOptions): Promise<RunningServer> {
+  const server = createServer((request, response) => {
+    handle(options, request, response).catch(() => response.writeHead(500).end());
+  });
+  return listen(server, options.host ?? '127.0.0.1', options.port ?? 0);
+}
+
+async function handle(options: StorageServerOptions, request: IncomingMessage, response: ServerResponse): Promise<void> {
+  if (request.method !== 'POST' || new URL(request.url ?? '/', 'http://x').pathname !== '/load') {
+    response.writeHead(404).end('not found');
+    return;
+  }
+  const header = request.headers.attestation;
+  const attestation = typeof header === 'string' && header !== '' && base64.test(header) ? Buffer.from(header, 'base64') : undefined;
+  if (!attestation || (options.attestation && !attestation.equals(options.attestation))) {
+    response.writeHead(401).end('missing or invalid Attestation header');
+    return;
+  }
+  const key = parseKey(await readBody(request));
+  if (key === undefined) {
+    response.writeHead(400).end('expected a JSON body {"key": string}');
+    return;
+  }
+  const code = safeKey.test(key) ? await readFile(path.join(options.codeDir, `${key}.js`)).catch(() => undefined) : undefined;
+  if (!code) {
+    response.writeHead(404).end('no code stored under this key');
+    return;
+  }
+  response.writeHead(200, { 'content-type': 'application/javascript' }).end(code);
+}
+
+async function readBody(request: IncomingMessage): Promise<string> {
+  let body = '';
+  for await (const chunk of request) {
+    body += String(chunk);
+    if (body.length > maxRequestBytes) break;
+  }
+  return body;
+}
+
+function parseKey(body: string): string | undefined {
+  try {
+    const parsed = JSON.parse(body) as { key?: unknown } | null;
+    return typeof parsed?.key === 'string' ? parsed.key : undefined;
+  } catch {
+    return undefined;
+  }
+}

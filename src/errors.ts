@@ -1,0 +1,72 @@
+// Every failure the service can answer with, in one table: a stable code, the HTTP status and the
+// message users see. Code matches on `error.code`, never on message text.
+const definitions = {
+  INVALID_PAYLOAD: { status: 400, message: 'Invalid payload' },
+  PAYLOAD_TOO_LARGE: { status: 413, message: 'The request body is larger than this service accepts (MAX_BODY_BYTES)' },
+  UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'The request body must be JSON (Content-Type: application/json)' },
+  ROUTE_NOT_FOUND: { status: 404, message: 'No such endpoint' },
+  USER_CODE_INVALID: {
+    status: 400,
+    message:
+      'Failed to generate a response. Syntax error in your JavaScript code. Please check the syntax and try again.',
+  },
+  CODE_TOO_LARGE: { status: 413, message: 'The stored code is larger than this service runs (MAX_CODE_BYTES)' },
+  CODE_NOT_FOUND: { status: 404, message: 'No code was found for this code_id' },
+  EXECUTION_TIMEOUT: { status: 408, message: 'Server timeout, fetching response took a long time' },
+  OUT_OF_MEMORY: { status: 500, message: 'The execution of the code has run out of memory.' },
+  USER_CODE_FAILED: {
+    status: 500,
+    message:
+      'The server failed to retrieve a response. Please ensure that you have implemented appropriate exception handling in your JavaScript code.',
+  },
+  RESPONSE_TOO_LARGE: { status: 500, message: "The function's response is larger than this service returns (MAX_RESPONSE_BYTES)" },
+  WORKERD_CRASHED: { status: 500, message: 'The workerd runtime exited before it answered' },
+  ATTESTATION_FAILED: { status: 500, message: 'There was a problem in generating the attestation document' },
+  CODE_DOWNLOAD_FAILED: { status: 500, message: 'There was a problem in fetching the code from the storage server' },
+  CODE_FILE_FAILED: { status: 500, message: 'Error generating the JS file' },
+  CONFIG_FILE_FAILED: { status: 500, message: 'Error generating the configuration file.' },
+  WORKERD_START_FAILED: { status: 500, message: 'Error running the workerd runtime' },
+  INVOCATION_FAILED: { status: 500, message: 'Failed to generate the response' },
+  SERVER_BUSY: { status: 503, message: 'Server busy' },
+  SHUTTING_DOWN: { status: 503, message: 'Server is shutting down' },
+  CLIENT_CLOSED: { status: 499, message: 'The client closed the request' },
+  INTERNAL_ERROR: { status: 500, message: 'Internal server error' },
+} as const satisfies Record<string, { readonly status: number; readonly message: string }>;
+
+export type ErrorCode = keyof typeof definitions;
+
+// A failure with a stable code; `data` is what the user sees in the envelope's data field.
+export class ServiceError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly data: unknown;
+
+  constructor(code: ErrorCode, options: { readonly data?: unknown; readonly cause?: unknown } = {}) {
+    super(definitions[code].message, { cause: options.cause });
+    this.name = 'ServiceError';
+    this.code = code;
+    this.status = definitions[code].status;
+    this.data = options.data ?? null;
+  }
+}
+
+// Tells whether an unknown thrown value is one of ours with the given code.
+export function isServiceError(error: unknown, code?: ErrorCode): error is ServiceError {
+  return error instanceof ServiceError && (code === undefined || error.code === code);
+}
+
+// The error for a signal that fired: its own reason when that is one of ours (the client went
+// away, the service is shutting down), otherwise the invocation's time limit.
+export function abortError(signal: AbortSignal): ServiceError {
+  return isServiceError(signal.reason) ? signal.reason : new ServiceError('EXECUTION_TIMEOUT', { cause: signal.reason });
+}
+
+// Turns anything thrown into one of ours, so every answer has a code, a status and a message.
+export function toServiceError(error: unknown): ServiceError {
+  return error instanceof ServiceError ? error : new ServiceError('INTERNAL_ERROR', { cause: error });
+}
+
+// A start-up failure (bad configuration, missing binary, empty pool): the service must not run.
+export class StartupError extends Error {
+  override readonly name = 'StartupError';
+}

@@ -1,0 +1,42 @@
+import { request } from 'undici';
+import { abortError, ServiceError } from './errors.js';
+import { BodyTooLargeError, readCapped } from './http.js';
+
+export interface InvokeOptions {
+  /** The port workerd listens on, on 127.0.0.1. */
+  readonly port: number;
+  /** The request body for the function: the client's input as JSON. */
+  readonly body: string;
+  /** A response larger than this is refused. */
+  readonly maxResponseBytes: number;
+  /** Fires at the time limit or when the request is abandoned. */
+  readonly signal: AbortSignal;
+}
+
+// What the function answered.
+export interface Invocation {
+  readonly statusCode: number;
+  readonly body: Buffer;
+}
+
+// Sends the input to a running workerd and reads its whole answer, within the caller's time limit.
+export async function invokeWorker(options: InvokeOptions): Promise<Invocation> {
+  try {
+    const response = await request(`http://127.0.0.1:${options.port}/`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: options.body,
+      // This workerd is about to be killed: a kept-alive connection to it would be useless.
+      reset: true,
+      signal: options.signal,
+    });
+    return { statusCode: response.statusCode, body: await readCapped(response.body, options.maxResponseBytes) };
+  } catch (error) {
+    if (error instanceof BodyTooLargeError) {
+      throw new ServiceError('RESPONSE_TOO_LARGE', { data: { max_response_bytes: error.maxBytes }, cause: error });
+    }
+    if (options.signal.aborted) throw abortError(options.signal);
+    // The connection failed: workerd died (killed, out of memory) or never answered.
+    throw new ServiceError('INVOCATION_FAILED', { cause: error });
+  }
+}

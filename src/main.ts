@@ -1,0 +1,53 @@
+import { constants } from 'node:fs';
+import { access } from 'node:fs/promises';
+import 'dotenv/config';
+import { buildApp } from './app.js';
+import { CgroupPool } from './cgroupPool.js';
+import { type Config, parseConfig } from './config.js';
+import { StartupError } from './errors.js';
+import { removeStaleWorkerFiles } from './workerdConfig.js';
+
+// Starts the service from the environment (and .env), as supervisord runs it; exits 0 after SIGTERM.
+async function main(): Promise<void> {
+  const config = parseConfig(process.env);
+  await checkWorkerdBinary(config.workerdPath);
+  const pool = await CgroupPool.open({ root: config.cgroupRoot, version: config.cgroupVersion, prefix: config.cgroupPrefix });
+  const app = buildApp(config, { pool });
+
+  // A previous run may have been killed with workers running: clear what it left.
+  const killed = await pool.recover();
+  const stale = await removeStaleWorkerFiles(config.runtimePath);
+  app.log.info(
+    { cgroupVersion: pool.version, poolSize: pool.size, killedLeftovers: killed, removedStaleDirs: stale },
+    'cgroup pool ready',
+  );
+
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.once(signal, () => {
+      app.log.info({ signal, graceMs: config.shutdownGraceMs }, 'shutting down');
+      app.shutdown(config.shutdownGraceMs).then(
+        () => process.exit(0),
+        (error: unknown) => {
+          app.log.error({ err: error }, 'shutdown failed');
+          process.exit(1);
+        },
+      );
+    });
+  }
+  await app.listen({ port: config.port, host: config.host });
+}
+
+// Refuses to start when workerd cannot be run, rather than failing every request.
+async function checkWorkerdBinary(workerdPath: Config['workerdPath']): Promise<void> {
+  try {
+    await access(workerdPath, constants.X_OK);
+  } catch (cause) {
+    throw new StartupError(`WORKERD_PATH=${workerdPath} is not an executable file`, { cause });
+  }
+}
+
+main().catch((error: unknown) => {
+  const message = error instanceof StartupError ? error.message : String((error as Error)?.stack ?? error);
+  process.stderr.write(`oyster-serverless cannot start: ${message}\n`);
+  process.exit(1);
+});

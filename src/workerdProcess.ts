@@ -1,0 +1,150 @@
+import { createInterface } from 'node:readline';
+import type { Readable } from 'node:stream';
+import { execa } from 'execa';
+import type { Cgroup } from './cgroupPool.js';
+import { abortError, ServiceError } from './errors.js';
+
+// What is kept of workerd's stdout and stderr: the end, where the error is, and never more, so a
+// function that prints megabytes cannot grow the service's memory.
+const outputTailBytes = 64 * 1024;
+// Exit status of the wrapper when it cannot put itself into the cgroup.
+const cgroupJoinFailed = 125;
+
+// Puts the shell itself into every cgroup named before "--", then execs workerd in its place, so
+// workerd is capped from its first instruction on, before it reads any user code.
+const joinCgroupsThenExec = `while [ "$1" != -- ]; do echo $$ > "$1" || exit ${cgroupJoinFailed}; shift; done; shift; exec "$@"`;
+
+export interface StartWorkerdOptions {
+  /** The workerd binary. */
+  readonly workerdPath: string;
+  /** The capnp config to serve. */
+  readonly configPath: string;
+  /** The cgroup the process runs in. */
+  readonly cgroup: Cgroup;
+  /** Fires at the time limit or when the request is abandoned; startup stops waiting at once. */
+  readonly signal: AbortSignal;
+}
+
+// A running workerd that listens on 127.0.0.1:port.
+export interface WorkerdProcess {
+  readonly port: number;
+  /** Whether the process has ended on its own or been stopped. */
+  readonly exited: boolean;
+  /** The last part of what it wrote to stdout and stderr. */
+  output(): string;
+  /** Kills it and waits until it is gone; safe to call more than once. */
+  stop(): Promise<void>;
+}
+
+// Starts `workerd serve` inside a cgroup and resolves once it listens; never leaves it running on failure.
+export async function startWorkerd(options: StartWorkerdOptions): Promise<WorkerdProcess> {
+  const tail = new OutputTail(outputTailBytes);
+  const subprocess = execa(
+    '/bin/sh',
+    ['-c', joinCgroupsThenExec, 'cgroup-exec', ...options.cgroup.procsFiles, '--', options.workerdPath, 'serve', options.configPath, '--control-fd=3'],
+    {
+      stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
+      buffer: false,
+      reject: false,
+      // workerd needs nothing from the service's environment, and user code must not see it.
+      extendEnv: false,
+      env: { PATH: '/usr/bin:/bin' },
+    },
+  );
+  let exited = false;
+  const exit = subprocess.then((result) => {
+    exited = true;
+    return result;
+  });
+  subprocess.stdout.on('data', (chunk: Buffer) => tail.push(chunk));
+  subprocess.stderr.on('data', (chunk: Buffer) => tail.push(chunk));
+
+  const stop = async () => {
+    if (!exited) subprocess.kill('SIGKILL');
+    await exit;
+  };
+
+  const aborted = new Promise<never>((_, reject) => {
+    const onAbort = () => reject(abortError(options.signal));
+    if (options.signal.aborted) onAbort();
+    else options.signal.addEventListener('abort', onAbort, { once: true });
+    void exit.finally(() => options.signal.removeEventListener('abort', onAbort));
+  });
+  const exitedEarly = exit.then((result): never => {
+    if (result.exitCode === undefined && result.signal === undefined) {
+      throw new ServiceError('WORKERD_START_FAILED', { cause: result });
+    }
+    if (result.exitCode === cgroupJoinFailed) {
+      throw new ServiceError('WORKERD_START_FAILED', { data: tail.text(), cause: new Error(`cannot join cgroup ${options.cgroup.name}`) });
+    }
+    // The usual reason workerd exits before it listens: the code does not compile. The caller
+    // tells an out-of-memory kill apart by the cgroup's counters.
+    throw new ServiceError('USER_CODE_INVALID', { data: withoutAddressStacks(tail.text()) });
+  });
+  // A control fd that closes without a listen event means workerd is exiting: its exit says why.
+  const listening = readListenPort(subprocess.stdio[3] as Readable).then((port) => port ?? exitedEarly);
+
+  try {
+    const port = await Promise.race([listening, exitedEarly, aborted]);
+    return {
+      port,
+      get exited() {
+        return exited;
+      },
+      output: () => withoutAddressStacks(tail.text()),
+      stop,
+    };
+  } catch (error) {
+    await stop();
+    throw error;
+  } finally {
+    // The losers of the race settle later; nobody awaits them.
+    for (const loser of [listening, exitedEarly, aborted]) loser.catch(() => undefined);
+  }
+}
+
+// Resolves with the port of workerd's http socket from its control fd, where it writes one JSON
+// object per line, e.g. {"event":"listen","socket":"http","port":40123}.
+async function readListenPort(controlFd: Readable): Promise<number | undefined> {
+  for await (const line of createInterface({ input: controlFd, crlfDelay: Infinity })) {
+    let message: unknown;
+    try {
+      message = JSON.parse(line);
+    } catch {
+      continue;
+    }
+    if (isListenEvent(message)) return message.port;
+  }
+  return undefined;
+}
+
+function isListenEvent(message: unknown): message is { event: 'listen'; port: number } {
+  const m = message as { event?: unknown; port?: unknown } | null;
+  return typeof m === 'object' && m !== null && m.event === 'listen' && typeof m.port === 'number';
+}
+
+// workerd follows each internal error with a line of raw code addresses, which tell users nothing.
+function withoutAddressStacks(output: string): string {
+  return output.replace(/^stack: .*\n?/gm, '');
+}
+
+// Keeps the last maxBytes of a stream of chunks.
+export class OutputTail {
+  #chunks: Buffer[] = [];
+  #size = 0;
+
+  constructor(readonly maxBytes: number) {}
+
+  push(chunk: Buffer): void {
+    this.#chunks.push(chunk);
+    this.#size += chunk.length;
+    while (this.#chunks.length > 1 && this.#size - this.#chunks[0]!.length >= this.maxBytes) {
+      this.#size -= this.#chunks.shift()!.length;
+    }
+  }
+
+  text(): string {
+    const all = Buffer.concat(this.#chunks, this.#size);
+    return all.subarray(Math.max(0, all.length - this.maxBytes)).toString('utf8');
+  }
+}

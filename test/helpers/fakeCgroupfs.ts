@@ -1,0 +1,17 @@
+import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+
+// Lays out a temporary directory like a cgroup v2 root with the memory and cpu controllers and
+// the given child cgroups, each with empty cgroup.procs and a memory.events file.
+export async function fakeCgroupV2Root(names: readonly string[]): Promise<string> {
+  const root = await mkdtemp(path.join(os.tmpdir(), 'oyster-cgroupfs-'));
+  await writeFile(path.join(root, 'cgroup.controllers'), 'cpuset cpu io memory hugetlb pids\n');
+  await writeFile(path.join(root, 'cgroup.procs'), '');
+  for (const name of names) {
+    await mkdir(path.join(root, name));
+    await writeFile(path.join(root, name, 'cgroup.procs'), '');
+    await writeFile(path.join(root, name, 'memory.events'), 'low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n');
+  }
+  return root;
+}

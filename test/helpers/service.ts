@@ -1,0 +1,53 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import path from 'node:path';
+import getPort from 'get-port';
+
+const projectRoot = path.resolve(import.meta.dirname, '../..');
+const startTimeoutMs = 10_000;
+
+// The built service (`npm start`) running as its own process.
+export interface ServiceProcess {
+  readonly url: string;
+  readonly child: ChildProcess;
+  /** Everything it wrote to stdout and stderr so far. */
+  output(): string;
+  /** Resolves with the exit code (or signal) once it has exited. */
+  readonly exited: Promise<number | NodeJS.Signals | null>;
+}
+
+// Runs dist/src/main.js with the given environment and nothing else from ours but PATH.
+async function spawnService(env: Readonly<Record<string, string>>): Promise<ServiceProcess> {
+  const port = env.PORT ? Number(env.PORT) : await getPort({ host: '127.0.0.1' });
+  const child = spawn(process.execPath, [path.join(projectRoot, 'dist/src/main.js')], {
+    cwd: projectRoot,
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOST: '127.0.0.1', PORT: String(port), ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const exited = new Promise<number | NodeJS.Signals | null>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal)));
+  return { url: `http://127.0.0.1:${port}`, child, output: () => output, exited };
+}
+
+// Starts the service and resolves once it listens; fails with its output if it exits first.
+export async function startService(env: Readonly<Record<string, string>>): Promise<ServiceProcess> {
+  const service = await spawnService(env);
+  let exited = false;
+  void service.exited.then(() => (exited = true));
+  for (const deadline = Date.now() + startTimeoutMs; !exited && Date.now() < deadline; ) {
+    if (service.output().includes('Server listening')) return service;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  service.child.kill('SIGKILL');
+  throw new Error(`the service did not start:\n${service.output()}`);
+}
+
+// Starts the service expecting it to refuse; resolves with its exit code and output.
+export async function refusedStart(env: Readonly<Record<string, string>>): Promise<{ code: unknown; output: string }> {
+  const service = await spawnService(env);
+  const timer = setTimeout(() => service.child.kill('SIGKILL'), startTimeoutMs);
+  const code = await service.exited;
+  clearTimeout(timer);
+  return { code, output: service.output() };
+}

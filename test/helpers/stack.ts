@@ -1,0 +1,115 @@
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { type App, buildApp } from '../../src/app.js';
+import { CgroupPool, discoverCgroups, readPids } from '../../src/cgroupPool.js';
+import { type Config, parseConfig } from '../../src/config.js';
+import { devAttestationDocument, startAttestationServer } from '../../src/dev/attestationServer.js';
+import type { RunningServer } from '../../src/dev/listen.js';
+import { startStorageServer } from '../../src/dev/storageServer.js';
+import { removeStaleWorkerFiles } from '../../src/workerdConfig.js';
+import { cgroupRoot, createTestPool, type TestPool, type TestPoolOptions } from './cgroups.js';
+
+export const examplesDir = path.resolve(import.meta.dirname, '../../examples');
+export const fixturesDir = path.resolve(import.meta.dirname, '../fixtures');
+
+export interface StackOptions {
+  /** Size and limits of the real cgroup pool made for this stack. */
+  readonly pool?: TestPoolOptions;
+  /** Settings on top of the stack's own (pool prefix, runtime path, dev server URLs). */
+  readonly env?: Readonly<Record<string, string>>;
+  /** Where the storage server's code comes from. */
+  readonly codeDir?: string;
+}
+
+// What a request left behind; all empty when cleanup worked.
+export interface Leftovers {
+  readonly files: string[];
+  readonly processesInPool: number[];
+  readonly workerdProcesses: number[];
+  readonly reservedCgroups: number;
+}
+
+// The whole service in-process, with the dev attestation and storage servers on loopback and a
+// real cgroup pool of its own.
+export interface Stack {
+  readonly app: App;
+  readonly config: Config;
+  readonly pool: CgroupPool;
+  readonly attestation: RunningServer;
+  readonly storage: RunningServer;
+  /** POSTs a payload to /api/serverless through inject(). */
+  invoke(payload: unknown): Promise<{ statusCode: number; headers: Record<string, unknown>; body: Envelope }>;
+  leftovers(): Promise<Leftovers>;
+  close(): Promise<void>;
+}
+
+export interface Envelope {
+  readonly status: 'success' | 'error';
+  readonly message: string;
+  readonly data: unknown;
+}
+
+// Starts a stack; close() removes everything it made.
+export async function startStack(options: StackOptions = {}): Promise<Stack> {
+  const testPool: TestPool = await createTestPool(options.pool);
+  const runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
+  const attestation = await startAttestationServer();
+  const storage = await startStorageServer({ codeDir: options.codeDir ?? examplesDir, attestation: devAttestationDocument });
+  const config = parseConfig({
+    CGROUP_ROOT: cgroupRoot,
+    CGROUP_PREFIX: testPool.prefix,
+    RUNTIME_PATH: runtimePath,
+    ATTESTATION_URL: attestation.url,
+    STORAGE_URL: `${storage.url}/load`,
+    LOG_LEVEL: 'silent',
+    ...options.env,
+  });
+  await removeStaleWorkerFiles(config.runtimePath);
+  const pool = await CgroupPool.open({ root: config.cgroupRoot, version: config.cgroupVersion, prefix: config.cgroupPrefix });
+  const app = buildApp(config, { pool });
+  await app.ready();
+
+  return {
+    app,
+    config,
+    pool,
+    attestation,
+    storage,
+    invoke: async (payload) => {
+      const response = await app.inject({ method: 'POST', url: '/api/serverless', payload: payload as object });
+      return { statusCode: response.statusCode, headers: response.headers, body: response.json<Envelope>() };
+    },
+    leftovers: () => leftovers(config, pool),
+    close: async () => {
+      await app.close();
+      await Promise.all([attestation.close(), storage.close()]);
+      await testPool.remove();
+      await rm(runtimePath, { recursive: true, force: true });
+    },
+  };
+}
+
+async function leftovers(config: Config, pool: CgroupPool): Promise<Leftovers> {
+  const cgroups = await discoverCgroups(config.cgroupRoot, pool.version, config.cgroupPrefix);
+  const processesInPool = (await Promise.all(cgroups.map(readPids))).flat();
+  return {
+    files: await readdir(config.runtimePath),
+    processesInPool,
+    workerdProcesses: await processesMentioning(config.runtimePath),
+    reservedCgroups: pool.size - pool.free,
+  };
+}
+
+export const noLeftovers: Leftovers = { files: [], processesInPool: [], workerdProcesses: [], reservedCgroups: 0 };
+
+// Pids whose command line names a path, e.g. a workerd serving a config from this stack's runtime dir.
+export async function processesMentioning(text: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const cmdline = await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline.includes(text)) pids.push(Number(entry));
+  }
+  return pids;
+}

@@ -1,0 +1,83 @@
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { request } from 'undici';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { devAttestationDocument, startAttestationServer } from '../../src/dev/attestationServer.js';
+import type { RunningServer } from '../../src/dev/listen.js';
+import { startStorageServer } from '../../src/dev/storageServer.js';
+import { cgroupRoot, cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
+import { fakeCgroupV2Root } from '../helpers/fakeCgroupfs.js';
+import { refusedStart, startService } from '../helpers/service.js';
+import { examplesDir, processesMentioning } from '../helpers/stack.js';
+
+const cgroups = await cgroupsOrSkip();
+
+describe('npm start refuses to start', () => {
+  test('with an empty cgroup pool, naming the setup script', async () => {
+    const root = await fakeCgroupV2Root(['other']);
+    try {
+      const { code, output } = await refusedStart({ CGROUP_ROOT: root });
+      expect(code).toBe(1);
+      expect(output).toMatch(/No cgroup named workerd\*.*cgroupv2_setup\.sh/s);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  test('with a bad setting, naming it', async () => {
+    const { code, output } = await refusedStart({ EXECUTION_TIMEOUT_MS: 'soon' });
+    expect(code).toBe(1);
+    expect(output).toContain('EXECUTION_TIMEOUT_MS');
+  });
+
+  test('without a runnable workerd, naming WORKERD_PATH', async () => {
+    const { code, output } = await refusedStart({ WORKERD_PATH: '/nonexistent/workerd' });
+    expect(code).toBe(1);
+    expect(output).toContain('WORKERD_PATH=/nonexistent/workerd');
+  });
+});
+
+describe.runIf(cgroups)('npm start with a real pool', () => {
+  let pool: TestPool;
+  let runtimePath: string;
+  let attestation: RunningServer;
+  let storage: RunningServer;
+  beforeAll(async () => {
+    pool = await createTestPool({ count: 2 });
+    runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
+    attestation = await startAttestationServer();
+    storage = await startStorageServer({ codeDir: examplesDir, attestation: devAttestationDocument });
+  });
+  afterAll(async () => {
+    await Promise.all([attestation?.close(), storage?.close()]);
+    await pool?.remove();
+    await rm(runtimePath, { recursive: true, force: true });
+  });
+
+  test('serves the examples over HTTP, then exits 0 on SIGTERM leaving nothing behind', async () => {
+    const service = await startService({
+      CGROUP_ROOT: cgroupRoot,
+      CGROUP_PREFIX: pool.prefix,
+      RUNTIME_PATH: runtimePath,
+      ATTESTATION_URL: attestation.url,
+      STORAGE_URL: `${storage.url}/load`,
+    });
+    const response = await request(`${service.url}/api/serverless`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ code_id: 'primes', input: { num: 360 } }),
+    });
+    expect(response.statusCode).toBe(200);
+    expect(await response.body.json()).toEqual({
+      status: 'success',
+      message: 'Response successfully generated',
+      data: 'The prime factors of 360 are 2,2,2,3,3,5',
+    });
+
+    service.child.kill('SIGTERM');
+    expect(await service.exited).toBe(0);
+    expect(await readdir(runtimePath)).toEqual([]);
+    expect(await processesMentioning(runtimePath)).toEqual([]);
+  });
+});

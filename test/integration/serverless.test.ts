@@ -1,0 +1,172 @@
+import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { cgroupsOrSkip } from '../helpers/cgroups.js';
+import { noLeftovers, type Stack, startStack } from '../helpers/stack.js';
+
+const cgroups = await cgroupsOrSkip();
+
+describe.runIf(cgroups)('POST /api/serverless runs the stored code in a fresh workerd', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack({ env: { EXECUTION_TIMEOUT_MS: '2000' }, pool: { count: 3, memory: '128M' } });
+  });
+  afterAll(() => stack?.close());
+  afterEach(async () => {
+    expect(await stack.leftovers()).toEqual(noLeftovers);
+  });
+
+  test('valid input answers 200 with the function output', async () => {
+    const response = await stack.invoke({ code_id: 'primes', input: { num: 100 } });
+    expect(response.statusCode).toBe(200);
+    expect(response.body).toEqual({
+      status: 'success',
+      message: 'Response successfully generated',
+      data: 'The prime factors of 100 are 2,2,5,5',
+    });
+  });
+
+  test('no input sends {} to the function and answers 200', async () => {
+    const response = await stack.invoke({ code_id: 'echo' });
+    expect(response.statusCode).toBe(200);
+    expect(response.body.data).toBe('{}');
+  });
+
+  test('the input reaches the function as JSON, unchanged', async () => {
+    const input = { text: 'héllo ✓', list: [1, 2.5, null], nested: { deep: true } };
+    const response = await stack.invoke({ code_id: 'echo', input });
+    expect(JSON.parse(response.body.data as string)).toEqual(input);
+  });
+
+  test('an empty body answers 400 Invalid payload', async () => {
+    const response = await stack.invoke({});
+    expect(response.statusCode).toBe(400);
+    expect(response.body.status).toBe('error');
+    expect(response.body.message).toBe('Invalid payload');
+  });
+
+  test('code that does not compile answers 400 with workerd\'s error', async () => {
+    const response = await stack.invoke({ code_id: 'syntax-error', input: {} });
+    expect(response.statusCode).toBe(400);
+    expect(response.body.message).toBe(
+      'Failed to generate a response. Syntax error in your JavaScript code. Please check the syntax and try again.',
+    );
+    expect(response.body.data).toMatch(/SyntaxError/);
+  });
+
+  test('a never-ending function answers 408 at the time limit', async () => {
+    const started = Date.now();
+    const response = await stack.invoke({ code_id: 'loop', input: {} });
+    expect(response.statusCode).toBe(408);
+    expect(response.body.message).toBe('Server timeout, fetching response took a long time');
+    expect(Date.now() - started).toBeLessThan(2000 + 1500);
+  });
+
+  test('a throwing function answers 500 with the exception text', async () => {
+    const response = await stack.invoke({ code_id: 'throw', input: {} });
+    expect(response.statusCode).toBe(500);
+    expect(response.body.message).toMatch(/appropriate exception handling/);
+    expect(response.body.data).toMatch(/the function failed on purpose/);
+  });
+
+  test('an unknown code_id answers 404', async () => {
+    const response = await stack.invoke({ code_id: 'no-such-code', input: {} });
+    expect(response.statusCode).toBe(404);
+    expect(response.body.message).toBe('No code was found for this code_id');
+  });
+
+  test('the storage server gets exactly the attestation bytes, base64-encoded', async () => {
+    // The dev storage server answers 401 unless the header decodes to the exact bytes, which are
+    // not valid UTF-8: a text round trip would have turned the call into a 500.
+    const response = await stack.invoke({ code_id: 'hello', input: { name: 'Ada' } });
+    expect(response.statusCode).toBe(200);
+    expect(response.body.data).toBe('Hello, Ada!');
+  });
+
+  test('a cgroup is reused cleanly after each request', async () => {
+    for (let i = 0; i < stack.pool.size + 2; i += 1) {
+      const response = await stack.invoke({ code_id: 'primes', input: { num: 12 + i } });
+      expect(response.statusCode).toBe(200);
+    }
+  });
+});
+
+describe.runIf(cgroups)('the memory limit', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack({ env: { EXECUTION_TIMEOUT_MS: '15000' }, pool: { count: 1, memory: '100M' } });
+  });
+  afterAll(() => stack?.close());
+
+  test('a function that allocates past it gets the OOM answer, and the cgroup serves the next request', async () => {
+    const response = await stack.invoke({ code_id: 'oom', input: {} });
+    expect(response.statusCode).toBe(500);
+    expect(response.body.message).toBe('The execution of the code has run out of memory.');
+    expect(await stack.leftovers()).toEqual(noLeftovers);
+
+    const next = await stack.invoke({ code_id: 'hello', input: {} });
+    expect(next.statusCode).toBe(200);
+  });
+});
+
+describe.runIf(cgroups)('upstream failures', () => {
+  test('attestation server down answers 500 without touching the storage server', async () => {
+    const stack = await startStack({ pool: { count: 1 }, env: { ATTESTATION_URL: 'http://127.0.0.1:9' } });
+    try {
+      const response = await stack.invoke({ code_id: 'hello', input: {} });
+      expect(response.statusCode).toBe(500);
+      expect(response.body.message).toBe('There was a problem in generating the attestation document');
+      expect(await stack.leftovers()).toEqual(noLeftovers);
+    } finally {
+      await stack.close();
+    }
+  });
+
+  test('storage server down answers 500', async () => {
+    const stack = await startStack({ pool: { count: 1 }, env: { STORAGE_URL: 'http://127.0.0.1:9/load' } });
+    try {
+      const response = await stack.invoke({ code_id: 'hello', input: {} });
+      expect(response.statusCode).toBe(500);
+      expect(response.body.message).toBe('There was a problem in fetching the code from the storage server');
+      expect(await stack.leftovers()).toEqual(noLeftovers);
+    } finally {
+      await stack.close();
+    }
+  });
+});
+
+describe.runIf(cgroups)('concurrency', () => {
+  test('more parallel requests than cgroups: each answer is 200 or 503, and no two share a cgroup', async () => {
+    const stack = await startStack({ pool: { count: 2 } });
+    try {
+      const reserve = stack.pool.reserve.bind(stack.pool);
+      const inUse = new Set<string>();
+      let sharing = 0;
+      stack.pool.reserve = async () => {
+        const cgroup = await reserve();
+        if (cgroup && inUse.has(cgroup.name)) sharing += 1;
+        if (cgroup) inUse.add(cgroup.name);
+        return cgroup;
+      };
+      const release = stack.pool.release.bind(stack.pool);
+      stack.pool.release = async (cgroup) => {
+        inUse.delete(cgroup.name);
+        await release(cgroup);
+      };
+
+      const responses = await Promise.all(
+        Array.from({ length: 8 }, (_, i) => stack.invoke({ code_id: 'echo', input: { request: i } })),
+      );
+      const statuses = responses.map((response) => response.statusCode);
+      expect(statuses.every((status) => status === 200 || status === 503)).toBe(true);
+      expect(statuses).toContain(200);
+      expect(statuses).toContain(503);
+      for (const [i, response] of responses.entries()) {
+        if (response.statusCode === 200) expect(JSON.parse(response.body.data as string)).toEqual({ request: i });
+        else expect(response.headers['retry-after']).toBe('1');
+      }
+      expect(sharing).toBe(0);
+      expect(await stack.leftovers()).toEqual(noLeftovers);
+    } finally {
+      await stack.close();
+    }
+  });
+});

@@ -1,0 +1,103 @@
+import { createServer } from 'node:http';
+import { rm } from 'node:fs/promises';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { type App, buildApp } from '../../src/app.js';
+import { CgroupPool } from '../../src/cgroupPool.js';
+import { parseConfig } from '../../src/config.js';
+import { listen, type RunningServer } from '../../src/dev/listen.js';
+import { fakeCgroupV2Root } from '../helpers/fakeCgroupfs.js';
+
+// The API's answers that come before any cgroup is used, against a pool in a fake cgroupfs.
+describe('the HTTP API', () => {
+  let app: App;
+  let pool: CgroupPool;
+  let root: string;
+  let upstream: RunningServer;
+  let upstreamCalls = 0;
+
+  beforeAll(async () => {
+    root = await fakeCgroupV2Root(['workerd1', 'workerd2']);
+    pool = await CgroupPool.open({ root, version: undefined, prefix: 'workerd' });
+    upstream = await listen(
+      createServer((_request, response) => {
+        upstreamCalls += 1;
+        response.writeHead(500).end();
+      }),
+      '127.0.0.1',
+      0,
+    );
+    const config = parseConfig({ CGROUP_ROOT: root, ATTESTATION_URL: upstream.url, LOG_LEVEL: 'silent', MAX_BODY_BYTES: '4096' });
+    app = buildApp(config, { pool });
+  });
+  afterAll(async () => {
+    await app.close();
+    await upstream.close();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  const post = (payload: string, contentType = 'application/json') =>
+    app.inject({ method: 'POST', url: '/api/serverless', payload, headers: { 'content-type': contentType } });
+
+  test.each([
+    ['no code_id', '{"input": {}}'],
+    ['an empty code_id', '{"code_id": ""}'],
+    ['a numeric code_id', '{"code_id": 7}'],
+    ['an array input', '{"code_id": "a", "input": [1]}'],
+    ['a string input', '{"code_id": "a", "input": "x"}'],
+    ['a null input', '{"code_id": "a", "input": null}'],
+    ['malformed JSON', '{"code_id": '],
+    ['a code_id over 256 characters', JSON.stringify({ code_id: 'a'.repeat(257) })],
+    ['a code_id with a NUL', JSON.stringify({ code_id: 'a\u0000b' })],
+    ['a code_id with a newline', JSON.stringify({ code_id: 'a\nb' })],
+  ])('%s answers 400 Invalid payload in the envelope', async (_name, payload) => {
+    const response = await post(payload);
+    expect(response.statusCode).toBe(400);
+    expect(response.json()).toMatchObject({ status: 'error', message: 'Invalid payload' });
+    expect(response.json().data).not.toBeNull();
+  });
+
+  test('a body over MAX_BODY_BYTES answers 413', async () => {
+    const response = await post(JSON.stringify({ code_id: 'a', input: { pad: 'x'.repeat(5000) } }));
+    expect(response.statusCode).toBe(413);
+    expect(response.json().status).toBe('error');
+  });
+
+  test('a body that is not JSON answers 415', async () => {
+    const response = await post('code_id=a', 'text/plain');
+    expect(response.statusCode).toBe(415);
+    expect(response.json().status).toBe('error');
+  });
+
+  test('an unknown route answers 404 in the envelope', async () => {
+    const response = await app.inject({ method: 'GET', url: '/nope' });
+    expect(response.statusCode).toBe(404);
+    expect(response.json()).toMatchObject({ status: 'error', message: 'No such endpoint' });
+  });
+
+  test('GET /health reports the pool', async () => {
+    const response = await app.inject({ method: 'GET', url: '/health' });
+    expect(response.statusCode).toBe(200);
+    expect(response.json().data).toEqual({ pool_size: 2, free: 2, usable: 2 });
+  });
+
+  test('with no free cgroup: 503 Server busy with Retry-After, and no upstream call', async () => {
+    const held = [await pool.reserve(), await pool.reserve()];
+    try {
+      const callsBefore = upstreamCalls;
+      const response = await post('{"code_id": "hello"}');
+      expect(response.statusCode).toBe(503);
+      expect(response.headers['retry-after']).toBe('1');
+      expect(response.json()).toMatchObject({ status: 'error', message: 'Server busy' });
+      expect(upstreamCalls).toBe(callsBefore);
+    } finally {
+      for (const cgroup of held) await pool.release(cgroup!);
+    }
+  });
+
+  test('an upstream failure answers 500 and gives the cgroup back', async () => {
+    const response = await post('{"code_id": "hello"}');
+    expect(response.statusCode).toBe(500);
+    expect(response.json().message).toBe('There was a problem in generating the attestation document');
+    expect(pool.free).toBe(2);
+  });
+});

@@ -1,0 +1,66 @@
+import path from 'node:path';
+import { describe, expect, test } from 'vitest';
+import { parseConfig } from '../../src/config.js';
+import { StartupError } from '../../src/errors.js';
+
+describe('parseConfig', () => {
+  test('gives the documented defaults for an empty environment', () => {
+    const config = parseConfig({});
+    expect(config).toMatchObject({
+      port: 6000,
+      host: '0.0.0.0',
+      cgroupVersion: undefined,
+      cgroupRoot: '/sys/fs/cgroup',
+      cgroupPrefix: 'workerd',
+      runtimePath: path.resolve('./runtime/'),
+      attestationUrl: 'http://127.0.0.1:1300',
+      storageUrl: 'http://127.0.0.1:3000/load',
+      executionTimeoutMs: 30_000,
+      upstreamTimeoutMs: 5_000,
+      maxBodyBytes: 1024 * 1024,
+      maxCodeBytes: 10 * 1024 * 1024,
+      maxResponseBytes: 1024 * 1024,
+      allowPublicEgress: true,
+      logLevel: 'info',
+    });
+    expect(config.workerdPath).toMatch(/workerd$/);
+    expect(config.compatibilityDate).toMatch(/^\d{4}-\d{2}-\d{2}$/);
+  });
+
+  test('reads every variable by its documented name', () => {
+    const config = parseConfig({
+      PORT: '7000',
+      CGROUP_VERSION: '2',
+      CGROUP_PREFIX: 'pool_',
+      RUNTIME_PATH: '/tmp/rt',
+      EXECUTION_TIMEOUT_MS: '1500',
+      ALLOW_PUBLIC_EGRESS: 'false',
+    });
+    expect(config).toMatchObject({
+      port: 7000,
+      cgroupVersion: 2,
+      cgroupPrefix: 'pool_',
+      runtimePath: '/tmp/rt',
+      executionTimeoutMs: 1500,
+      allowPublicEgress: false,
+    });
+  });
+
+  test('treats an empty value as unset', () => {
+    expect(parseConfig({ PORT: '' }).port).toBe(6000);
+  });
+
+  test.each([
+    ['PORT', 'seventy'],
+    ['PORT', '70000'],
+    ['CGROUP_VERSION', '3'],
+    ['CGROUP_PREFIX', '../x'],
+    ['EXECUTION_TIMEOUT_MS', '0'],
+    ['ATTESTATION_URL', 'not a url'],
+    ['ALLOW_PUBLIC_EGRESS', 'maybe'],
+    ['LOG_LEVEL', 'loud'],
+  ])('refuses a bad %s (%s) with a message that names it', (name, value) => {
+    expect(() => parseConfig({ [name]: value })).toThrow(StartupError);
+    expect(() => parseConfig({ [name]: value })).toThrow(name);
+  });
+});

@@ -1,0 +1,68 @@
+import { mkdir, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import { removeStaleWorkerFiles, removeWorkerFiles, renderWorkerdConfig, writeWorkerFiles } from '../../src/workerdConfig.js';
+
+describe('renderWorkerdConfig', () => {
+  const config = renderWorkerdConfig({ scriptFileName: 'worker.js', compatibilityDate: '2026-04-26', allowPublicEgress: true });
+
+  test('embeds the script as a service worker with the given compatibility date', () => {
+    expect(config).toContain('serviceWorkerScript = embed "worker.js"');
+    expect(config).toContain('compatibilityDate = "2026-04-26"');
+  });
+
+  test('listens on loopback only, on a port the kernel picks', () => {
+    expect(config).toContain('address = "127.0.0.1:0"');
+    expect(config).not.toMatch(/\*:|0\.0\.0\.0/);
+  });
+
+  test('lets the worker reach public addresses only, or none', () => {
+    expect(config).toContain('allow = ["public"]');
+    expect(config).toContain('globalOutbound = "egress"');
+    const closed = renderWorkerdConfig({ scriptFileName: 'worker.js', compatibilityDate: '2026-04-26', allowPublicEgress: false });
+    expect(closed).toContain('allow = []');
+  });
+
+  test('quotes file names so they cannot break out of the string', () => {
+    const odd = renderWorkerdConfig({ scriptFileName: 'a"b.js', compatibilityDate: '2026-04-26', allowPublicEgress: true });
+    expect(odd).toContain('embed "a\\"b.js"');
+  });
+});
+
+describe('worker files', () => {
+  let runtimePath: string;
+  beforeEach(async () => {
+    runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-unit-'));
+  });
+  afterEach(() => rm(runtimePath, { recursive: true, force: true }));
+
+  const write = () =>
+    writeWorkerFiles({ runtimePath, code: Buffer.from('// code'), compatibilityDate: '2026-04-26', allowPublicEgress: true });
+
+  test('go into a new private directory with a random name, readable by the owner only', async () => {
+    const [first, second] = await Promise.all([write(), write()]);
+    expect(first.dir).not.toBe(second.dir);
+    expect(path.dirname(first.dir)).toBe(runtimePath);
+    expect((await stat(first.dir)).mode & 0o777).toBe(0o700);
+    for (const file of await readdir(first.dir)) {
+      expect((await stat(path.join(first.dir, file))).mode & 0o777).toBe(0o600);
+    }
+    expect(await readFile(path.join(first.dir, 'worker.js'), 'utf8')).toBe('// code');
+    expect(await readFile(first.configPath, 'utf8')).toContain('embed "worker.js"');
+  });
+
+  test('are removed completely', async () => {
+    const files = await write();
+    await removeWorkerFiles(files);
+    expect(await readdir(runtimePath)).toEqual([]);
+  });
+
+  test('left by a killed run are removed at start, and nothing else is', async () => {
+    const stale = await write();
+    await mkdir(path.join(runtimePath, 'operator-notes'));
+    expect(await removeStaleWorkerFiles(runtimePath)).toBe(1);
+    expect(await readdir(runtimePath)).toEqual(['operator-notes']);
+    expect(path.basename(stale.dir)).toMatch(/^[0-9a-f-]{36}$/);
+  });
+});
