@@ -3,6 +3,7 @@ import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fas
 import { z } from 'zod';
 import { fetchAttestation } from './attestation.js';
 import { type Cgroup, type CgroupPool, watchOom } from './cgroupPool.js';
+import { CodeCache } from './codeCache.js';
 import { downloadCode } from './codeDownload.js';
 import type { Config } from './config.js';
 import { ServiceError, toServiceError } from './errors.js';
@@ -41,6 +42,7 @@ export interface App extends FastifyInstance {
 // Builds the HTTP API around a cgroup pool.
 export function buildApp(config: Config, deps: AppDependencies): App {
   const { pool } = deps;
+  const codeCache = new CodeCache({ maxBytes: config.codeCacheMaxBytes });
   const app = Fastify({
     logger: { level: config.logLevel },
     bodyLimit: config.maxBodyBytes,
@@ -86,21 +88,22 @@ export function buildApp(config: Config, deps: AppDependencies): App {
         throw new ServiceError('SERVER_BUSY', { data: { pool_size: pool.size } });
       }
       const reserved = cgroup;
-      // 2. An attestation document, as its exact bytes.
-      const attestation = await stages.run('attestation', () =>
-        fetchAttestation({ url: config.attestationUrl, timeoutMs: config.upstreamTimeoutMs, signal }),
-      );
-      // 3. The code, from the storage server, on presenting the attestation.
-      const code = await stages.run('download', () =>
-        downloadCode({
-          url: config.storageUrl,
-          codeId,
-          attestation,
-          maxBytes: config.maxCodeBytes,
-          timeoutMs: config.upstreamTimeoutMs,
-          signal,
-        }),
-      );
+      // 2–3. The code: from the cache, or from the storage server on presenting a fresh attestation document.
+      const { code } = await codeCache.get(codeId, async () => {
+        const attestation = await stages.run('attestation', () =>
+          fetchAttestation({ url: config.attestationUrl, timeoutMs: config.upstreamTimeoutMs, signal }),
+        );
+        return stages.run('download', () =>
+          downloadCode({
+            url: config.storageUrl,
+            codeId,
+            attestation,
+            maxBytes: config.maxCodeBytes,
+            timeoutMs: config.upstreamTimeoutMs,
+            signal,
+          }),
+        );
+      });
       // 4. The code and its workerd config, in a private directory with a random name.
       files = await stages.run('files', () =>
         writeWorkerFiles({

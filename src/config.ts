@@ -36,6 +36,7 @@ const schema = z.object({
   MAX_BODY_BYTES: bytes.default(1024 * 1024),
   MAX_CODE_BYTES: bytes.default(10 * 1024 * 1024),
   MAX_RESPONSE_BYTES: bytes.default(1024 * 1024),
+  CODE_CACHE_MAX_BYTES: z.coerce.number().int().min(0).default(64 * 1024 * 1024),
   ALLOW_PUBLIC_EGRESS: flag.default(true),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
@@ -69,6 +70,8 @@ export interface Config {
   readonly maxBodyBytes: number;
   readonly maxCodeBytes: number;
   readonly maxResponseBytes: number;
+  /** Most bytes of code kept in memory by code_id; 0 turns the cache off. */
+  readonly codeCacheMaxBytes: number;
   /** Whether user code may fetch public internet addresses (private and loopback ones never). */
   readonly allowPublicEgress: boolean;
   readonly logLevel: string;
@@ -100,6 +103,7 @@ export function parseConfig(env: Readonly<Record<string, string | undefined>>): 
     maxBodyBytes: e.MAX_BODY_BYTES,
     maxCodeBytes: e.MAX_CODE_BYTES,
     maxResponseBytes: e.MAX_RESPONSE_BYTES,
+    codeCacheMaxBytes: e.CODE_CACHE_MAX_BYTES,
     allowPublicEgress: e.ALLOW_PUBLIC_EGRESS,
     logLevel: e.LOG_LEVEL,
   };

@@ -1,0 +1,105 @@
+import { createHash } from 'node:crypto';
+import { isServiceError } from './errors.js';
+
+// A code_id names immutable code, so its bytes can be kept and reused without asking again.
+export interface CachedCode {
+  readonly code: Buffer;
+  /** sha256 of the code, as fetched from the storage server. */
+  readonly sha256: Buffer;
+  /** Whether the code came from the cache (no attestation or storage call was made). */
+  readonly hit: boolean;
+}
+
+export interface CodeCacheOptions {
+  /** Most bytes of code kept; 0 keeps nothing and every request fetches. */
+  readonly maxBytes: number;
+}
+
+// Code by code_id, least recently used first out, with each entry's sha256 checked on every hit
+// and one fetch shared by concurrent first requests for the same code_id.
+export class CodeCache {
+  readonly #maxBytes: number;
+  /** Map order is use order: the first entry is the least recently used. */
+  readonly #entries = new Map<string, { readonly code: Buffer; readonly sha256: Buffer }>();
+  readonly #inFlight = new Map<string, Promise<Buffer>>();
+  #bytes = 0;
+  hits = 0;
+  misses = 0;
+
+  constructor(options: CodeCacheOptions) {
+    this.#maxBytes = options.maxBytes;
+  }
+
+  /** Bytes of code held now. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** Number of code_ids held now. */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  // Returns the code for a code_id, calling fetch only when it is not cached (or its copy is corrupt).
+  async get(codeId: string, fetch: () => Promise<Buffer>): Promise<CachedCode> {
+    const entry = this.#entries.get(codeId);
+    if (entry) {
+      if (sha256(entry.code).equals(entry.sha256)) {
+        this.#entries.delete(codeId);
+        this.#entries.set(codeId, entry);
+        this.hits += 1;
+        return { ...entry, hit: true };
+      }
+      this.#remove(codeId);
+    }
+    this.misses += 1;
+    const code = await this.#fetchOnce(codeId, fetch);
+    const digest = sha256(code);
+    this.#store(codeId, code, digest);
+    return { code, sha256: digest, hit: false };
+  }
+
+  // Joins a fetch already running for the code_id, or starts one. A caller whose request was
+  // abandoned (client gone, shutdown) must not fail the others who joined it: they fetch again.
+  async #fetchOnce(codeId: string, fetch: () => Promise<Buffer>): Promise<Buffer> {
+    const running = this.#inFlight.get(codeId);
+    if (running) {
+      try {
+        return await running;
+      } catch (error) {
+        if (!isServiceError(error, 'CLIENT_CLOSED') && !isServiceError(error, 'SHUTTING_DOWN')) throw error;
+        return this.#fetchOnce(codeId, fetch);
+      }
+    }
+    const fetching = fetch();
+    this.#inFlight.set(codeId, fetching);
+    try {
+      return await fetching;
+    } finally {
+      if (this.#inFlight.get(codeId) === fetching) this.#inFlight.delete(codeId);
+    }
+  }
+
+  #store(codeId: string, code: Buffer, digest: Buffer): void {
+    if (code.length > this.#maxBytes) return;
+    this.#remove(codeId);
+    this.#entries.set(codeId, { code, sha256: digest });
+    this.#bytes += code.length;
+    for (const oldest of this.#entries.keys()) {
+      if (this.#bytes <= this.#maxBytes) break;
+      this.#remove(oldest);
+    }
+  }
+
+  #remove(codeId: string): void {
+    const entry = this.#entries.get(codeId);
+    if (!entry) return;
+    this.#entries.delete(codeId);
+    this.#bytes -= entry.code.length;
+  }
+}
+
+// sha256 of some bytes.
+export function sha256(bytes: Buffer): Buffer {
+  return createHash('sha256').update(bytes).digest();
+}

@@ -1,0 +1,90 @@
+import { describe, expect, test, vi } from 'vitest';
+import { CodeCache, sha256 } from '../../src/codeCache.js';
+import { ServiceError } from '../../src/errors.js';
+
+const code = (text: string) => Buffer.from(text);
+
+describe('the code cache', () => {
+  test('fetches a code_id once and serves it from memory afterwards', async () => {
+    const cache = new CodeCache({ maxBytes: 1024 });
+    const fetch = vi.fn(async () => code('A'));
+    const first = await cache.get('a', fetch);
+    const second = await cache.get('a', fetch);
+    expect(fetch).toHaveBeenCalledTimes(1);
+    expect(first).toMatchObject({ hit: false, code: code('A') });
+    expect(second).toMatchObject({ hit: true, code: code('A') });
+    expect(second.sha256).toEqual(sha256(code('A')));
+  });
+
+  test('with maxBytes 0 keeps nothing', async () => {
+    const cache = new CodeCache({ maxBytes: 0 });
+    const fetch = vi.fn(async () => code('A'));
+    await cache.get('a', fetch);
+    await cache.get('a', fetch);
+    expect(fetch).toHaveBeenCalledTimes(2);
+    expect(cache.size).toBe(0);
+  });
+
+  test('evicts the least recently used code when over its byte limit', async () => {
+    const cache = new CodeCache({ maxBytes: 10 });
+    await cache.get('a', async () => code('aaaa'));
+    await cache.get('b', async () => code('bbbb'));
+    await cache.get('a', async () => code('never'));
+    await cache.get('c', async () => code('cccc'));
+    expect(cache.bytes).toBe(8);
+    const refetch = vi.fn(async () => code('bbbb'));
+    expect((await cache.get('a', refetch)).hit).toBe(true);
+    expect((await cache.get('b', refetch)).hit).toBe(false);
+    expect(refetch).toHaveBeenCalledTimes(1);
+  });
+
+  test('does not keep code larger than the whole cache', async () => {
+    const cache = new CodeCache({ maxBytes: 3 });
+    await cache.get('big', async () => code('toolarge'));
+    expect(cache.size).toBe(0);
+    expect(cache.bytes).toBe(0);
+  });
+
+  test('refetches an entry whose bytes no longer match their sha256', async () => {
+    const cache = new CodeCache({ maxBytes: 1024 });
+    const stored = code('original');
+    await cache.get('a', async () => stored);
+    stored.write('corrupt!');
+    const fetch = vi.fn(async () => code('original'));
+    const again = await cache.get('a', fetch);
+    expect(fetch).toHaveBeenCalledTimes(1);
+    expect(again).toMatchObject({ hit: false, code: code('original') });
+  });
+
+  test('concurrent first requests for one code_id share a single fetch', async () => {
+    const cache = new CodeCache({ maxBytes: 1024 });
+    let release!: (value: Buffer) => void;
+    const fetch = vi.fn(() => new Promise<Buffer>((resolve) => (release = resolve)));
+    const all = Promise.all([cache.get('a', fetch), cache.get('a', fetch), cache.get('a', fetch)]);
+    release(code('A'));
+    const results = await all;
+    expect(fetch).toHaveBeenCalledTimes(1);
+    expect(results.map((result) => result.code.toString())).toEqual(['A', 'A', 'A']);
+  });
+
+  test('a failed fetch is shared by its joiners and not cached', async () => {
+    const cache = new CodeCache({ maxBytes: 1024 });
+    const failing = vi.fn(async () => {
+      throw new ServiceError('CODE_NOT_FOUND');
+    });
+    const results = await Promise.allSettled([cache.get('a', failing), cache.get('a', failing)]);
+    expect(results.map((result) => result.status)).toEqual(['rejected', 'rejected']);
+    expect(failing).toHaveBeenCalledTimes(1);
+    expect((await cache.get('a', async () => code('A'))).hit).toBe(false);
+  });
+
+  test('a fetch abandoned by its client does not fail the requests that joined it', async () => {
+    const cache = new CodeCache({ maxBytes: 1024 });
+    let abandon!: (error: Error) => void;
+    const first = cache.get('a', () => new Promise<Buffer>((_, reject) => (abandon = reject)));
+    const joined = cache.get('a', async () => code('A'));
+    abandon(new ServiceError('CLIENT_CLOSED'));
+    await expect(first).rejects.toMatchObject({ code: 'CLIENT_CLOSED' });
+    expect((await joined).code.toString()).toBe('A');
+  });
+});
