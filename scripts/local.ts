@@ -26,7 +26,7 @@ async function main(): Promise<void> {
 
   const attestation = await startAttestationServer({ port: Number(new URL(config.attestationUrl).port) });
   const storage = await startStorageServer({
-    codeDir: path.join(projectRoot, 'examples'),
+    codeDirs: [path.join(projectRoot, 'examples')],
     attestation: devAttestationDocument,
     port: Number(new URL(config.storageUrl).port),
   });

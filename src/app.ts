@@ -7,7 +7,7 @@ import { CodeCache } from './codeCache.js';
 import { downloadCode } from './codeDownload.js';
 import type { Config } from './config.js';
 import { ServiceError, toServiceError } from './errors.js';
-import { withTimeout } from './http.js';
+import { type Deadline, startDeadline } from './http.js';
 import { invokeWorker } from './invocation.js';
 import { StageTimer } from './stages.js';
 import { removeWorkerFiles, type WorkerFiles, writeWorkerFiles } from './workerdConfig.js';
@@ -16,6 +16,8 @@ import { startWorkerd, type WorkerdProcess } from './workerdProcess.js';
 // Seconds a client (or load balancer) is asked to wait before retrying a busy server.
 const retryAfterSeconds = 1;
 const maxCodeIdLength = 256;
+// How long a lost connection to workerd waits for workerd's exit before calling it a crash.
+const exitWaitMs = 200;
 
 // The request body of POST /api/serverless.
 const payloadSchema = z.object({
@@ -80,6 +82,7 @@ export function buildApp(config: Config, deps: AppDependencies): App {
     let cgroup: Cgroup | undefined;
     let files: WorkerFiles | undefined;
     let worker: WorkerdProcess | undefined;
+    let deadline: Deadline | undefined;
     try {
       // 1. A free cgroup first: a busy server answers 503 without bothering the upstreams.
       cgroup = await stages.run('admission', () => pool.reserve());
@@ -115,16 +118,17 @@ export function buildApp(config: Config, deps: AppDependencies): App {
       );
       const configPath = files.configPath;
       // 5. workerd, inside the cgroup, until it listens. The time limit runs from here to the answer.
-      const deadline = withTimeout(signal, config.executionTimeoutMs);
+      deadline = startDeadline(signal, config.executionTimeoutMs);
+      const limit = deadline.signal;
       const oomKilled = await watchOom(reserved);
       worker = await stages
-        .run('start', () => startWorkerd({ workerdPath: config.workerdPath, configPath, cgroup: reserved, signal: deadline }))
+        .run('start', () => startWorkerd({ workerdPath: config.workerdPath, configPath, cgroup: reserved, signal: limit }))
         .catch((error: unknown) => explainFailure(error, undefined, oomKilled));
       const port = worker.port;
       // 6. The input, to the function.
       const result = await stages
         .run('execution', () =>
-          invokeWorker({ port, body: JSON.stringify(input ?? {}), maxResponseBytes: config.maxResponseBytes, signal: deadline }),
+          invokeWorker({ port, body: JSON.stringify(input ?? {}), maxResponseBytes: config.maxResponseBytes, signal: limit }),
         )
         .catch((error: unknown) => explainFailure(error, worker, oomKilled));
       if (result.statusCode !== 200) {
@@ -140,6 +144,7 @@ export function buildApp(config: Config, deps: AppDependencies): App {
     } finally {
       // 8. Nothing left behind, on every path: the process, its files, its cgroup.
       await stages.run('cleanup', async () => {
+        deadline?.clear();
         await worker?.stop();
         if (files) await removeWorkerFiles(files);
         if (cgroup) await pool.release(cgroup);
@@ -181,11 +186,13 @@ function abandonOnClose(reply: FastifyReply): AbortController {
 // Says why an invocation failed, once its workerd is gone: the cgroup's memory limit, a crash,
 // or the function's own error, each with what workerd printed.
 async function explainFailure(error: unknown, worker: WorkerdProcess | undefined, oomKilled: () => Promise<boolean>): Promise<never> {
-  const exitedByItself = worker?.exited ?? false;
+  // A dropped connection is usually workerd dying; its exit may reach us a moment after the socket error.
+  const connectionLost = error instanceof ServiceError && error.code === 'INVOCATION_FAILED';
+  const exitedByItself = connectionLost && worker !== undefined && (await worker.exitsWithin(exitWaitMs));
   await worker?.stop();
   const output = worker?.output();
   if (await oomKilled()) throw new ServiceError('OUT_OF_MEMORY', { data: output ?? dataOf(error), cause: error });
-  if (error instanceof ServiceError && error.code === 'INVOCATION_FAILED' && exitedByItself) {
+  if (exitedByItself) {
     throw new ServiceError('WORKERD_CRASHED', { data: output, cause: error });
   }
   if (error instanceof ServiceError && error.code === 'USER_CODE_FAILED') {

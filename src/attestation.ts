@@ -1,5 +1,5 @@
 import { request } from 'undici';
-import { readCapped, upstreamFailure, withTimeout } from './http.js';
+import { readCapped, upstreamFailure, withDeadline } from './http.js';
 import { ServiceError } from './errors.js';
 
 // An attestation document is a few KiB of CBOR; anything far larger is not one.
@@ -17,13 +17,15 @@ export interface AttestationOptions {
 // Gets a fresh attestation document from the enclave's attestation server, as its exact bytes.
 export async function fetchAttestation(options: AttestationOptions): Promise<Buffer> {
   try {
-    const response = await request(options.url, { signal: withTimeout(options.signal, options.timeoutMs) });
-    if (response.statusCode !== 200) {
-      await response.body.dump();
-      throw new ServiceError('ATTESTATION_FAILED', { cause: new Error(`attestation server answered ${response.statusCode}`) });
-    }
-    // Bytes, never text: the document is binary CBOR and decoding it as UTF-8 would corrupt it.
-    return await readCapped(response.body, maxAttestationBytes);
+    return await withDeadline(options.signal, options.timeoutMs, async (signal) => {
+      const response = await request(options.url, { signal });
+      if (response.statusCode !== 200) {
+        await response.body.dump();
+        throw new ServiceError('ATTESTATION_FAILED', { cause: new Error(`attestation server answered ${response.statusCode}`) });
+      }
+      // Bytes, never text: the document is binary CBOR and decoding it as UTF-8 would corrupt it.
+      return await readCapped(response.body, maxAttestationBytes);
+    });
   } catch (error) {
     throw upstreamFailure('ATTESTATION_FAILED', options.signal, error);
   }

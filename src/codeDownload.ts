@@ -1,5 +1,5 @@
 import { request } from 'undici';
-import { BodyTooLargeError, readCapped, upstreamFailure, withTimeout } from './http.js';
+import { BodyTooLargeError, readCapped, upstreamFailure, withDeadline } from './http.js';
 import { ServiceError } from './errors.js';
 
 export interface CodeDownloadOptions {
@@ -19,21 +19,23 @@ export interface CodeDownloadOptions {
 // Fetches the code stored under a code_id, presenting the attestation document as proof.
 export async function downloadCode(options: CodeDownloadOptions): Promise<Buffer> {
   try {
-    const response = await request(options.url, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', attestation: options.attestation.toString('base64') },
-      body: JSON.stringify({ key: options.codeId }),
-      signal: withTimeout(options.signal, options.timeoutMs),
+    return await withDeadline(options.signal, options.timeoutMs, async (signal) => {
+      const response = await request(options.url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', attestation: options.attestation.toString('base64') },
+        body: JSON.stringify({ key: options.codeId }),
+        signal,
+      });
+      if (response.statusCode === 404) {
+        await response.body.dump();
+        throw new ServiceError('CODE_NOT_FOUND', { data: { code_id: options.codeId } });
+      }
+      if (response.statusCode !== 200) {
+        await response.body.dump();
+        throw new ServiceError('CODE_DOWNLOAD_FAILED', { cause: new Error(`storage server answered ${response.statusCode}`) });
+      }
+      return await readCapped(response.body, options.maxBytes);
     });
-    if (response.statusCode === 404) {
-      await response.body.dump();
-      throw new ServiceError('CODE_NOT_FOUND', { data: { code_id: options.codeId } });
-    }
-    if (response.statusCode !== 200) {
-      await response.body.dump();
-      throw new ServiceError('CODE_DOWNLOAD_FAILED', { cause: new Error(`storage server answered ${response.statusCode}`) });
-    }
-    return await readCapped(response.body, options.maxBytes);
   } catch (error) {
     if (error instanceof BodyTooLargeError) {
       throw new ServiceError('CODE_TOO_LARGE', { data: { max_code_bytes: error.maxBytes }, cause: error });

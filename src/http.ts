@@ -24,9 +24,37 @@ export async function readCapped(body: Readable, maxBytes: number): Promise<Buff
   return Buffer.concat(chunks, size);
 }
 
-// One signal that fires when the caller gives up or the time limit passes, whichever is first.
-export function withTimeout(signal: AbortSignal, timeoutMs: number): AbortSignal {
-  return AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]);
+// A signal that fires when its parent does or when its time is up, whichever is first.
+export interface Deadline {
+  readonly signal: AbortSignal;
+  /** Stops the timer and detaches from the parent; call it once the guarded work is over. */
+  clear(): void;
+}
+
+// Starts a deadline. Built on a plain timer rather than AbortSignal.any(AbortSignal.timeout()),
+// whose combined signal Node 20 can garbage-collect before it fires, leaving a call without limit.
+export function startDeadline(parent: AbortSignal, timeoutMs: number): Deadline {
+  const controller = new AbortController();
+  const onParentAbort = () => controller.abort(parent.reason);
+  const timer = setTimeout(() => controller.abort(new DOMException(`timed out after ${timeoutMs} ms`, 'TimeoutError')), timeoutMs);
+  const clear = () => {
+    clearTimeout(timer);
+    parent.removeEventListener('abort', onParentAbort);
+  };
+  if (parent.aborted) onParentAbort();
+  else parent.addEventListener('abort', onParentAbort, { once: true });
+  controller.signal.addEventListener('abort', clear, { once: true });
+  return { signal: controller.signal, clear };
+}
+
+// Runs an upstream call under its own deadline, and always clears it.
+export async function withDeadline<T>(parent: AbortSignal, timeoutMs: number, call: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const deadline = startDeadline(parent, timeoutMs);
+  try {
+    return await call(deadline.signal);
+  } finally {
+    deadline.clear();
+  }
 }
 
 // Maps a failed upstream call to the stage's error, unless the request itself was abandoned

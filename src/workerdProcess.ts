@@ -32,6 +32,8 @@ export interface WorkerdProcess {
   readonly exited: boolean;
   /** The last part of what it wrote to stdout and stderr. */
   output(): string;
+  /** Resolves true once the process has exited, or false if it still runs after timeoutMs. */
+  exitsWithin(timeoutMs: number): Promise<boolean>;
   /** Kills it and waits until it is gone; safe to call more than once. */
   stop(): Promise<void>;
 }
@@ -39,9 +41,12 @@ export interface WorkerdProcess {
 // Starts `workerd serve` inside a cgroup and resolves once it listens; never leaves it running on failure.
 export async function startWorkerd(options: StartWorkerdOptions): Promise<WorkerdProcess> {
   const tail = new OutputTail(outputTailBytes);
+  // fd 3 carries the listen event; --verbose makes workerd write the function's console output to
+  // stderr, where the bounded tail keeps it for error answers.
+  const workerd = [options.workerdPath, 'serve', options.configPath, '--control-fd=3', '--verbose'];
   const subprocess = execa(
     '/bin/sh',
-    ['-c', joinCgroupsThenExec, 'cgroup-exec', ...options.cgroup.procsFiles, '--', options.workerdPath, 'serve', options.configPath, '--control-fd=3'],
+    ['-c', joinCgroupsThenExec, 'cgroup-exec', ...options.cgroup.procsFiles, '--', ...workerd],
     {
       stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
       buffer: false,
@@ -92,6 +97,11 @@ export async function startWorkerd(options: StartWorkerdOptions): Promise<Worker
         return exited;
       },
       output: () => withoutAddressStacks(tail.text()),
+      exitsWithin: (timeoutMs) => {
+        let timer: NodeJS.Timeout | undefined;
+        const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(resolve, timeoutMs, false)));
+        return Promise.race([exit.then(() => true), timeout]).finally(() => clearTimeout(timer));
+      },
       stop,
     };
   } catch (error) {

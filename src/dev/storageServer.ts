@@ -9,8 +9,8 @@ const base64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$
 const safeKey = /^[A-Za-z0-9_-]+$/;
 
 export interface StorageServerOptions {
-  /** Folder whose <key>.js files are the stored code. */
-  readonly codeDir: string;
+  /** Folders whose <key>.js files are the stored code, searched in order. */
+  readonly codeDirs: readonly string[];
   /** When set, only this exact attestation document is accepted, as a real storage server checks it. */
   readonly attestation?: Buffer;
   readonly host?: string;
@@ -44,12 +44,20 @@ async function handle(options: StorageServerOptions, request: IncomingMessage, r
     response.writeHead(400).end('expected a JSON body {"key": string}');
     return;
   }
-  const code = safeKey.test(key) ? await readFile(path.join(options.codeDir, `${key}.js`)).catch(() => undefined) : undefined;
+  const code = safeKey.test(key) ? await findCode(options.codeDirs, key) : undefined;
   if (!code) {
     response.writeHead(404).end('no code stored under this key');
     return;
   }
   response.writeHead(200, { 'content-type': 'application/javascript' }).end(code);
+}
+
+async function findCode(codeDirs: readonly string[], key: string): Promise<Buffer | undefined> {
+  for (const dir of codeDirs) {
+    const code = await readFile(path.join(dir, `${key}.js`)).catch(() => undefined);
+    if (code) return code;
+  }
+  return undefined;
 }
 
 async function readBody(request: IncomingMessage): Promise<string> {

@@ -18,8 +18,6 @@ export interface StackOptions {
   readonly pool?: TestPoolOptions;
   /** Settings on top of the stack's own (pool prefix, runtime path, dev server URLs). */
   readonly env?: Readonly<Record<string, string>>;
-  /** Where the storage server's code comes from. */
-  readonly codeDir?: string;
 }
 
 // What a request left behind; all empty when cleanup worked.
@@ -55,7 +53,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const testPool: TestPool = await createTestPool(options.pool);
   const runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
   const attestation = await startAttestationServer();
-  const storage = await startStorageServer({ codeDir: options.codeDir ?? examplesDir, attestation: devAttestationDocument });
+  const storage = await startStorageServer({ codeDirs: [examplesDir, fixturesDir], attestation: devAttestationDocument });
   const config = parseConfig({
     CGROUP_ROOT: cgroupRoot,
     CGROUP_PREFIX: testPool.prefix,

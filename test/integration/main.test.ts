@@ -47,7 +47,7 @@ describe.runIf(cgroups)('npm start with a real pool', () => {
     pool = await createTestPool({ count: 2 });
     runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
     attestation = await startAttestationServer();
-    storage = await startStorageServer({ codeDir: examplesDir, attestation: devAttestationDocument });
+    storage = await startStorageServer({ codeDirs: [examplesDir], attestation: devAttestationDocument });
   });
   afterAll(async () => {
     await Promise.all([attestation?.close(), storage?.close()]);
