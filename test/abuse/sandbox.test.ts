@@ -1,0 +1,84 @@
+import { readdir, readFile, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { discoverCgroups } from '../../src/cgroupPool.js';
+import { cgroupsOrSkip } from '../helpers/cgroups.js';
+import { noLeftovers, type Stack, startStack } from '../helpers/stack.js';
+import { waitFor } from '../helpers/wait.js';
+
+const cgroups = await cgroupsOrSkip();
+
+describe.runIf(cgroups)('the user\'s code stays in its box', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack({ pool: { count: 2 }, env: { EXECUTION_TIMEOUT_MS: '10000' } });
+  });
+  afterAll(() => stack?.close());
+
+  test('it cannot reach the attestation server, the storage server or the service on loopback', async () => {
+    await stack.app.listen({ host: '127.0.0.1', port: 0 });
+    const service = `http://127.0.0.1:${(stack.app.server.address() as { port: number }).port}/health`;
+    for (const url of [stack.attestation.url, `${stack.storage.url}/load`, service, 'http://localhost:1300/', 'http://10.0.0.1/']) {
+      const response = await stack.invoke({ code_id: 'fetch', input: { url } });
+      expect(response.statusCode, url).toBe(200);
+      expect(response.body.data, url).toMatch(/^blocked /);
+    }
+  });
+
+  test('its files are private to the service while it runs, and gone afterwards', async () => {
+    const answer = stack.invoke({ code_id: 'slow', input: { ms: 1500 } });
+    const dir = await waitFor('the invocation directory', async () => (await readdir(stack.config.runtimePath))[0]);
+    const full = path.join(stack.config.runtimePath, dir);
+    expect((await stat(full)).mode & 0o777).toBe(0o700);
+    const files = await readdir(full);
+    expect(files.sort()).toEqual(['config.capnp', 'worker.js']);
+    for (const file of files) expect((await stat(path.join(full, file))).mode & 0o777).toBe(0o600);
+    expect((await answer).statusCode).toBe(200);
+    expect(await stack.leftovers()).toEqual(noLeftovers);
+  });
+
+  test('megabytes printed to the console do not grow the service\'s memory; the answer carries the end of it', async () => {
+    const megabytes = 128;
+    await stack.invoke({ code_id: 'chatty', input: { megabytes: 4 } });
+    const rssBefore = process.memoryUsage().rss;
+    let peak = rssBefore;
+    const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 5);
+    const response = await stack.invoke({ code_id: 'chatty', input: { megabytes } }).finally(() => clearInterval(sampler));
+    expect(response.statusCode).toBe(500);
+    expect(response.body.data).toContain('last words');
+    expect((response.body.data as string).length).toBeLessThanOrEqual(64 * 1024);
+    const growth = (peak - rssBefore) / 1024 / 1024;
+    console.log(`service peak RSS growth while a function printed ${megabytes} MiB: ${growth.toFixed(1)} MiB`);
+    // Keeping the output would need all of it at once; what passes through is only ever chunks.
+    expect(growth).toBeLessThan(megabytes / 2);
+  });
+});
+
+describe.runIf(cgroups)('the CPU cap', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack({ pool: { count: 2, cpuPercent: 20 }, env: { EXECUTION_TIMEOUT_MS: '1500' } });
+  });
+  afterAll(() => stack?.close());
+
+  // Reads how often a cgroup's CPU cap has stopped its processes (cpu.stat nr_throttled, v1 and v2).
+  async function throttled(name: string): Promise<number> {
+    const dir = stack.pool.version === 2 ? path.join(stack.config.cgroupRoot, name) : path.join(stack.config.cgroupRoot, 'cpu', name);
+    const match = /^nr_throttled (\d+)$/m.exec(await readFile(path.join(dir, 'cpu.stat'), 'utf8'));
+    return Number(match?.[1] ?? 0);
+  }
+
+  test('holds a CPU-bound loop to its cap, kills it at the time limit, and leaves room for others', async () => {
+    const names = (await discoverCgroups(stack.config.cgroupRoot, stack.pool.version, stack.config.cgroupPrefix)).map((c) => c.name);
+    const before = await Promise.all(names.map(throttled));
+    const loop = stack.invoke({ code_id: 'loop' });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const hello = await stack.invoke({ code_id: 'hello', input: { name: 'neighbour' } });
+    expect(hello.statusCode).toBe(200);
+    const timedOut = await loop;
+    expect(timedOut.statusCode).toBe(408);
+    const after = await Promise.all(names.map(throttled));
+    expect(after.some((count, i) => count > before[i]!)).toBe(true);
+    expect(await stack.leftovers()).toEqual(noLeftovers);
+  });
+});
