@@ -56,12 +56,17 @@ export function buildApp(config: Config, deps: AppDependencies): App {
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
 
-  // Every request in flight, so shutdown can abandon them; aborting kills their workerd.
-  const inFlight = new Set<AbortController>();
+  // Every request in flight with a promise of its end, so shutdown can wait for them, then abandon
+  // the rest; aborting kills their workerd.
+  const inFlight = new Map<AbortController, Promise<void>>();
   let shuttingDown = false;
 
   app.addHook('onRequest', async () => {
     if (shuttingDown) throw new ServiceError('SHUTTING_DOWN');
+  });
+  // A kept-alive connection would hold the closing server open after its last answer.
+  app.addHook('onSend', async (_request, reply) => {
+    if (shuttingDown) void reply.header('connection', 'close');
   });
 
   app.get('/health', async (_request, reply) => {
@@ -76,13 +81,15 @@ export function buildApp(config: Config, deps: AppDependencies): App {
   app.post('/api/serverless', { schema: { body: payloadSchema } }, async (request, reply) => {
     const { code_id: codeId, input } = request.body;
     const abandon = abandonOnClose(reply);
-    inFlight.add(abandon);
+    let finished!: () => void;
+    inFlight.set(abandon, new Promise((resolve) => (finished = resolve)));
     const signal = abandon.signal;
     const stages = new StageTimer();
     let cgroup: Cgroup | undefined;
     let files: WorkerFiles | undefined;
     let worker: WorkerdProcess | undefined;
     let deadline: Deadline | undefined;
+    let userCodeStarted = false;
     try {
       // 1. A free cgroup first: a busy server answers 503 without bothering the upstreams.
       cgroup = await stages.run('admission', () => pool.reserve());
@@ -118,6 +125,7 @@ export function buildApp(config: Config, deps: AppDependencies): App {
       );
       const configPath = files.configPath;
       // 5. workerd, inside the cgroup, until it listens. The time limit runs from here to the answer.
+      userCodeStarted = true;
       deadline = startDeadline(signal, config.executionTimeoutMs);
       const limit = deadline.signal;
       const oomKilled = await watchOom(reserved);
@@ -137,7 +145,7 @@ export function buildApp(config: Config, deps: AppDependencies): App {
       // 7. The answer.
       return { status: 'success', message: 'Response successfully generated', data: result.body.toString('utf8') };
     } catch (error) {
-      const failure = toServiceError(error);
+      const failure = interruptedOrNot(toServiceError(error), userCodeStarted);
       const log = failure.status >= 500 ? request.log.error.bind(request.log) : request.log.info.bind(request.log);
       log({ stage: stages.current, code: failure.code, err: failure.cause ?? failure }, failure.message);
       throw failure;
@@ -150,6 +158,7 @@ export function buildApp(config: Config, deps: AppDependencies): App {
         if (cgroup) await pool.release(cgroup);
       });
       inFlight.delete(abandon);
+      finished();
     }
   });
 
@@ -167,8 +176,8 @@ export function buildApp(config: Config, deps: AppDependencies): App {
     shuttingDown = true;
     const closed = app.close();
     const graceOver = new Promise((resolve) => setTimeout(resolve, graceMs).unref());
-    await Promise.race([closed, graceOver]);
-    for (const controller of inFlight) controller.abort(new ServiceError('SHUTTING_DOWN'));
+    await Promise.race([Promise.all(inFlight.values()), graceOver]);
+    for (const controller of inFlight.keys()) controller.abort(new ServiceError('SHUTTING_DOWN'));
     await closed;
   };
   return Object.assign(app, { shutdown }) as unknown as App;
@@ -203,6 +212,13 @@ async function explainFailure(error: unknown, worker: WorkerdProcess | undefined
 
 function dataOf(error: unknown): unknown {
   return error instanceof ServiceError ? error.data : null;
+}
+
+// A 503 promises that no user code ran, so it is safe to retry anywhere; once workerd has started,
+// a shutdown that cuts the request short answers 500 instead.
+function interruptedOrNot(failure: ServiceError, userCodeStarted: boolean): ServiceError {
+  if (failure.code !== 'SHUTTING_DOWN' || !userCodeStarted) return failure;
+  return new ServiceError('SHUTDOWN_INTERRUPTED', { cause: failure });
 }
 
 // Maps Fastify's own errors (body parsing, validation) to ours.

@@ -22,8 +22,13 @@ async function main(): Promise<void> {
     'cgroup pool ready',
   );
 
+  // `on`, not `once`: a listener must stay registered, or the exit hook that kills child processes
+  // (execa's cleanup) sees itself alone and re-raises the signal, ending the process mid-shutdown.
+  let stopping = false;
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-    process.once(signal, () => {
+    process.on(signal, () => {
+      if (stopping) return;
+      stopping = true;
       app.log.info({ signal, graceMs: config.shutdownGraceMs }, 'shutting down');
       app.shutdown(config.shutdownGraceMs).then(
         () => process.exit(0),

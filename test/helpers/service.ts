@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import path from 'node:path';
 import getPort from 'get-port';
+import { request } from 'undici';
 
 const projectRoot = path.resolve(import.meta.dirname, '../..');
 const startTimeoutMs = 10_000;
@@ -36,7 +37,11 @@ export async function startService(env: Readonly<Record<string, string>>): Promi
   let exited = false;
   void service.exited.then(() => (exited = true));
   for (const deadline = Date.now() + startTimeoutMs; !exited && Date.now() < deadline; ) {
-    if (service.output().includes('Server listening')) return service;
+    const answered = await request(`${service.url}/health`).then(
+      async (response) => (await response.body.dump(), true),
+      () => false,
+    );
+    if (answered) return service;
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
   service.child.kill('SIGKILL');

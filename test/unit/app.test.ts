@@ -86,3 +86,27 @@ describe('the HTTP API', () => {
     expect(pool.free).toBe(2);
   });
 });
+
+describe('GET /health while shutting down', () => {
+  test('answers 503 once shutdown has begun, while a request is still in flight', async () => {
+    const root = await fakeCgroupV2Root(['workerd1']);
+    // An attestation server that never answers keeps one request in flight.
+    const silent = await listen(createServer(() => undefined), '127.0.0.1', 0);
+    try {
+      const pool = await CgroupPool.open({ root, version: 2, prefix: 'workerd' });
+      const config = parseConfig({ CGROUP_ROOT: root, ATTESTATION_URL: silent.url, UPSTREAM_TIMEOUT_MS: '500', LOG_LEVEL: 'silent' });
+      const app = buildApp(config, { pool });
+      const inFlight = app.inject({ method: 'POST', url: '/api/serverless', payload: { code_id: 'a' } });
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const stopping = app.shutdown(5_000);
+      const health = await app.inject({ method: 'GET', url: '/health' });
+      expect(health.statusCode).toBe(503);
+      expect(health.json()).toMatchObject({ status: 'error', message: 'Server is shutting down' });
+      expect((await inFlight).statusCode).toBe(500);
+      await stopping;
+    } finally {
+      await silent.close();
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+});

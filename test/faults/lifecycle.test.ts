@@ -1,0 +1,111 @@
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { request } from 'undici';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
+import { discoverCgroups, readPids } from '../../src/cgroupPool.js';
+import { devAttestationDocument, startAttestationServer } from '../../src/dev/attestationServer.js';
+import type { RunningServer } from '../../src/dev/listen.js';
+import { startStorageServer } from '../../src/dev/storageServer.js';
+import { cgroupRoot, cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
+import { type ServiceProcess, startService } from '../helpers/service.js';
+import { examplesDir, fixturesDir, processesMentioning } from '../helpers/stack.js';
+import { waitFor } from '../helpers/wait.js';
+
+const cgroups = await cgroupsOrSkip();
+
+describe.runIf(cgroups)('the service process: shutdown and recovery', () => {
+  let pool: TestPool;
+  let runtimePath: string;
+  let attestation: RunningServer;
+  let storage: RunningServer;
+  const started: ServiceProcess[] = [];
+
+  beforeAll(async () => {
+    attestation = await startAttestationServer();
+    storage = await startStorageServer({ codeDirs: [examplesDir, fixturesDir], attestation: devAttestationDocument });
+  });
+  afterAll(async () => {
+    await Promise.all([attestation?.close(), storage?.close()]);
+  });
+  beforeEach(async () => {
+    pool = await createTestPool({ count: 2 });
+    runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
+  });
+  afterEach(async () => {
+    for (const service of started.splice(0)) service.child.kill('SIGKILL');
+    await pool.remove();
+    await rm(runtimePath, { recursive: true, force: true });
+  });
+
+  const start = async (env: Readonly<Record<string, string>> = {}) => {
+    const service = await startService({
+      CGROUP_ROOT: cgroupRoot,
+      CGROUP_PREFIX: pool.prefix,
+      RUNTIME_PATH: runtimePath,
+      ATTESTATION_URL: attestation.url,
+      STORAGE_URL: `${storage.url}/load`,
+      ...env,
+    });
+    started.push(service);
+    return service;
+  };
+  const invoke = (service: ServiceProcess, payload: unknown) =>
+    request(`${service.url}/api/serverless`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(payload),
+    }).then(async (response) => ({ statusCode: response.statusCode, body: (await response.body.json()) as { message: string; data: unknown } }));
+  const processesInPool = async () =>
+    (await Promise.all((await discoverCgroups(cgroupRoot, pool.version, pool.prefix)).map(readPids))).flat();
+  const workerdRunning = () => waitFor('a workerd in the pool', async () => (await processesInPool()).length > 0);
+
+  test('SIGTERM: stops accepting, lets an in-flight request finish, exits 0 leaving nothing', async () => {
+    const service = await start({ SHUTDOWN_GRACE_MS: '10000' });
+    const inFlight = invoke(service, { code_id: 'slow', input: { ms: 1000 } });
+    await workerdRunning();
+    service.child.kill('SIGTERM');
+    await waitFor('the listener to close', () => invoke(service, { code_id: 'hello' }).then(() => false, () => true));
+    const answer = await inFlight;
+    expect(answer.statusCode).toBe(200);
+    expect(answer.body.data).toBe('done');
+    expect(await service.exited).toBe(0);
+    expect(await processesInPool()).toEqual([]);
+    expect(await readdir(runtimePath)).toEqual([]);
+    expect(await processesMentioning(runtimePath)).toEqual([]);
+  });
+
+  test('SIGTERM: past SHUTDOWN_GRACE_MS, kills the workers still running and exits 0', async () => {
+    const service = await start({ SHUTDOWN_GRACE_MS: '500', EXECUTION_TIMEOUT_MS: '30000' });
+    const inFlight = invoke(service, { code_id: 'loop' });
+    await workerdRunning();
+    const signalled = Date.now();
+    service.child.kill('SIGTERM');
+    const answer = await inFlight;
+    // Not 503: the function had run, so a load balancer must not retry it elsewhere.
+    expect(answer.statusCode).toBe(500);
+    expect(answer.body.message).toBe('The server shut down while the function was running');
+    expect(await service.exited).toBe(0);
+    expect(Date.now() - signalled).toBeLessThan(5000);
+    expect(await processesInPool()).toEqual([]);
+    expect(await readdir(runtimePath)).toEqual([]);
+  });
+
+  test('after a SIGKILL with workers running, the next start kills them, removes stale files and serves', async () => {
+    const crashed = await start();
+    void invoke(crashed, { code_id: 'slow', input: { ms: 60_000 } }).catch(() => undefined);
+    await workerdRunning();
+    crashed.child.kill('SIGKILL');
+    await crashed.exited;
+    expect((await processesInPool()).length).toBeGreaterThan(0);
+    expect((await readdir(runtimePath)).length).toBe(1);
+
+    const restarted = await start();
+    expect(restarted.output()).toMatch(/"killedLeftovers":[1-9]/);
+    expect(restarted.output()).toMatch(/"removedStaleDirs":1/);
+    expect(await processesInPool()).toEqual([]);
+    const answer = await invoke(restarted, { code_id: 'hello', input: { name: 'again' } });
+    expect(answer.statusCode).toBe(200);
+    expect(answer.body.data).toBe('Hello, again!');
+  });
+});
