@@ -1,0 +1,30 @@
+import { request } from 'undici';
+
+// One answer of the service (or of a proxy in front of it), with its body as text.
+export interface Answer {
+  readonly statusCode: number;
+  readonly body: string;
+}
+
+// POSTs a JSON payload to a service's /api/serverless.
+export async function invoke(baseUrl: string, payload: unknown): Promise<Answer> {
+  const response = await request(`${baseUrl}/api/serverless`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(payload),
+  });
+  return { statusCode: response.statusCode, body: await response.body.text() };
+}
+
+// GETs a URL and answers its status code.
+export async function statusOf(url: string): Promise<number> {
+  const response = await request(url);
+  await response.body.dump();
+  return response.statusCode;
+}
+
+// GETs a URL and answers its JSON body, e.g. /health's {"data": {"free": n, ...}}.
+export async function getJson<T>(url: string): Promise<T> {
+  const response = await request(url);
+  return (await response.body.json()) as T;
+}

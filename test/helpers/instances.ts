@@ -1,0 +1,56 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import type { RunningServer } from '../../src/dev/listen.js';
+import { cgroupRoot, createTestPool, type TestPool } from './cgroups.js';
+import { invoke } from './http.js';
+import { signal } from './processes.js';
+import { type ServiceProcess, startService } from './service.js';
+import { processesMentioning } from './stack.js';
+
+// Longer than the service's default SHUTDOWN_GRACE_MS.
+const stopTimeoutMs = 20_000;
+
+// One instance of the service, as a process with its own pool and runtime directory.
+export interface Instance {
+  readonly pool: TestPool;
+  readonly runtimePath: string;
+  readonly service: ServiceProcess;
+  /** host:port, as nginx names it. */
+  readonly address: string;
+}
+
+// Starts the built service with a pool of its own, using the given development servers.
+export async function startInstance(attestation: RunningServer, storage: RunningServer, poolSize: number): Promise<Instance> {
+  const pool = await createTestPool({ count: poolSize });
+  const runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
+  const service = await startService({
+    CGROUP_ROOT: cgroupRoot,
+    CGROUP_PREFIX: pool.prefix,
+    RUNTIME_PATH: runtimePath,
+    ATTESTATION_URL: attestation.url,
+    STORAGE_URL: `${storage.url}/load`,
+  });
+  return { pool, runtimePath, service, address: new URL(service.url).host };
+}
+
+// Stops an instance (SIGTERM, then SIGKILL if it is slow) and removes everything it made.
+export async function stopInstance(instance: Instance): Promise<void> {
+  if (instance.service.child.exitCode === null && instance.service.child.signalCode === null) {
+    instance.service.child.kill('SIGTERM');
+    const late = new Promise<'late'>((resolve) => setTimeout(() => resolve('late'), stopTimeoutMs).unref());
+    if ((await Promise.race([instance.service.exited, late])) === 'late') instance.service.child.kill('SIGKILL');
+    await instance.service.exited;
+  }
+  for (const pid of await processesMentioning(instance.runtimePath)) signal(pid, 'SIGKILL');
+  await instance.pool.remove();
+  await rm(instance.runtimePath, { recursive: true, force: true });
+}
+
+// Sends count requests at once and answers how many got each status.
+export async function burst(baseUrl: string, count: number, payload: unknown): Promise<Record<number, number>> {
+  const answers = await Promise.all(Array.from({ length: count }, () => invoke(baseUrl, payload)));
+  const tally: Record<number, number> = {};
+  for (const { statusCode } of answers) tally[statusCode] = (tally[statusCode] ?? 0) + 1;
+  return tally;
+}

@@ -1,0 +1,61 @@
+import { readdir, readFile } from 'node:fs/promises';
+
+const pollMs = 50;
+
+// The state letter of a process (R, S, Z, ...), or undefined once it is gone.
+async function processState(pid: number): Promise<string | undefined> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
+  // The command name in parentheses may hold spaces or parentheses; the state follows the last ')'.
+  return stat?.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
+}
+
+// Whether a process is alive: it exists and is not a zombie waiting to be reaped.
+export async function isRunning(pid: number): Promise<boolean> {
+  const state = await processState(pid);
+  return state !== undefined && state !== 'Z';
+}
+
+// The pids whose parent is ppid, read from /proc.
+export async function childPids(ppid: number): Promise<number[]> {
+  const children: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
+    const parent = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    if (parent === ppid) children.push(Number(entry));
+  }
+  return children;
+}
+
+// A process's children, their children and so on, deepest last.
+export async function descendantPids(pid: number): Promise<number[]> {
+  const found: number[] = [];
+  for (const child of await childPids(pid)) found.push(child, ...(await descendantPids(child)));
+  return found;
+}
+
+// A process's command line with its arguments joined by spaces, or '' once it is gone.
+export async function commandLine(pid: number): Promise<string> {
+  const raw = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+  return raw.split('\0').join(' ').trim();
+}
+
+// Sends a signal to a pid this test started, ignoring one that has already gone.
+export function signal(pid: number, name: NodeJS.Signals): void {
+  try {
+    process.kill(pid, name);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error;
+  }
+}
+
+// Polls check until it returns something other than undefined or false; fails after timeoutMs,
+// naming what it waited for.
+export async function waitFor<T>(what: string, check: () => Promise<T | undefined | false>, timeoutMs: number): Promise<T> {
+  for (const deadline = Date.now() + timeoutMs; ; ) {
+    const value = await check().catch(() => undefined);
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, pollMs));
+  }
+}

@@ -1,0 +1,97 @@
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { devAttestationDocument, startAttestationServer } from '../../src/dev/attestationServer.js';
+import type { RunningServer } from '../../src/dev/listen.js';
+import { startStorageServer } from '../../src/dev/storageServer.js';
+import { cgroupsOrSkip } from '../helpers/cgroups.js';
+import { type Answer, getJson, invoke } from '../helpers/http.js';
+import { burst, type Instance, startInstance, stopInstance } from '../helpers/instances.js';
+import { type Nginx, startNginx } from '../helpers/nginx.js';
+import { waitFor } from '../helpers/processes.js';
+import { programOrSkip } from '../helpers/programs.js';
+import { examplesDir, fixturesDir } from '../helpers/stack.js';
+
+const ready = (await cgroupsOrSkip()) && (await programOrSkip('nginx', 'nginx'));
+
+// The cgroups of each instance; a burst of burstSize requests is more than both pools hold.
+const poolSize = 2;
+const burstSize = 6;
+// Long enough that every request of a burst arrives while the first ones still hold their cgroups.
+const holdMs = 1500;
+const answerTimeoutMs = 20_000;
+
+const slow = { code_id: 'slow', input: { ms: holdMs } };
+const hello = { code_id: 'hello', input: { name: 'Ada' } };
+
+describe.runIf(ready)('two instances behind nginx with the shipped example configuration', () => {
+  let attestation: RunningServer;
+  let storage: RunningServer;
+  let a: Instance;
+  let b: Instance;
+  let nginx: Nginx;
+
+  beforeAll(async () => {
+    attestation = await startAttestationServer();
+    storage = await startStorageServer({ codeDirs: [examplesDir, fixturesDir], attestation: devAttestationDocument });
+    a = await startInstance(attestation, storage, poolSize);
+    b = await startInstance(attestation, storage, poolSize);
+    nginx = await startNginx([a.address, b.address]);
+  });
+
+  afterAll(async () => {
+    await nginx?.stop();
+    for (const instance of [a, b]) if (instance) await stopInstance(instance);
+    await Promise.all([attestation?.close(), storage?.close()]);
+  });
+
+  test('a 503 from an instance whose pool is full is answered by the other instance', async () => {
+    // Fill a's pool directly, around nginx.
+    const holding = [invoke(a.service.url, slow), invoke(a.service.url, slow)];
+    const full = async () => (await getJson<{ data: { free: number } }>(`${a.service.url}/health`)).data.free === 0;
+    await waitFor('every cgroup of the first instance to be taken', full, holdMs);
+
+    const answers: Answer[] = [];
+    for (let i = 0; i < 4; i += 1) answers.push(await invoke(nginx.url, hello));
+    expect(answers.map((answer) => answer.statusCode)).toEqual([200, 200, 200, 200]);
+    const retried = (await nginx.accessLog()).filter((entry) => entry.upstreams.length === 2);
+    expect(retried).toContainEqual({ status: 200, upstreams: [a.address, b.address], upstreamStatuses: ['503', '200'] });
+
+    expect((await Promise.all(holding)).map((answer) => answer.statusCode)).toEqual([200, 200]);
+  });
+
+  test('more requests at once than one pool holds: the pair answers more of them, and fewer 503s, than one instance', async () => {
+    const alone = await burst(a.service.url, burstSize, slow);
+    expect(alone).toEqual({ 200: poolSize, 503: burstSize - poolSize });
+
+    const pair = await burst(nginx.url, burstSize, slow);
+    // Only the service's own answers: no request is lost to nginx (502, 504), and each 503 is the
+    // second instance's, after the first one's.
+    expect(pair).toEqual({ 200: 2 * poolSize, 503: burstSize - 2 * poolSize });
+    const busy = (await nginx.accessLog()).slice(-burstSize).filter((entry) => entry.status === 503);
+    for (const entry of busy) expect(entry.upstreamStatuses).toEqual(['503', '503']);
+  });
+
+  test('stopping one instance mid-run loses no request: what it cannot take, the other answers', async () => {
+    const clients = 2;
+    const perClient = 12;
+    let answered = 0;
+    const run = async () => {
+      const statuses: number[] = [];
+      for (let i = 0; i < perClient; i += 1) {
+        statuses.push((await invoke(nginx.url, hello)).statusCode);
+        answered += 1;
+      }
+      return statuses;
+    };
+    const before = (await nginx.accessLog()).length;
+    const running = Promise.all(Array.from({ length: clients }, run));
+    await waitFor('a quarter of the requests to be answered', async () => answered >= (clients * perClient) / 4, answerTimeoutMs);
+    a.service.child.kill('SIGTERM');
+
+    expect((await running).flat()).toEqual(Array(clients * perClient).fill(200));
+    expect(await a.service.exited).toBe(0);
+    const entries = (await nginx.accessLog()).slice(before);
+    // Some went to the stopping instance first and were passed on; the last ones only to b.
+    expect(entries.some((entry) => entry.upstreams.length === 2 && entry.upstreams[0] === a.address)).toBe(true);
+    expect(entries.at(-1)?.upstreams.at(-1)).toBe(b.address);
+  });
+});

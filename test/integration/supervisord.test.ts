@@ -1,0 +1,161 @@
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import getPort from 'get-port';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { discoverCgroups, readPids } from '../../src/cgroupPool.js';
+import { cgroupRoot, cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
+import { invoke, statusOf } from '../helpers/http.js';
+import { isRunning, signal, waitFor } from '../helpers/processes.js';
+import { programOrSkip } from '../helpers/programs.js';
+import { processesMentioning } from '../helpers/stack.js';
+import { startEnclaveStartPath, type Supervisord } from '../helpers/supervisord.js';
+
+const ready = (await cgroupsOrSkip()) && (await programOrSkip('supervisord', 'supervisor'));
+
+// What identifies each program's process: its command line names the compiled entry point.
+const serviceEntry = 'dist/src/main.js';
+const devServersEntry = 'dist/src/dev/main.js';
+const poolSize = 2;
+const startTimeoutMs = 20_000;
+// Short, so the test of stopping with a request running does not wait long for it.
+const shutdownGraceMs = 1000;
+
+const freePort = () => getPort({ host: '127.0.0.1' });
+const answers200 = (url: string) => async () => (await statusOf(url)) === 200;
+
+describe.runIf(ready)('supervisord runs the service as the enclave image does', () => {
+  let pool: TestPool;
+  let runtimePath: string;
+  let workDir: string;
+  let supervisord: Supervisord;
+  let serviceUrl: string;
+
+  beforeAll(async () => {
+    // The start script makes the pool itself; creating it first under the same prefix only gives
+    // the test a way to remove it (the setup scripts are idempotent).
+    pool = await createTestPool({ count: poolSize });
+    runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
+    workDir = await mkdtemp(path.join(os.tmpdir(), 'oyster-supervisord-'));
+    const [port, attestationPort, storagePort] = [await freePort(), await freePort(), await freePort()];
+    serviceUrl = `http://127.0.0.1:${port}`;
+    supervisord = startEnclaveStartPath(
+      {
+        // The documented override: the enclave-only programs stay stopped, the development
+        // servers run in their place.
+        OYSTER_ENCLAVE_PROGRAMS: 'false',
+        OYSTER_EXTRA_PROGRAMS: 'deploy/supervisord-dev.conf',
+        POOL_SIZE: String(poolSize),
+        POOL_MEMORY: '128M',
+        CGROUP_ROOT: cgroupRoot,
+        CGROUP_PREFIX: pool.prefix,
+        HOST: '127.0.0.1',
+        PORT: String(port),
+        RUNTIME_PATH: runtimePath,
+        ATTESTATION_URL: `http://127.0.0.1:${attestationPort}`,
+        STORAGE_URL: `http://127.0.0.1:${storagePort}/load`,
+        EXECUTION_TIMEOUT_MS: '20000',
+        SHUTDOWN_GRACE_MS: String(shutdownGraceMs),
+      },
+      ['--pidfile', path.join(workDir, 'supervisord.pid')],
+      path.join(workDir, 'output.log'),
+    );
+    try {
+      await waitFor('the service under supervisord to be healthy', answers200(`${serviceUrl}/health`), startTimeoutMs);
+      await waitFor('the development attestation server', answers200(`http://127.0.0.1:${attestationPort}`), startTimeoutMs);
+    } catch (error) {
+      throw new Error(`${(error as Error).message}; supervisord's output:\n${supervisord.output()}`);
+    }
+  });
+
+  // The workerd processes serving a request of this file's service, once there are any.
+  const workers = () =>
+    waitFor('a workerd running the request', async () => {
+      const pids = await processesMentioning(runtimePath);
+      return pids.length > 0 && pids;
+    }, startTimeoutMs);
+
+  afterAll(async () => {
+    await supervisord?.stop();
+    // Only what this file's service started: workerd processes serving from its runtime directory.
+    if (runtimePath) for (const pid of await processesMentioning(runtimePath)) signal(pid, 'SIGKILL');
+    await pool?.remove();
+    for (const dir of [runtimePath, workDir]) if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  test('starts with a pool for the detected cgroup version, the service and the development servers, not the enclave-only programs', async () => {
+    const output = supervisord.output();
+    expect(output).toContain(`cgroup v${pool.version} pool ready: ${pool.prefix}1..${pool.prefix}${poolSize}`);
+    expect(output).toContain("spawned: 'server'");
+    expect(output).toContain("spawned: 'dev-servers'");
+    expect(output).not.toContain("spawned: 'my-server-proxy'");
+    expect(output).not.toContain("spawned: 'attestation-server'");
+    // The service's own log reaches supervisord's stdout.
+    expect(output).toContain('"msg":"cgroup pool ready"');
+  });
+
+  test('a request through the service works', async () => {
+    const answer = await invoke(serviceUrl, { code_id: 'hello', input: { name: 'Ada' } });
+    expect(answer.statusCode).toBe(200);
+    expect(JSON.parse(answer.body)).toMatchObject({ status: 'success', data: 'Hello, Ada!' });
+  });
+
+  test('killed mid-request, the service is started again, clears the orphaned workerd, and serves the next request', async () => {
+    const killed = await supervisord.programPid(serviceEntry);
+    expect(killed).toBeDefined();
+    const interrupted = invoke(serviceUrl, { code_id: 'loop', input: {} }).then(
+      (answer) => answer.statusCode,
+      () => 'connection lost',
+    );
+    const [orphan] = await workers();
+
+    signal(killed!, 'SIGKILL');
+    expect(await interrupted).toBe('connection lost');
+    const restarted = await waitFor('supervisord to start the service again', async () => {
+      const pid = await supervisord.programPid(serviceEntry);
+      return pid !== undefined && pid !== killed && pid;
+    }, startTimeoutMs);
+    await waitFor('the restarted service to be healthy', answers200(`${serviceUrl}/health`), startTimeoutMs);
+
+    expect(supervisord.output()).toMatch(/exited: server \(terminated by SIGKILL; not expected\)/);
+    expect(await isRunning(orphan!)).toBe(false);
+    const cgroups = await discoverCgroups(cgroupRoot, pool.version, pool.prefix);
+    expect((await Promise.all(cgroups.map(readPids))).flat()).toEqual([]);
+    const answer = await invoke(serviceUrl, { code_id: 'hello', input: { name: 'again' } });
+    expect(answer.statusCode).toBe(200);
+    expect(JSON.parse(answer.body)).toMatchObject({ data: 'Hello, again!' });
+    expect(await supervisord.programPid(serviceEntry)).toBe(restarted);
+  });
+
+  test('on supervisord\'s stop signal (SIGTERM) the service ends a running request\'s workerd after the grace period and exits 0', async () => {
+    const stopped = await supervisord.programPid(serviceEntry);
+    const running = invoke(serviceUrl, { code_id: 'loop', input: {} }).catch(() => undefined);
+    const [worker] = await workers();
+
+    const signalled = Date.now();
+    signal(stopped!, 'SIGTERM');
+    await waitFor('the service to exit', async () => !(await isRunning(stopped!)), startTimeoutMs);
+    const tookMs = Date.now() - signalled;
+    // Looked at before supervisord's next start of the service could clear it.
+    const workerLeft = await isRunning(worker!);
+    await running;
+    await waitFor('the restarted service to be healthy', answers200(`${serviceUrl}/health`), startTimeoutMs);
+
+    expect(workerLeft).toBe(false);
+    expect(supervisord.output()).toMatch(/exited: server \(exit status 0; expected\)/);
+    // Not held open by the client's connection until supervisord's SIGKILL 15 s later.
+    expect(tookMs).toBeLessThan(shutdownGraceMs + 2000);
+  });
+
+  test('stopping supervisord stops every program and leaves no workerd and no files', async () => {
+    const programs = [await supervisord.programPid(serviceEntry), await supervisord.programPid(devServersEntry)];
+    expect(programs).not.toContain(undefined);
+    expect((await invoke(serviceUrl, { code_id: 'hello', input: {} })).statusCode).toBe(200);
+
+    expect(await supervisord.stop()).toBe(0);
+    for (const pid of programs) expect(await isRunning(pid!)).toBe(false);
+    expect(supervisord.output()).toMatch(/stopped: server \(exit status 0\)/);
+    expect(await processesMentioning(runtimePath)).toEqual([]);
+    expect(await readdir(runtimePath)).toEqual([]);
+  });
+});
