@@ -5,6 +5,7 @@ import { fetchAttestation } from './attestation.js';
 import { type Cgroup, type CgroupPool, watchOom } from './cgroupPool.js';
 import { CodeCache } from './codeCache.js';
 import { downloadCode } from './codeDownload.js';
+import { parseWorkerCode } from './codeFormat.js';
 import type { Config } from './config.js';
 import { ServiceError, toServiceError } from './errors.js';
 import { type Deadline, startDeadline } from './http.js';
@@ -99,7 +100,7 @@ export function buildApp(config: Config, deps: AppDependencies): App {
       }
       const reserved = cgroup;
       // 2–3. The code: from the cache, or from the storage server on presenting a fresh attestation document.
-      const { code } = await codeCache.get(codeId, async () => {
+      const { code: stored } = await codeCache.get(codeId, async () => {
         const attestation = await stages.run('attestation', () =>
           fetchAttestation({ url: config.attestationUrl, timeoutMs: config.upstreamTimeoutMs, signal }),
         );
@@ -114,7 +115,9 @@ export function buildApp(config: Config, deps: AppDependencies): App {
           }),
         );
       });
-      // 4. The code and its workerd config, in a private directory with a random name.
+      // 4. The code and its workerd config, in a private directory with a random name. The code is
+      //    one script (service worker or ES module) or a multipart bundle of modules.
+      const code = await parseWorkerCode(stored.bytes, stored.contentType);
       files = await stages.run('files', () =>
         writeWorkerFiles({
           runtimePath: config.runtimePath,

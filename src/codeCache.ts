@@ -1,10 +1,11 @@
 import { createHash } from 'node:crypto';
+import type { StoredCode } from './codeDownload.js';
 import { isServiceError } from './errors.js';
 
 // A code_id names immutable code, so its bytes can be kept and reused without asking again.
 export interface CachedCode {
-  readonly code: Buffer;
-  /** sha256 of the code, as fetched from the storage server. */
+  readonly code: StoredCode;
+  /** sha256 of the code's bytes, as fetched from the storage server. */
   readonly sha256: Buffer;
   /** Whether the code came from the cache (no attestation or storage call was made). */
   readonly hit: boolean;
@@ -20,8 +21,8 @@ export interface CodeCacheOptions {
 export class CodeCache {
   readonly #maxBytes: number;
   /** Map order is use order: the first entry is the least recently used. */
-  readonly #entries = new Map<string, { readonly code: Buffer; readonly sha256: Buffer }>();
-  readonly #inFlight = new Map<string, Promise<Buffer>>();
+  readonly #entries = new Map<string, { readonly code: StoredCode; readonly sha256: Buffer }>();
+  readonly #inFlight = new Map<string, Promise<StoredCode>>();
   #bytes = 0;
   hits = 0;
   misses = 0;
@@ -41,10 +42,10 @@ export class CodeCache {
   }
 
   // Returns the code for a code_id, calling fetch only when it is not cached (or its copy is corrupt).
-  async get(codeId: string, fetch: () => Promise<Buffer>): Promise<CachedCode> {
+  async get(codeId: string, fetch: () => Promise<StoredCode>): Promise<CachedCode> {
     const entry = this.#entries.get(codeId);
     if (entry) {
-      if (sha256(entry.code).equals(entry.sha256)) {
+      if (sha256(entry.code.bytes).equals(entry.sha256)) {
         this.#entries.delete(codeId);
         this.#entries.set(codeId, entry);
         this.hits += 1;
@@ -54,14 +55,14 @@ export class CodeCache {
     }
     this.misses += 1;
     const code = await this.#fetchOnce(codeId, fetch);
-    const digest = sha256(code);
+    const digest = sha256(code.bytes);
     this.#store(codeId, code, digest);
     return { code, sha256: digest, hit: false };
   }
 
   // Joins a fetch already running for the code_id, or starts one. A caller whose request was
   // abandoned (client gone, shutdown) must not fail the others who joined it: they fetch again.
-  async #fetchOnce(codeId: string, fetch: () => Promise<Buffer>): Promise<Buffer> {
+  async #fetchOnce(codeId: string, fetch: () => Promise<StoredCode>): Promise<StoredCode> {
     const running = this.#inFlight.get(codeId);
     if (running) {
       try {
@@ -80,11 +81,11 @@ export class CodeCache {
     }
   }
 
-  #store(codeId: string, code: Buffer, digest: Buffer): void {
-    if (code.length > this.#maxBytes) return;
+  #store(codeId: string, code: StoredCode, digest: Buffer): void {
+    if (code.bytes.length > this.#maxBytes) return;
     this.#remove(codeId);
     this.#entries.set(codeId, { code, sha256: digest });
-    this.#bytes += code.length;
+    this.#bytes += code.bytes.length;
     for (const oldest of this.#entries.keys()) {
       if (this.#bytes <= this.#maxBytes) break;
       this.#remove(oldest);
@@ -95,7 +96,7 @@ export class CodeCache {
     const entry = this.#entries.get(codeId);
     if (!entry) return;
     this.#entries.delete(codeId);
-    this.#bytes -= entry.code.length;
+    this.#bytes -= entry.code.bytes.length;
   }
 }
 

@@ -16,8 +16,15 @@ export interface CodeDownloadOptions {
   readonly signal: AbortSignal;
 }
 
+// What the storage server answered for a code_id: the bytes and how they are typed (one script,
+// or a multipart bundle of modules).
+export interface StoredCode {
+  readonly bytes: Buffer;
+  readonly contentType: string | undefined;
+}
+
 // Fetches the code stored under a code_id, presenting the attestation document as proof.
-export async function downloadCode(options: CodeDownloadOptions): Promise<Buffer> {
+export async function downloadCode(options: CodeDownloadOptions): Promise<StoredCode> {
   try {
     return await withDeadline(options.signal, options.timeoutMs, async (signal) => {
       const response = await request(options.url, {
@@ -34,7 +41,9 @@ export async function downloadCode(options: CodeDownloadOptions): Promise<Buffer
         await response.body.dump();
         throw new ServiceError('CODE_DOWNLOAD_FAILED', { cause: new Error(`storage server answered ${response.statusCode}`) });
       }
-      return await readCapped(response.body, options.maxBytes);
+      const contentType = response.headers['content-type'];
+      const bytes = await readCapped(response.body, options.maxBytes);
+      return { bytes, contentType: typeof contentType === 'string' ? contentType : undefined };
     });
   } catch (error) {
     if (error instanceof BodyTooLargeError) {

@@ -10,6 +10,7 @@ const definitions = {
     message:
       'Failed to generate a response. Syntax error in your JavaScript code. Please check the syntax and try again.',
   },
+  INVALID_BUNDLE: { status: 400, message: 'The stored code bundle is invalid' },
   CODE_TOO_LARGE: { status: 413, message: 'The stored code is larger than this service runs (MAX_CODE_BYTES)' },
   CODE_NOT_FOUND: { status: 404, message: 'No code was found for this code_id' },
   EXECUTION_TIMEOUT: { status: 408, message: 'Server timeout, fetching response took a long time' },

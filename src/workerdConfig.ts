@@ -1,23 +1,29 @@
 import { randomUUID } from 'node:crypto';
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import type { ModuleType, WorkerCode } from './codeFormat.js';
 import { ServiceError } from './errors.js';
 
-const scriptFileName = 'worker.js';
 // Invocation directories are named by randomUUID(); nothing else in RUNTIME_PATH is ever deleted.
 const invocationDirName = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const configFileName = 'config.capnp';
+const scriptFileName = 'worker.js';
+
+// How the config declares the worker's code: files (relative to the config) and, for modules,
+// the name each is imported by. The first module is the main one.
+export type CodeFiles =
+  | { readonly format: 'service-worker'; readonly file: string }
+  | { readonly format: 'modules'; readonly modules: ReadonlyArray<{ readonly name: string; readonly type: ModuleType; readonly file: string }> };
 
 export interface WorkerdConfigOptions {
-  /** File name of the worker script, relative to the config file. */
-  readonly scriptFileName: string;
+  readonly code: CodeFiles;
   /** compatibilityDate for the worker; must not be newer than the workerd binary. */
   readonly compatibilityDate: string;
   /** Whether the worker may fetch public internet addresses. Private and loopback ones are never allowed. */
   readonly allowPublicEgress: boolean;
 }
 
-// Renders the capnp config for one service-worker script, served over HTTP on loopback.
+// Renders the capnp config for one worker, served over HTTP on loopback.
 export function renderWorkerdConfig(options: WorkerdConfigOptions): string {
   // "public" excludes loopback, private and link-local ranges: user code can never reach the
   // attestation server, the storage server or this service.
@@ -35,11 +41,22 @@ const config :Workerd.Config = (
 );
 
 const worker :Workerd.Worker = (
-  serviceWorkerScript = embed ${JSON.stringify(options.scriptFileName)},
-  compatibilityDate = ${JSON.stringify(options.compatibilityDate)},
+  ${renderCode(options.code)},
+  compatibilityDate = ${quote(options.compatibilityDate)},
   globalOutbound = "egress",
 );
 `;
+}
+
+function renderCode(code: CodeFiles): string {
+  if (code.format === 'service-worker') return `serviceWorkerScript = embed ${quote(code.file)}`;
+  const modules = code.modules.map((module) => `    (name = ${quote(module.name)}, ${module.type} = embed ${quote(module.file)}),`);
+  return `modules = [\n${modules.join('\n')}\n  ]`;
+}
+
+// A capnp text literal; its escapes are JSON's for the characters that can occur here.
+function quote(text: string): string {
+  return JSON.stringify(text);
 }
 
 // The files of one invocation: a private directory holding the code and its config.
@@ -48,13 +65,14 @@ export interface WorkerFiles {
   readonly configPath: string;
 }
 
-export interface WriteWorkerFilesOptions extends Omit<WorkerdConfigOptions, 'scriptFileName'> {
+export interface WriteWorkerFilesOptions extends Omit<WorkerdConfigOptions, 'code'> {
   /** Directory under which each invocation gets its own directory. */
   readonly runtimePath: string;
-  readonly code: Buffer;
+  readonly code: WorkerCode;
 }
 
-// Writes the code and its config into a new directory whose name is random, never the code_id.
+// Writes the code and its config into a new directory whose name is random, never the code_id;
+// module files are numbered, never named after the modules.
 export async function writeWorkerFiles(options: WriteWorkerFilesOptions): Promise<WorkerFiles> {
   const dir = path.join(options.runtimePath, randomUUID());
   const files = { dir, configPath: path.join(dir, configFileName) };
@@ -63,18 +81,30 @@ export async function writeWorkerFiles(options: WriteWorkerFilesOptions): Promis
   } catch (cause) {
     throw new ServiceError('CODE_FILE_FAILED', { cause });
   }
-  const config = renderWorkerdConfig({ ...options, scriptFileName });
+  const { code, files: codeFiles } = planCodeFiles(options.code);
+  const config = renderWorkerdConfig({ ...options, code });
   // Mode 0600 and exclusive create: no other user can read the code, and no existing file is reused.
-  const [code, conf] = await Promise.allSettled([
-    writeFile(path.join(dir, scriptFileName), options.code, { mode: 0o600, flag: 'wx' }),
+  const written = await Promise.allSettled([
+    ...codeFiles.map(({ file, content }) => writeFile(path.join(dir, file), content, { mode: 0o600, flag: 'wx' })),
     writeFile(files.configPath, config, { mode: 0o600, flag: 'wx' }),
   ]);
-  if (code.status === 'rejected' || conf.status === 'rejected') {
+  const failed = written.findIndex((result) => result.status === 'rejected');
+  if (failed !== -1) {
     await removeWorkerFiles(files);
-    if (code.status === 'rejected') throw new ServiceError('CODE_FILE_FAILED', { cause: code.reason });
-    throw new ServiceError('CONFIG_FILE_FAILED', { cause: conf.status === 'rejected' ? conf.reason : undefined });
+    const cause = (written[failed] as PromiseRejectedResult).reason;
+    throw new ServiceError(failed < codeFiles.length ? 'CODE_FILE_FAILED' : 'CONFIG_FILE_FAILED', { cause });
   }
   return files;
+}
+
+// Decides the file of each piece of code: worker.js for a script, module0, module1, … for modules.
+function planCodeFiles(code: WorkerCode): { code: CodeFiles; files: Array<{ file: string; content: Buffer }> } {
+  if (code.format === 'service-worker') {
+    return { code: { format: 'service-worker', file: scriptFileName }, files: [{ file: scriptFileName, content: code.script }] };
+  }
+  const files = code.modules.map((module, i) => ({ file: `module${i}`, content: module.content }));
+  const modules = code.modules.map((module, i) => ({ name: module.name, type: module.type, file: files[i]!.file }));
+  return { code: { format: 'modules', modules }, files };
 }
 
 // Deletes an invocation's directory and everything in it.

@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import path from 'node:path';
 import { listen, type RunningServer } from './listen.js';
@@ -9,7 +9,8 @@ const base64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$
 const safeKey = /^[A-Za-z0-9_-]+$/;
 
 export interface StorageServerOptions {
-  /** Folders whose <key>.js files are the stored code, searched in order. */
+  /** Folders holding the stored code, searched in order: <key>.js is one script, a folder <key>/
+   * is a bundle of modules (its metadata.json names the main module, else index.js). */
   readonly codeDirs: readonly string[];
   /** When set, only this exact attestation document is accepted, as a real storage server checks it. */
   readonly attestation?: Buffer;
@@ -49,15 +50,45 @@ async function handle(options: StorageServerOptions, request: IncomingMessage, r
     response.writeHead(404).end('no code stored under this key');
     return;
   }
-  response.writeHead(200, { 'content-type': 'application/javascript' }).end(code);
+  response.writeHead(200, { 'content-type': code.contentType }).end(code.bytes);
 }
 
-async function findCode(codeDirs: readonly string[], key: string): Promise<Buffer | undefined> {
+// The content type of each module file of a bundle folder, by its extension.
+const partTypes: Readonly<Record<string, string>> = {
+  '.js': 'application/javascript+module',
+  '.mjs': 'application/javascript+module',
+  '.wasm': 'application/wasm',
+  '.json': 'application/json',
+  '.txt': 'text/plain',
+};
+const metadataFile = 'metadata.json';
+const defaultMainModule = 'index.js';
+
+async function findCode(codeDirs: readonly string[], key: string): Promise<{ bytes: Buffer; contentType: string } | undefined> {
   for (const dir of codeDirs) {
-    const code = await readFile(path.join(dir, `${key}.js`)).catch(() => undefined);
-    if (code) return code;
+    const script = await readFile(path.join(dir, `${key}.js`)).catch(() => undefined);
+    if (script) return { bytes: script, contentType: 'application/javascript' };
+    const bundle = await readBundle(path.join(dir, key)).catch(() => undefined);
+    if (bundle) return bundle;
   }
   return undefined;
+}
+
+// Packs a folder as a Workers multipart upload: a metadata part naming the main module, then one
+// file part per module, typed by its extension.
+async function readBundle(folder: string): Promise<{ bytes: Buffer; contentType: string }> {
+  const names = (await readdir(folder)).sort();
+  const metadata = names.includes(metadataFile)
+    ? await readFile(path.join(folder, metadataFile), 'utf8')
+    : JSON.stringify({ main_module: defaultMainModule });
+  const form = new FormData();
+  form.append('metadata', metadata);
+  for (const name of names.filter((entry) => entry !== metadataFile)) {
+    const type = partTypes[path.extname(name)] ?? 'application/octet-stream';
+    form.append(name, new Blob([await readFile(path.join(folder, name))], { type }), name);
+  }
+  const packed = new Response(form);
+  return { bytes: Buffer.from(await packed.arrayBuffer()), contentType: packed.headers.get('content-type')! };
 }
 
 async function readBody(request: IncomingMessage): Promise<string> {

@@ -2,7 +2,7 @@ import { describe, expect, test, vi } from 'vitest';
 import { CodeCache, sha256 } from '../../src/codeCache.js';
 import { ServiceError } from '../../src/errors.js';
 
-const code = (text: string) => Buffer.from(text);
+const code = (text: string) => ({ bytes: Buffer.from(text), contentType: 'application/javascript' });
 
 describe('the code cache', () => {
   test('fetches a code_id once and serves it from memory afterwards', async () => {
@@ -13,7 +13,7 @@ describe('the code cache', () => {
     expect(fetch).toHaveBeenCalledTimes(1);
     expect(first).toMatchObject({ hit: false, code: code('A') });
     expect(second).toMatchObject({ hit: true, code: code('A') });
-    expect(second.sha256).toEqual(sha256(code('A')));
+    expect(second.sha256).toEqual(sha256(Buffer.from('A')));
   });
 
   test('with maxBytes 0 keeps nothing', async () => {
@@ -49,7 +49,7 @@ describe('the code cache', () => {
     const cache = new CodeCache({ maxBytes: 1024 });
     const stored = code('original');
     await cache.get('a', async () => stored);
-    stored.write('corrupt!');
+    stored.bytes.write('corrupt!');
     const fetch = vi.fn(async () => code('original'));
     const again = await cache.get('a', fetch);
     expect(fetch).toHaveBeenCalledTimes(1);
@@ -58,13 +58,13 @@ describe('the code cache', () => {
 
   test('concurrent first requests for one code_id share a single fetch', async () => {
     const cache = new CodeCache({ maxBytes: 1024 });
-    let release!: (value: Buffer) => void;
-    const fetch = vi.fn(() => new Promise<Buffer>((resolve) => (release = resolve)));
+    let release!: (value: ReturnType<typeof code>) => void;
+    const fetch = vi.fn(() => new Promise<ReturnType<typeof code>>((resolve) => (release = resolve)));
     const all = Promise.all([cache.get('a', fetch), cache.get('a', fetch), cache.get('a', fetch)]);
     release(code('A'));
     const results = await all;
     expect(fetch).toHaveBeenCalledTimes(1);
-    expect(results.map((result) => result.code.toString())).toEqual(['A', 'A', 'A']);
+    expect(results.map((result) => result.code.bytes.toString())).toEqual(['A', 'A', 'A']);
   });
 
   test('a failed fetch is shared by its joiners and not cached', async () => {
@@ -81,10 +81,10 @@ describe('the code cache', () => {
   test('a fetch abandoned by its client does not fail the requests that joined it', async () => {
     const cache = new CodeCache({ maxBytes: 1024 });
     let abandon!: (error: Error) => void;
-    const first = cache.get('a', () => new Promise<Buffer>((_, reject) => (abandon = reject)));
+    const first = cache.get('a', () => new Promise<ReturnType<typeof code>>((_, reject) => (abandon = reject)));
     const joined = cache.get('a', async () => code('A'));
     abandon(new ServiceError('CLIENT_CLOSED'));
     await expect(first).rejects.toMatchObject({ code: 'CLIENT_CLOSED' });
-    expect((await joined).code.toString()).toBe('A');
+    expect((await joined).code.bytes.toString()).toBe('A');
   });
 });

@@ -5,7 +5,8 @@ import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { removeStaleWorkerFiles, removeWorkerFiles, renderWorkerdConfig, writeWorkerFiles } from '../../src/workerdConfig.js';
 
 describe('renderWorkerdConfig', () => {
-  const config = renderWorkerdConfig({ scriptFileName: 'worker.js', compatibilityDate: '2026-04-26', allowPublicEgress: true });
+  const serviceWorker = { format: 'service-worker', file: 'worker.js' } as const;
+  const config = renderWorkerdConfig({ code: serviceWorker, compatibilityDate: '2026-04-26', allowPublicEgress: true });
 
   test('embeds the script as a service worker with the given compatibility date', () => {
     expect(config).toContain('serviceWorkerScript = embed "worker.js"');
@@ -20,12 +21,35 @@ describe('renderWorkerdConfig', () => {
   test('lets the worker reach public addresses only, or none', () => {
     expect(config).toContain('allow = ["public"]');
     expect(config).toContain('globalOutbound = "egress"');
-    const closed = renderWorkerdConfig({ scriptFileName: 'worker.js', compatibilityDate: '2026-04-26', allowPublicEgress: false });
+    const closed = renderWorkerdConfig({ code: serviceWorker, compatibilityDate: '2026-04-26', allowPublicEgress: false });
     expect(closed).toContain('allow = []');
   });
 
+  test('declares modules in order, the main one first, each by its own kind', () => {
+    const modules = renderWorkerdConfig({
+      code: {
+        format: 'modules',
+        modules: [
+          { name: 'index.js', type: 'esModule', file: 'module0' },
+          { name: 'add.wasm', type: 'wasm', file: 'module1' },
+          { name: 'config.json', type: 'json', file: 'module2' },
+        ],
+      },
+      compatibilityDate: '2026-04-26',
+      allowPublicEgress: true,
+    });
+    expect(modules).toContain(
+      'modules = [\n    (name = "index.js", esModule = embed "module0"),\n    (name = "add.wasm", wasm = embed "module1"),\n    (name = "config.json", json = embed "module2"),\n  ]',
+    );
+    expect(modules).not.toContain('serviceWorkerScript');
+  });
+
   test('quotes file names so they cannot break out of the string', () => {
-    const odd = renderWorkerdConfig({ scriptFileName: 'a"b.js', compatibilityDate: '2026-04-26', allowPublicEgress: true });
+    const odd = renderWorkerdConfig({
+      code: { format: 'service-worker', file: 'a"b.js' },
+      compatibilityDate: '2026-04-26',
+      allowPublicEgress: true,
+    });
     expect(odd).toContain('embed "a\\"b.js"');
   });
 });
@@ -38,7 +62,12 @@ describe('worker files', () => {
   afterEach(() => rm(runtimePath, { recursive: true, force: true }));
 
   const write = () =>
-    writeWorkerFiles({ runtimePath, code: Buffer.from('// code'), compatibilityDate: '2026-04-26', allowPublicEgress: true });
+    writeWorkerFiles({
+      runtimePath,
+      code: { format: 'service-worker', script: Buffer.from('// code') },
+      compatibilityDate: '2026-04-26',
+      allowPublicEgress: true,
+    });
 
   test('go into a new private directory with a random name, readable by the owner only', async () => {
     const [first, second] = await Promise.all([write(), write()]);
@@ -50,6 +79,23 @@ describe('worker files', () => {
     }
     expect(await readFile(path.join(first.dir, 'worker.js'), 'utf8')).toBe('// code');
     expect(await readFile(first.configPath, 'utf8')).toContain('embed "worker.js"');
+  });
+
+  test('of a bundle are numbered files, never named after the modules', async () => {
+    const files = await writeWorkerFiles({
+      runtimePath,
+      code: {
+        format: 'modules',
+        modules: [
+          { name: 'index.js', type: 'esModule', content: Buffer.from('export default {}') },
+          { name: 'data.txt', type: 'text', content: Buffer.from('hi') },
+        ],
+      },
+      compatibilityDate: '2026-04-26',
+      allowPublicEgress: true,
+    });
+    expect((await readdir(files.dir)).sort()).toEqual(['config.capnp', 'module0', 'module1']);
+    expect(await readFile(path.join(files.dir, 'module1'), 'utf8')).toBe('hi');
   });
 
   test('are removed completely', async () => {
