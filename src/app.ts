@@ -1,24 +1,18 @@
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { fetchAttestation } from './attestation.js';
-import { type Cgroup, type CgroupPool, watchOom } from './cgroupPool.js';
+import type { CgroupPool } from './cgroupPool.js';
 import { CodeCache } from './codeCache.js';
-import { downloadCode } from './codeDownload.js';
-import { parseWorkerCode } from './codeFormat.js';
 import type { Config } from './config.js';
-import { ServiceError, toServiceError } from './errors.js';
-import { type Deadline, startDeadline } from './http.js';
-import { invokeWorker } from './invocation.js';
-import { StageTimer } from './stages.js';
-import { removeWorkerFiles, type WorkerFiles, writeWorkerFiles } from './workerdConfig.js';
-import { startWorkerd, type WorkerdProcess } from './workerdProcess.js';
+import { type ErrorCode, ServiceError, toServiceError } from './errors.js';
+import { Metrics } from './metrics.js';
+import { type RunResult, runFunction } from './pipeline.js';
+import { type Signer, signatureHeader, timestampHeader } from './signing.js';
+import { type StageName, StageTimer } from './stages.js';
 
 // Seconds a client (or load balancer) is asked to wait before retrying a busy server.
 const retryAfterSeconds = 1;
 const maxCodeIdLength = 256;
-// How long a lost connection to workerd waits for workerd's exit before calling it a crash.
-const exitWaitMs = 200;
 
 // The request body of POST /api/serverless.
 const payloadSchema = z.object({
@@ -27,13 +21,26 @@ const payloadSchema = z.object({
     .min(1)
     .max(maxCodeIdLength)
     // eslint-disable-next-line no-control-regex
-    .regex(/^[^\u0000-\u001f\u007f]*$/, 'must not contain control characters'),
+    .regex(/^[^\u0000-\u001f\u007f]*$/, 'must not contain control characters')
+    // A lone surrogate has no UTF-8 form: two such code_ids would be the same bytes to a signature.
+    .refine((codeId) => Buffer.from(codeId, 'utf8').toString('utf8') === codeId, 'must be well-formed Unicode'),
   input: z.record(z.string(), z.unknown()).optional(),
 });
 
 export interface AppDependencies {
   /** The cgroups workers run in. */
   readonly pool: CgroupPool;
+  /** Signs every successful answer when set (SIGNER_KEY_PATH). */
+  readonly signer?: Signer;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The stages this request has been through, with their durations. */
+    stages: StageTimer;
+    /** The error code it was answered with, if it failed. */
+    failureCode: ErrorCode | undefined;
+  }
 }
 
 // The service's HTTP API, ready for inject() or listen(); it never listens by itself.
@@ -44,8 +51,10 @@ export interface App extends FastifyInstance {
 
 // Builds the HTTP API around a cgroup pool.
 export function buildApp(config: Config, deps: AppDependencies): App {
-  const { pool } = deps;
+  const { pool, signer } = deps;
   const codeCache = new CodeCache({ maxBytes: config.codeCacheMaxBytes });
+  const pipeline = { config, pool, codeCache };
+  const metrics = new Metrics({ pool, codeCache });
   const app = Fastify({
     logger: { level: config.logLevel },
     bodyLimit: config.maxBodyBytes,
@@ -62,12 +71,20 @@ export function buildApp(config: Config, deps: AppDependencies): App {
   const inFlight = new Map<AbortController, Promise<void>>();
   let shuttingDown = false;
 
-  app.addHook('onRequest', async () => {
+  app.decorateRequest('stages', null as unknown as StageTimer);
+  app.decorateRequest('failureCode', undefined);
+  app.addHook('onRequest', async (request) => {
+    request.stages = new StageTimer();
     if (shuttingDown) throw new ServiceError('SHUTTING_DOWN');
   });
-  // A kept-alive connection would hold the closing server open after its last answer.
-  app.addHook('onSend', async (_request, reply) => {
+  app.addHook('onSend', async (request, reply) => {
+    void reply.header('server-timing', serverTiming(request.stages.durations, reply.elapsedTime));
+    // A kept-alive connection would hold the closing server open after its last answer.
     if (shuttingDown) void reply.header('connection', 'close');
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    if (request.routeOptions.url !== '/api/serverless') return;
+    metrics.recordRequest(reply.statusCode, request.failureCode ?? 'OK', request.stages.durations);
   });
 
   app.get('/health', async (_request, reply) => {
@@ -79,87 +96,26 @@ export function buildApp(config: Config, deps: AppDependencies): App {
     });
   });
 
+  app.get('/metrics', async (_request, reply) => {
+    return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+
   app.post('/api/serverless', { schema: { body: payloadSchema } }, async (request, reply) => {
-    const { code_id: codeId, input } = request.body;
     const abandon = abandonOnClose(reply);
     let finished!: () => void;
     inFlight.set(abandon, new Promise((resolve) => (finished = resolve)));
-    const signal = abandon.signal;
-    const stages = new StageTimer();
-    let cgroup: Cgroup | undefined;
-    let files: WorkerFiles | undefined;
-    let worker: WorkerdProcess | undefined;
-    let deadline: Deadline | undefined;
-    let userCodeStarted = false;
     try {
-      // 1. A free cgroup first: a busy server answers 503 without bothering the upstreams.
-      cgroup = await stages.run('admission', () => pool.reserve());
-      if (!cgroup) {
-        void reply.header('retry-after', String(retryAfterSeconds));
-        throw new ServiceError('SERVER_BUSY', { data: { pool_size: pool.size } });
-      }
-      const reserved = cgroup;
-      // 2–3. The code: from the cache, or from the storage server on presenting a fresh attestation document.
-      const { code: stored } = await codeCache.get(codeId, async () => {
-        const attestation = await stages.run('attestation', () =>
-          fetchAttestation({ url: config.attestationUrl, timeoutMs: config.upstreamTimeoutMs, signal }),
-        );
-        return stages.run('download', () =>
-          downloadCode({
-            url: config.storageUrl,
-            codeId,
-            attestation,
-            maxBytes: config.maxCodeBytes,
-            timeoutMs: config.upstreamTimeoutMs,
-            signal,
-          }),
-        );
-      });
-      // 4. The code and its workerd config, in a private directory with a random name. The code is
-      //    one script (service worker or ES module) or a multipart bundle of modules.
-      const code = await parseWorkerCode(stored.bytes, stored.contentType);
-      files = await stages.run('files', () =>
-        writeWorkerFiles({
-          runtimePath: config.runtimePath,
-          code,
-          compatibilityDate: config.compatibilityDate,
-          allowPublicEgress: config.allowPublicEgress,
-        }),
-      );
-      const configPath = files.configPath;
-      // 5. workerd, inside the cgroup, until it listens. The time limit runs from here to the answer.
-      userCodeStarted = true;
-      deadline = startDeadline(signal, config.executionTimeoutMs);
-      const limit = deadline.signal;
-      const oomKilled = await watchOom(reserved);
-      worker = await stages
-        .run('start', () => startWorkerd({ workerdPath: config.workerdPath, configPath, cgroup: reserved, signal: limit }))
-        .catch((error: unknown) => explainFailure(error, undefined, oomKilled));
-      const port = worker.port;
-      // 6. The input, to the function.
-      const result = await stages
-        .run('execution', () =>
-          invokeWorker({ port, body: JSON.stringify(input ?? {}), maxResponseBytes: config.maxResponseBytes, signal: limit }),
-        )
-        .catch((error: unknown) => explainFailure(error, worker, oomKilled));
-      if (result.statusCode !== 200) {
-        await explainFailure(new ServiceError('USER_CODE_FAILED'), worker, oomKilled);
-      }
-      // 7. The answer.
-      return { status: 'success', message: 'Response successfully generated', data: result.body.toString('utf8') };
+      const { code_id: codeId, input } = request.body;
+      const result = await runFunction(pipeline, { codeId, input, signal: abandon.signal, stages: request.stages });
+      const data = result.output.toString('utf8');
+      if (signer) void reply.headers(signatureHeaders(signer, codeId, result, data));
+      return { status: 'success', message: 'Response successfully generated', data };
     } catch (error) {
-      const failure = interruptedOrNot(toServiceError(error), userCodeStarted);
+      const failure = toServiceError(error);
       const log = failure.status >= 500 ? request.log.error.bind(request.log) : request.log.info.bind(request.log);
-      log({ stage: stages.current, code: failure.code, err: failure.cause ?? failure }, failure.message);
+      log({ stage: request.stages.current, code: failure.code, err: failure.cause ?? failure }, failure.message);
       throw failure;
     } finally {
-      // 8. Nothing left behind, on every path: the process, its files, its cgroup.
-      await stages.run('cleanup', async () => {
-        deadline?.clear();
-        await worker?.stop();
-        if (files) await removeWorkerFiles(files);
-        if (cgroup) await pool.release(cgroup);
-      });
       inFlight.delete(abandon);
       finished();
     }
@@ -172,6 +128,8 @@ export function buildApp(config: Config, deps: AppDependencies): App {
   app.setErrorHandler((error: FastifyError | ServiceError, request, reply) => {
     const failure = fromFramework(error);
     if (failure.code !== error.code) request.log.info({ code: failure.code, err: error }, failure.message);
+    request.failureCode = failure.code;
+    if (failure.code === 'SERVER_BUSY') void reply.header('retry-after', String(retryAfterSeconds));
     return reply.code(failure.status).send({ status: 'error', message: failure.message, data: failure.data });
   });
 
@@ -195,33 +153,19 @@ function abandonOnClose(reply: FastifyReply): AbortController {
   return controller;
 }
 
-// Says why an invocation failed, once its workerd is gone: the cgroup's memory limit, a crash,
-// or the function's own error, each with what workerd printed.
-async function explainFailure(error: unknown, worker: WorkerdProcess | undefined, oomKilled: () => Promise<boolean>): Promise<never> {
-  // A dropped connection is usually workerd dying; its exit may reach us a moment after the socket error.
-  const connectionLost = error instanceof ServiceError && error.code === 'INVOCATION_FAILED';
-  const exitedByItself = connectionLost && worker !== undefined && (await worker.exitsWithin(exitWaitMs));
-  await worker?.stop();
-  const output = worker?.output();
-  if (await oomKilled()) throw new ServiceError('OUT_OF_MEMORY', { data: output ?? dataOf(error), cause: error });
-  if (exitedByItself) {
-    throw new ServiceError('WORKERD_CRASHED', { data: output, cause: error });
-  }
-  if (error instanceof ServiceError && error.code === 'USER_CODE_FAILED') {
-    throw new ServiceError('USER_CODE_FAILED', { data: output });
-  }
-  throw error;
+// The headers that let anyone check which enclave key vouches for this answer to this request.
+// The output signed is the data string the client receives, so a client can rebuild it even when
+// the function's body was not valid UTF-8.
+function signatureHeaders(signer: Signer, codeId: string, result: RunResult, data: string): Record<string, string> {
+  const timestamp = Math.floor(Date.now() / 1000);
+  const output = Buffer.from(data, 'utf8');
+  const signature = signer.sign({ timestamp, codeId, codeSha256: result.codeSha256, input: result.input, output });
+  return { [timestampHeader]: String(timestamp), [signatureHeader]: signature };
 }
 
-function dataOf(error: unknown): unknown {
-  return error instanceof ServiceError ? error.data : null;
-}
-
-// A 503 promises that no user code ran, so it is safe to retry anywhere; once workerd has started,
-// a shutdown that cuts the request short answers 500 instead.
-function interruptedOrNot(failure: ServiceError, userCodeStarted: boolean): ServiceError {
-  if (failure.code !== 'SHUTTING_DOWN' || !userCodeStarted) return failure;
-  return new ServiceError('SHUTDOWN_INTERRUPTED', { cause: failure });
+// The Server-Timing header: each stage the request went through, then the total, in milliseconds.
+function serverTiming(stages: ReadonlyArray<readonly [StageName, number]>, totalMs: number): string {
+  return [...stages, ['total', totalMs] as const].map(([name, ms]) => `${name};dur=${ms.toFixed(2)}`).join(', ');
 }
 
 // Maps Fastify's own errors (body parsing, validation) to ours.

@@ -38,6 +38,7 @@ const schema = z.object({
   MAX_RESPONSE_BYTES: bytes.default(1024 * 1024),
   CODE_CACHE_MAX_BYTES: z.coerce.number().int().min(0).default(64 * 1024 * 1024),
   ALLOW_PUBLIC_EGRESS: flag.default(true),
+  SIGNER_KEY_PATH: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -75,6 +76,8 @@ export interface Config {
   /** Whether user code may fetch public internet addresses (private and loopback ones never). */
   readonly allowPublicEgress: boolean;
   readonly logLevel: string;
+  /** File holding the secp256k1 secret that signs every successful answer; unset, nothing is signed. */
+  readonly signerKeyPath: string | undefined;
 }
 
 // Parses the environment into a Config, or throws a StartupError that names every bad variable.
@@ -106,5 +109,6 @@ export function parseConfig(env: Readonly<Record<string, string | undefined>>): 
     codeCacheMaxBytes: e.CODE_CACHE_MAX_BYTES,
     allowPublicEgress: e.ALLOW_PUBLIC_EGRESS,
     logLevel: e.LOG_LEVEL,
+    signerKeyPath: e.SIGNER_KEY_PATH,
   };
 }

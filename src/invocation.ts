@@ -6,7 +6,7 @@ export interface InvokeOptions {
   /** The port workerd listens on, on 127.0.0.1. */
   readonly port: number;
   /** The request body for the function: the client's input as JSON. */
-  readonly body: string;
+  readonly body: Buffer;
   /** A response larger than this is refused. */
   readonly maxResponseBytes: number;
   /** Fires at the time limit or when the request is abandoned. */

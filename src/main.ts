@@ -5,20 +5,22 @@ import { buildApp } from './app.js';
 import { CgroupPool } from './cgroupPool.js';
 import { type Config, parseConfig } from './config.js';
 import { StartupError } from './errors.js';
+import { loadSigner } from './signing.js';
 import { removeStaleWorkerFiles } from './workerdConfig.js';
 
 // Starts the service from the environment (and .env), as supervisord runs it; exits 0 after SIGTERM.
 async function main(): Promise<void> {
   const config = parseConfig(process.env);
   await checkWorkerdBinary(config.workerdPath);
+  const signer = config.signerKeyPath === undefined ? undefined : await loadSigner(config.signerKeyPath);
   const pool = await CgroupPool.open({ root: config.cgroupRoot, version: config.cgroupVersion, prefix: config.cgroupPrefix });
-  const app = buildApp(config, { pool });
+  const app = buildApp(config, { pool, signer });
 
   // A previous run may have been killed with workers running: clear what it left.
   const killed = await pool.recover();
   const stale = await removeStaleWorkerFiles(config.runtimePath);
   app.log.info(
-    { cgroupVersion: pool.version, poolSize: pool.size, killedLeftovers: killed, removedStaleDirs: stale },
+    { cgroupVersion: pool.version, poolSize: pool.size, killedLeftovers: killed, removedStaleDirs: stale, signer: signer?.address ?? null },
     'cgroup pool ready',
   );
 

@@ -58,6 +58,7 @@ describe('bad requests get a clear 4xx', () => {
     ['with a newline', 'a\nb'],
     ['with an escape character', 'a\u001bb'],
     ['with DEL', 'a\u007fb'],
+    ['with a lone surrogate', 'a\ud800b'],
   ])('a code_id %s answers 400', async (_name, codeId) => {
     const response = await post(JSON.stringify({ code_id: codeId }));
     expect(response.statusCode).toBe(400);

@@ -7,6 +7,7 @@ import { type Config, parseConfig } from '../../src/config.js';
 import { devAttestationDocument, startAttestationServer } from '../../src/dev/attestationServer.js';
 import type { RunningServer } from '../../src/dev/listen.js';
 import { startStorageServer } from '../../src/dev/storageServer.js';
+import { loadSigner } from '../../src/signing.js';
 import { removeStaleWorkerFiles } from '../../src/workerdConfig.js';
 import { cgroupRoot, createTestPool, type TestPool, type TestPoolOptions } from './cgroups.js';
 
@@ -65,7 +66,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   });
   await removeStaleWorkerFiles(config.runtimePath);
   const pool = await CgroupPool.open({ root: config.cgroupRoot, version: config.cgroupVersion, prefix: config.cgroupPrefix });
-  const app = buildApp(config, { pool });
+  const signer = config.signerKeyPath === undefined ? undefined : await loadSigner(config.signerKeyPath);
+  const app = buildApp(config, { pool, signer });
   await app.ready();
 
   return {

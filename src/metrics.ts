@@ -1,0 +1,79 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { CgroupPool } from './cgroupPool.js';
+import type { CodeCache } from './codeCache.js';
+import type { StageName } from './stages.js';
+
+// From 1 ms (a cache hit, a cgroup reservation) to 30 s (the default time limit).
+const durationBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
+export interface MetricsSources {
+  readonly pool: CgroupPool;
+  readonly codeCache: CodeCache;
+}
+
+// The numbers operators need, in the Prometheus text format: requests by answer, time per stage,
+// the pool, out-of-memory kills and time-outs, the code cache, and the process itself.
+export class Metrics {
+  readonly registry = new Registry();
+  readonly #requests: Counter<'status' | 'code'>;
+  readonly #stages: Histogram<'stage'>;
+  readonly #outOfMemory: Counter;
+  readonly #timeouts: Counter;
+
+  constructor(sources: MetricsSources) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: 'oyster_' });
+    this.#requests = new Counter({
+      name: 'oyster_requests_total',
+      help: 'POST /api/serverless answers, by HTTP status and error code (OK for a success)',
+      labelNames: ['status', 'code'],
+      registers,
+    });
+    this.#stages = new Histogram({
+      name: 'oyster_stage_duration_seconds',
+      help: 'Time spent in each stage of a request: admission, attestation, download, files, start, execution, cleanup',
+      labelNames: ['stage'],
+      buckets: durationBuckets,
+      registers,
+    });
+    this.#outOfMemory = new Counter({ name: 'oyster_out_of_memory_total', help: 'Functions killed by their cgroup memory limit', registers });
+    this.#timeouts = new Counter({ name: 'oyster_timeouts_total', help: 'Functions killed at EXECUTION_TIMEOUT_MS', registers });
+    const gauge = (name: string, help: string, read: () => number) =>
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          this.set(read());
+        },
+      });
+    gauge('oyster_pool_size', 'cgroups in the pool', () => sources.pool.size);
+    gauge('oyster_pool_free', 'cgroups ready to be handed out', () => sources.pool.free);
+    gauge('oyster_pool_usable', 'cgroups not occupied by a foreign process', () => sources.pool.usable);
+    // The cache keeps its own tallies; these counters catch up with them whenever they are read.
+    const counter = (name: string, help: string, read: () => number) => {
+      let counted = 0;
+      return new Counter({
+        name,
+        help,
+        registers,
+        collect() {
+          const now = read();
+          this.inc(now - counted);
+          counted = now;
+        },
+      });
+    };
+    counter('oyster_code_cache_hits_total', 'Requests whose code came from the code cache', () => sources.codeCache.hits);
+    counter('oyster_code_cache_misses_total', 'Requests whose code was fetched from the storage server', () => sources.codeCache.misses);
+    gauge('oyster_code_cache_bytes', 'Bytes of code held by the code cache', () => sources.codeCache.bytes);
+  }
+
+  // Counts one answer of POST /api/serverless with the time each of its stages took.
+  recordRequest(status: number, code: string, stages: ReadonlyArray<readonly [StageName, number]>): void {
+    this.#requests.inc({ status: String(status), code });
+    for (const [stage, ms] of stages) this.#stages.observe({ stage }, ms / 1000);
+    if (code === 'OUT_OF_MEMORY') this.#outOfMemory.inc();
+    if (code === 'EXECUTION_TIMEOUT') this.#timeouts.inc();
+  }
+}

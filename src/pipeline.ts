@@ -1,0 +1,131 @@
+import { fetchAttestation } from './attestation.js';
+import { type Cgroup, type CgroupPool, watchOom } from './cgroupPool.js';
+import type { CodeCache } from './codeCache.js';
+import { downloadCode } from './codeDownload.js';
+import { parseWorkerCode } from './codeFormat.js';
+import type { Config } from './config.js';
+import { isServiceError, ServiceError, toServiceError } from './errors.js';
+import { type Deadline, startDeadline } from './http.js';
+import { invokeWorker } from './invocation.js';
+import type { StageTimer } from './stages.js';
+import { removeWorkerFiles, type WorkerFiles, writeWorkerFiles } from './workerdConfig.js';
+import { startWorkerd, type WorkerdProcess } from './workerdProcess.js';
+
+// How long a lost connection to workerd waits for workerd's exit before calling it a crash.
+const exitWaitMs = 200;
+
+// What every run needs and outlives it.
+export interface PipelineDependencies {
+  readonly config: Config;
+  /** The cgroups workers run in. */
+  readonly pool: CgroupPool;
+  readonly codeCache: CodeCache;
+}
+
+// One client request to run a function.
+export interface RunRequest {
+  readonly codeId: string;
+  /** The client's input; the function receives `{}` when there is none. */
+  readonly input: Record<string, unknown> | undefined;
+  /** Fires when the client goes away or shutdown gives up on the request. */
+  readonly signal: AbortSignal;
+  /** Records the stages, for logs, Server-Timing and metrics. */
+  readonly stages: StageTimer;
+}
+
+// What a successful run produced, with what a signature over it needs.
+export interface RunResult {
+  /** The function's response body, exactly as it answered. */
+  readonly output: Buffer;
+  /** The request body the function received. */
+  readonly input: Buffer;
+  /** sha256 of the code that ran, as the storage server served it. */
+  readonly codeSha256: Buffer;
+}
+
+// Runs a stored function once, start to finish: the request flow of the service. Every failure is
+// a ServiceError, and on every path nothing is left behind.
+export async function runFunction(deps: PipelineDependencies, request: RunRequest): Promise<RunResult> {
+  const { config, pool, codeCache } = deps;
+  const { codeId, signal, stages } = request;
+  let cgroup: Cgroup | undefined;
+  let files: WorkerFiles | undefined;
+  let worker: WorkerdProcess | undefined;
+  let deadline: Deadline | undefined;
+  let userCodeStarted = false;
+  try {
+    // 1. A free cgroup first: a busy server answers 503 without bothering the upstreams.
+    cgroup = await stages.run('admission', () => pool.reserve());
+    if (!cgroup) throw new ServiceError('SERVER_BUSY', { data: { pool_size: pool.size } });
+    const reserved = cgroup;
+
+    // 2–3. The code: from the cache, or from the storage server on presenting a fresh attestation document.
+    const { code: stored, sha256: codeSha256 } = await codeCache.get(codeId, async () => {
+      const attestation = await stages.run('attestation', () =>
+        fetchAttestation({ url: config.attestationUrl, timeoutMs: config.upstreamTimeoutMs, signal }),
+      );
+      return stages.run('download', () =>
+        downloadCode({ url: config.storageUrl, codeId, attestation, maxBytes: config.maxCodeBytes, timeoutMs: config.upstreamTimeoutMs, signal }),
+      );
+    });
+
+    // 4. The code (one script, or a bundle of modules) and its workerd config, in a private
+    //    directory with a random name.
+    const code = await parseWorkerCode(stored.bytes, stored.contentType);
+    files = await stages.run('files', () =>
+      writeWorkerFiles({ runtimePath: config.runtimePath, code, compatibilityDate: config.compatibilityDate, allowPublicEgress: config.allowPublicEgress }),
+    );
+    const configPath = files.configPath;
+
+    // 5. workerd, inside the cgroup, until it listens. The time limit runs from here to the answer.
+    userCodeStarted = true;
+    deadline = startDeadline(signal, config.executionTimeoutMs);
+    const limit = deadline.signal;
+    const oomKilled = await watchOom(reserved);
+    worker = await stages
+      .run('start', () => startWorkerd({ workerdPath: config.workerdPath, configPath, cgroup: reserved, signal: limit }))
+      .catch((error: unknown) => explainFailure(error, undefined, oomKilled));
+    const port = worker.port;
+
+    // 6. The input, to the function; its answer back.
+    const input = Buffer.from(JSON.stringify(request.input ?? {}));
+    const result = await stages
+      .run('execution', () => invokeWorker({ port, body: input, maxResponseBytes: config.maxResponseBytes, signal: limit }))
+      .catch((error: unknown) => explainFailure(error, worker, oomKilled));
+    if (result.statusCode !== 200) await explainFailure(new ServiceError('USER_CODE_FAILED'), worker, oomKilled);
+    return { output: result.body, input, codeSha256 };
+  } catch (error) {
+    throw interruptedOrNot(toServiceError(error), userCodeStarted);
+  } finally {
+    // 7. Nothing left behind, on every path: the process, its files, its cgroup.
+    await stages.run('cleanup', async () => {
+      deadline?.clear();
+      await worker?.stop();
+      if (files) await removeWorkerFiles(files);
+      if (cgroup) await pool.release(cgroup);
+    });
+  }
+}
+
+// Says why an invocation failed, once its workerd is gone: the cgroup's memory limit, a crash, the
+// time limit or the function's own error, each with the end of what the function printed.
+async function explainFailure(error: unknown, worker: WorkerdProcess | undefined, oomKilled: () => Promise<boolean>): Promise<never> {
+  // A dropped connection is usually workerd dying; its exit may reach us a moment after the socket error.
+  const connectionLost = isServiceError(error, 'INVOCATION_FAILED');
+  const exitedByItself = connectionLost && worker !== undefined && (await worker.exitsWithin(exitWaitMs));
+  await worker?.stop();
+  const output = worker?.output();
+  if (await oomKilled()) throw new ServiceError('OUT_OF_MEMORY', { data: output ?? (isServiceError(error) ? error.data : null), cause: error });
+  if (exitedByItself) throw new ServiceError('WORKERD_CRASHED', { data: output, cause: error });
+  if (isServiceError(error, 'USER_CODE_FAILED') || isServiceError(error, 'EXECUTION_TIMEOUT')) {
+    throw new ServiceError(error.code, { data: output ?? null, cause: error.cause });
+  }
+  throw error;
+}
+
+// A 503 promises that no user code ran, so it is safe to retry anywhere; once workerd has started,
+// a shutdown that cuts the request short answers 500 instead.
+function interruptedOrNot(failure: ServiceError, userCodeStarted: boolean): ServiceError {
+  if (failure.code !== 'SHUTTING_DOWN' || !userCodeStarted) return failure;
+  return new ServiceError('SHUTDOWN_INTERRUPTED', { cause: failure });
+}

@@ -1,0 +1,83 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { loadSigner, recoverSigner } from '../../src/signing.js';
+import { cgroupsOrSkip } from '../helpers/cgroups.js';
+import { fakeCgroupV2Root } from '../helpers/fakeCgroupfs.js';
+import { refusedStart } from '../helpers/service.js';
+import { examplesDir, type Stack, startStack } from '../helpers/stack.js';
+
+const cgroups = await cgroupsOrSkip();
+
+describe.runIf(cgroups)('signed results', () => {
+  let keyDir: string;
+  let keyPath: string;
+  let signed: Stack;
+  let unsigned: Stack;
+  beforeAll(async () => {
+    keyDir = await mkdtemp(path.join(os.tmpdir(), 'oyster-key-'));
+    keyPath = path.join(keyDir, 'signer.key');
+    await writeFile(keyPath, randomBytes(32), { mode: 0o600 });
+    signed = await startStack({ pool: { count: 1 }, env: { SIGNER_KEY_PATH: keyPath } });
+    unsigned = await startStack({ pool: { count: 1 } });
+  });
+  afterAll(async () => {
+    await signed?.close();
+    await unsigned?.close();
+    await rm(keyDir, { recursive: true, force: true });
+  });
+
+  test('a 200 carries a timestamp and a signature that recovers to the key\'s address, over exactly what ran', async () => {
+    const input = { num: 84 };
+    const response = await signed.invoke({ code_id: 'primes', input });
+    expect(response.statusCode).toBe(200);
+    const timestamp = Number(response.headers['x-oyster-timestamp']);
+    expect(Math.abs(timestamp - Date.now() / 1000)).toBeLessThan(60);
+    const signature = String(response.headers['x-oyster-signature']);
+    const fields = {
+      timestamp,
+      codeId: 'primes',
+      codeSha256: createHash('sha256').update(await readFile(path.join(examplesDir, 'primes.js'))).digest(),
+      input: Buffer.from(JSON.stringify(input)),
+      output: Buffer.from(response.body.data as string, 'utf8'),
+    };
+    const signer = await loadSigner(keyPath);
+    expect(recoverSigner(fields, signature)).toBe(signer.address);
+    expect(recoverSigner({ ...fields, output: Buffer.from('The prime factors of 84 are 2,2,3,8') }, signature)).not.toBe(signer.address);
+    expect(recoverSigner({ ...fields, timestamp: timestamp + 1 }, signature)).not.toBe(signer.address);
+  });
+
+  test('error answers carry no signature', async () => {
+    const response = await signed.invoke({ code_id: 'throw' });
+    expect(response.statusCode).toBe(500);
+    expect(response.headers['x-oyster-signature']).toBeUndefined();
+  });
+
+  test('without a key there are no signature headers', async () => {
+    const response = await unsigned.invoke({ code_id: 'hello' });
+    expect(response.statusCode).toBe(200);
+    expect(response.headers['x-oyster-signature']).toBeUndefined();
+    expect(response.headers['x-oyster-timestamp']).toBeUndefined();
+  });
+});
+
+describe('a bad key file', () => {
+  test('stops start-up with a message naming SIGNER_KEY_PATH', async () => {
+    const root = await fakeCgroupV2Root(['workerd1']);
+    const keyDir = await mkdtemp(path.join(os.tmpdir(), 'oyster-key-'));
+    try {
+      const short = path.join(keyDir, 'short.key');
+      await writeFile(short, randomBytes(16));
+      for (const keyPath of [short, path.join(keyDir, 'missing.key')]) {
+        const { code, output } = await refusedStart({ CGROUP_ROOT: root, SIGNER_KEY_PATH: keyPath });
+        expect(code).toBe(1);
+        expect(output).toContain(`SIGNER_KEY_PATH=${keyPath}`);
+      }
+    } finally {
+      await rm(root, { recursive: true, force: true });
+      await rm(keyDir, { recursive: true, force: true });
+    }
+  });
+});
