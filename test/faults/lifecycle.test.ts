@@ -8,7 +8,7 @@ import { devAttestationDocument, startAttestationServer } from '../../src/dev/at
 import type { RunningServer } from '../../src/dev/listen.js';
 import { startStorageServer } from '../../src/dev/storageServer.js';
 import { cgroupRoot, cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
-import { type ServiceProcess, startService } from '../helpers/service.js';
+import { type ServiceProcess, startService, serviceEnv } from '../helpers/service.js';
 import { examplesDir, fixturesDir, processesMentioning } from '../helpers/stack.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -40,11 +40,7 @@ describe.runIf(cgroups)('the service process: shutdown and recovery', () => {
 
   const start = async (env: Readonly<Record<string, string>> = {}) => {
     const service = await startService({
-      CGROUP_ROOT: cgroupRoot,
-      CGROUP_PREFIX: pool.prefix,
-      RUNTIME_PATH: runtimePath,
-      ATTESTATION_URL: attestation.url,
-      STORAGE_URL: `${storage.url}/load`,
+      ...serviceEnv({ pool, runtimePath, attestation, storage }),
       ...env,
     });
     started.push(service);

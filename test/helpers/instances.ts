@@ -2,10 +2,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { RunningServer } from '../../src/dev/listen.js';
-import { cgroupRoot, createTestPool, type TestPool } from './cgroups.js';
+import { createTestPool, type TestPool } from './cgroups.js';
 import { invoke } from './http.js';
 import { signal } from './processes.js';
-import { type ServiceProcess, startService } from './service.js';
+import { type ServiceProcess, startService, serviceEnv } from './service.js';
 import { processesMentioning } from './stack.js';
 
 // Longer than the service's default SHUTDOWN_GRACE_MS.
@@ -25,11 +25,7 @@ export async function startInstance(attestation: RunningServer, storage: Running
   const pool = await createTestPool({ count: poolSize });
   const runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
   const service = await startService({
-    CGROUP_ROOT: cgroupRoot,
-    CGROUP_PREFIX: pool.prefix,
-    RUNTIME_PATH: runtimePath,
-    ATTESTATION_URL: attestation.url,
-    STORAGE_URL: `${storage.url}/load`,
+    ...serviceEnv({ pool, runtimePath, attestation, storage }),
   });
   return { pool, runtimePath, service, address: new URL(service.url).host };
 }

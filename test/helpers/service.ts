@@ -2,6 +2,8 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import path from 'node:path';
 import getPort from 'get-port';
 import { request } from 'undici';
+import type { RunningServer } from '../../src/dev/listen.js';
+import { cgroupRoot, type TestPool } from './cgroups.js';
 
 const projectRoot = path.resolve(import.meta.dirname, '../..');
 const startTimeoutMs = 10_000;
@@ -55,4 +57,22 @@ export async function refusedStart(env: Readonly<Record<string, string>>): Promi
   const code = await service.exited;
   clearTimeout(timer);
   return { code, output: service.output() };
+}
+
+export interface ServiceEnvOptions {
+  readonly pool: TestPool;
+  readonly runtimePath: string;
+  readonly attestation: RunningServer;
+  readonly storage: RunningServer;
+}
+
+// The settings that point a service at a test pool, its own runtime directory and the development servers.
+export function serviceEnv(options: ServiceEnvOptions): Record<string, string> {
+  return {
+    CGROUP_ROOT: cgroupRoot,
+    CGROUP_PREFIX: options.pool.prefix,
+    RUNTIME_PATH: options.runtimePath,
+    ATTESTATION_URL: options.attestation.url,
+    STORAGE_URL: `${options.storage.url}/load`,
+  };
 }

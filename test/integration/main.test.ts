@@ -6,9 +6,9 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { devAttestationDocument, startAttestationServer } from '../../src/dev/attestationServer.js';
 import type { RunningServer } from '../../src/dev/listen.js';
 import { startStorageServer } from '../../src/dev/storageServer.js';
-import { cgroupRoot, cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
+import { cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
 import { fakeCgroupV2Root } from '../helpers/fakeCgroupfs.js';
-import { refusedStart, startService } from '../helpers/service.js';
+import { refusedStart, startService, serviceEnv } from '../helpers/service.js';
 import { examplesDir, processesMentioning } from '../helpers/stack.js';
 
 const cgroups = await cgroupsOrSkip();
@@ -57,11 +57,7 @@ describe.runIf(cgroups)('npm start with a real pool', () => {
 
   test('serves the examples over HTTP, then exits 0 on SIGTERM leaving nothing behind', async () => {
     const service = await startService({
-      CGROUP_ROOT: cgroupRoot,
-      CGROUP_PREFIX: pool.prefix,
-      RUNTIME_PATH: runtimePath,
-      ATTESTATION_URL: attestation.url,
-      STORAGE_URL: `${storage.url}/load`,
+      ...serviceEnv({ pool, runtimePath, attestation, storage }),
     });
     const response = await request(`${service.url}/api/serverless`, {
       method: 'POST',

@@ -9,7 +9,7 @@ import { devAttestationDocument, startAttestationServer } from '../../src/dev/at
 import type { RunningServer } from '../../src/dev/listen.js';
 import { startStorageServer } from '../../src/dev/storageServer.js';
 import { cgroupRoot, cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
-import { type ServiceProcess, startService } from '../helpers/service.js';
+import { type ServiceProcess, startService, serviceEnv } from '../helpers/service.js';
 import { examplesDir, fixturesDir, processesMentioning } from '../helpers/stack.js';
 
 const cgroups = await cgroupsOrSkip();
@@ -65,11 +65,7 @@ describe.runIf(cgroups)('soak', () => {
     attestation = await startAttestationServer();
     storage = await startStorageServer({ codeDirs: [examplesDir, fixturesDir], attestation: devAttestationDocument });
     service = await startService({
-      CGROUP_ROOT: cgroupRoot,
-      CGROUP_PREFIX: pool.prefix,
-      RUNTIME_PATH: runtimePath,
-      ATTESTATION_URL: attestation.url,
-      STORAGE_URL: `${storage.url}/load`,
+      ...serviceEnv({ pool, runtimePath, attestation, storage }),
       EXECUTION_TIMEOUT_MS: String(executionTimeoutMs),
       LOG_LEVEL: 'warn',
     });
