@@ -6,8 +6,8 @@ import { CodeCache } from './codeCache.js';
 import type { Config } from './config.js';
 import { type ErrorCode, ServiceError, toServiceError } from './errors.js';
 import { Metrics } from './metrics.js';
-import { type RunResult, runFunction } from './pipeline.js';
-import { type Signer, signatureHeader, timestampHeader } from './signing.js';
+import { runFunction } from './pipeline.js';
+import type { Signer } from './signing.js';
 import { type StageName, StageTimer } from './stages.js';
 
 // Seconds a client (or load balancer) is asked to wait before retrying a busy server.
@@ -108,7 +108,10 @@ export function buildApp(config: Config, deps: AppDependencies): App {
       const { code_id: codeId, input } = request.body;
       const result = await runFunction(pipeline, { codeId, input, signal: abandon.signal, stages: request.stages });
       const data = result.output.toString('utf8');
-      if (signer) void reply.headers(signatureHeaders(signer, codeId, result, data));
+      // The output signed is the data string the client receives, so a client can rebuild it even
+      // when the function's body was not valid UTF-8.
+      const output = Buffer.from(data, 'utf8');
+      if (signer) void reply.headers(signer.headers({ codeId, codeSha256: result.codeSha256, input: result.input, output }));
       return { status: 'success', message: 'Response successfully generated', data };
     } catch (error) {
       const failure = toServiceError(error);
@@ -151,16 +154,6 @@ function abandonOnClose(reply: FastifyReply): AbortController {
     if (!reply.raw.writableFinished) controller.abort(new ServiceError('CLIENT_CLOSED'));
   });
   return controller;
-}
-
-// The headers that let anyone check which enclave key vouches for this answer to this request.
-// The output signed is the data string the client receives, so a client can rebuild it even when
-// the function's body was not valid UTF-8.
-function signatureHeaders(signer: Signer, codeId: string, result: RunResult, data: string): Record<string, string> {
-  const timestamp = Math.floor(Date.now() / 1000);
-  const output = Buffer.from(data, 'utf8');
-  const signature = signer.sign({ timestamp, codeId, codeSha256: result.codeSha256, input: result.input, output });
-  return { [timestampHeader]: String(timestamp), [signatureHeader]: signature };
 }
 
 // The Server-Timing header: each stage the request went through, then the total, in milliseconds.

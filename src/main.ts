@@ -5,14 +5,14 @@ import { buildApp } from './app.js';
 import { CgroupPool } from './cgroupPool.js';
 import { type Config, parseConfig } from './config.js';
 import { StartupError } from './errors.js';
-import { loadSigner } from './signing.js';
 import { removeStaleWorkerFiles } from './workerdConfig.js';
 
 // Starts the service from the environment (and .env), as supervisord runs it; exits 0 after SIGTERM.
 async function main(): Promise<void> {
   const config = parseConfig(process.env);
   await checkWorkerdBinary(config.workerdPath);
-  const signer = config.signerKeyPath === undefined ? undefined : await loadSigner(config.signerKeyPath);
+  // Loaded only when asked for: the curve library is a tenth of the service's idle memory.
+  const signer = config.signerKeyPath === undefined ? undefined : await (await import('./signing.js')).loadSigner(config.signerKeyPath);
   const pool = await CgroupPool.open({ root: config.cgroupRoot, version: config.cgroupVersion, prefix: config.cgroupPrefix });
   const app = buildApp(config, { pool, signer });
 
@@ -24,8 +24,8 @@ async function main(): Promise<void> {
     'cgroup pool ready',
   );
 
-  // `on`, not `once`: a listener must stay registered, or the exit hook that kills child processes
-  // (execa's cleanup) sees itself alone and re-raises the signal, ending the process mid-shutdown.
+  // `on`, not `once`: a second signal during shutdown must find a listener, not Node's default,
+  // which would end the process with its workers still running.
   let stopping = false;
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     process.on(signal, () => {

@@ -47,6 +47,8 @@ export interface Signer {
   readonly address: string;
   /** The X-Oyster-Signature value for an answer: 0x-prefixed hex of r || s || v, v 27 or 28. */
   sign(fields: SignedFields): string;
+  /** Both headers of a signed answer, timestamped now. */
+  headers(fields: Omit<SignedFields, 'timestamp'>): Record<string, string>;
 }
 
 // The exact bytes whose keccak256 is signed; the README's "Signed results" documents them.
@@ -96,9 +98,14 @@ function uint64(value: number, size = lengthPrefixBytes): Uint8Array {
 export async function loadSigner(keyPath: string): Promise<Signer> {
   const secretKey = parseSecretKey(await readKeyFile(keyPath), keyPath);
   const address = addressOf(secp256k1.getPublicKey(secretKey, false));
+  const sign = (fields: SignedFields) => signDigest(signingDigest(fields), secretKey);
   return {
     address,
-    sign: (fields) => signDigest(signingDigest(fields), secretKey),
+    sign,
+    headers: (fields) => {
+      const timestamp = Math.floor(Date.now() / 1000);
+      return { [timestampHeader]: String(timestamp), [signatureHeader]: sign({ ...fields, timestamp }) };
+    },
   };
 }
 

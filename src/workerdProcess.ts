@@ -1,14 +1,25 @@
+import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
-import { execa } from 'execa';
 import type { Cgroup } from './cgroupPool.js';
 import { abortError, ServiceError } from './errors.js';
 
 // What is kept of workerd's stdout and stderr: the end, where the error is, and never more, so a
 // function that prints megabytes cannot grow the service's memory.
 const outputTailBytes = 64 * 1024;
-// Exit status of the wrapper when it cannot put itself into the cgroup.
+// Exit statuses of the wrapper: it cannot put itself into the cgroup; the shell's own for a binary
+// it cannot execute or cannot find.
 const cgroupJoinFailed = 125;
+const shellCannotExecute = 126;
+const shellNotFound = 127;
+
+// How the wrapper (and so workerd) ended.
+interface Exit {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  /** Set when the process could not be started at all. */
+  readonly error?: Error;
+}
 
 // Puts the shell itself into every cgroup named before "--", then execs workerd in its place, so
 // workerd is capped from its first instruction on, before it reads any user code.
@@ -44,28 +55,25 @@ export async function startWorkerd(options: StartWorkerdOptions): Promise<Worker
   // fd 3 carries the listen event; --verbose makes workerd write the function's console output to
   // stderr, where the bounded tail keeps it for error answers.
   const workerd = [options.workerdPath, 'serve', options.configPath, '--control-fd=3', '--verbose'];
-  const subprocess = execa(
-    '/bin/sh',
-    ['-c', joinCgroupsThenExec, 'cgroup-exec', ...options.cgroup.procsFiles, '--', ...workerd],
-    {
-      stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
-      buffer: false,
-      reject: false,
-      // workerd needs nothing from the service's environment, and user code must not see it.
-      extendEnv: false,
-      env: { PATH: '/usr/bin:/bin' },
-    },
-  );
+  const child = spawn('/bin/sh', ['-c', joinCgroupsThenExec, 'cgroup-exec', ...options.cgroup.procsFiles, '--', ...workerd], {
+    stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
+    // workerd needs nothing from the service's environment, and user code must not see it.
+    env: { PATH: '/usr/bin:/bin' },
+  });
   let exited = false;
-  const exit = subprocess.then((result) => {
+  // 'close', not 'exit': it comes once stdout and stderr are drained, so the tail is complete.
+  const exit = new Promise<Exit>((resolve) => {
+    child.once('error', (error) => resolve({ code: null, signal: null, error }));
+    child.once('close', (code, signal) => resolve({ code, signal }));
+  }).then((result) => {
     exited = true;
     return result;
   });
-  subprocess.stdout.on('data', (chunk: Buffer) => tail.push(chunk));
-  subprocess.stderr.on('data', (chunk: Buffer) => tail.push(chunk));
+  child.stdout!.on('data', (chunk: Buffer) => tail.push(chunk));
+  child.stderr!.on('data', (chunk: Buffer) => tail.push(chunk));
 
   const stop = async () => {
-    if (!exited) subprocess.kill('SIGKILL');
+    if (!exited) child.kill('SIGKILL');
     await exit;
   };
 
@@ -76,18 +84,19 @@ export async function startWorkerd(options: StartWorkerdOptions): Promise<Worker
     void exit.finally(() => options.signal.removeEventListener('abort', onAbort));
   });
   const exitedEarly = exit.then((result): never => {
-    if (result.exitCode === undefined && result.signal === undefined) {
-      throw new ServiceError('WORKERD_START_FAILED', { cause: result });
-    }
-    if (result.exitCode === cgroupJoinFailed) {
+    if (result.error) throw new ServiceError('WORKERD_START_FAILED', { cause: result.error });
+    if (result.code === cgroupJoinFailed) {
       throw new ServiceError('WORKERD_START_FAILED', { data: tail.text(), cause: new Error(`cannot join cgroup ${options.cgroup.name}`) });
+    }
+    if (result.code === shellCannotExecute || result.code === shellNotFound) {
+      throw new ServiceError('WORKERD_START_FAILED', { data: tail.text(), cause: new Error(`cannot run ${options.workerdPath}`) });
     }
     // The usual reason workerd exits before it listens: the code does not compile. The caller
     // tells an out-of-memory kill apart by the cgroup's counters.
     throw new ServiceError('USER_CODE_INVALID', { data: withoutAddressStacks(tail.text()) });
   });
   // A control fd that closes without a listen event means workerd is exiting: its exit says why.
-  const listening = readListenPort(subprocess.stdio[3] as Readable).then((port) => port ?? exitedEarly);
+  const listening = readListenPort(child.stdio[3] as Readable).then((port) => port ?? exitedEarly);
 
   try {
     const port = await Promise.race([listening, exitedEarly, aborted]);
@@ -116,16 +125,21 @@ export async function startWorkerd(options: StartWorkerdOptions): Promise<Worker
 // Resolves with the port of workerd's http socket from its control fd, where it writes one JSON
 // object per line, e.g. {"event":"listen","socket":"http","port":40123}.
 async function readListenPort(controlFd: Readable): Promise<number | undefined> {
-  for await (const line of createInterface({ input: controlFd, crlfDelay: Infinity })) {
-    let message: unknown;
-    try {
-      message = JSON.parse(line);
-    } catch {
-      continue;
+  try {
+    for await (const line of createInterface({ input: controlFd, crlfDelay: Infinity })) {
+      let message: unknown;
+      try {
+        message = JSON.parse(line);
+      } catch {
+        continue;
+      }
+      if (isListenEvent(message)) return message.port;
     }
-    if (isListenEvent(message)) return message.port;
+    return undefined;
+  } finally {
+    // Keep draining: a paused pipe would never see its end, and the process's close would wait for it.
+    controlFd.resume();
   }
-  return undefined;
 }
 
 function isListenEvent(message: unknown): message is { event: 'listen'; port: number } {
