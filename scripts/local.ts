@@ -5,8 +5,7 @@ import path from 'node:path';
 import 'dotenv/config';
 import { CgroupPool, detectCgroupVersion } from '../src/cgroupPool.js';
 import { parseConfig } from '../src/config.js';
-import { devAttestationDocument, startAttestationServer } from '../src/dev/attestationServer.js';
-import { startStorageServer } from '../src/dev/storageServer.js';
+import { startDevServers } from '../src/dev/devServers.js';
 
 const projectRoot = path.resolve(import.meta.dirname, '../..');
 
@@ -24,18 +23,13 @@ async function main(): Promise<void> {
     execFileSync(script, [], { stdio: 'inherit', env: { ...process.env, CGROUP_ROOT: config.cgroupRoot, CGROUP_PREFIX: config.cgroupPrefix } });
   }
 
-  const attestation = await startAttestationServer({ port: Number(new URL(config.attestationUrl).port) });
-  const storage = await startStorageServer({
-    codeDirs: [path.join(projectRoot, 'examples')],
-    attestation: devAttestationDocument,
-    port: Number(new URL(config.storageUrl).port),
-  });
-  console.log(`attestation server ${attestation.url}, storage server ${storage.url}/load serving examples/`);
+  const servers = await startDevServers(config);
+  console.log(`attestation server ${servers.attestation.url}, storage server ${servers.storage.url}/load serving examples/`);
 
   const service = spawn(process.execPath, [path.join(projectRoot, 'dist/src/main.js')], { stdio: 'inherit' });
   for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => service.kill(signal));
   service.on('exit', (code) => {
-    void Promise.all([attestation.close(), storage.close()]).then(() => process.exit(code ?? 1));
+    void servers.close().then(() => process.exit(code ?? 1));
   });
 }
 

@@ -57,13 +57,19 @@ export async function createTestPool(options: TestPoolOptions = {}): Promise<Tes
   return {
     prefix,
     version,
-    remove: async () => {
-      for (const cgroup of await discoverCgroups(cgroupRoot, version, prefix)) {
-        for (const pid of await readPids(cgroup)) process.kill(pid, 'SIGKILL');
-        for (const procs of cgroup.procsFiles) await removeWhenEmpty(path.dirname(procs));
-      }
-    },
+    remove: () => removeCgroups(prefix),
   };
+}
+
+// Deletes every cgroup under a prefix (made by a test, or by a script a test ran), killing what is
+// left in them.
+export async function removeCgroups(prefix: string): Promise<void> {
+  const controllers = await readFile(path.join(cgroupRoot, 'cgroup.controllers'), 'utf8').catch(() => '');
+  const version = /\bmemory\b/.test(controllers) ? 2 : 1;
+  for (const cgroup of await discoverCgroups(cgroupRoot, version, prefix)) {
+    for (const pid of await readPids(cgroup)) process.kill(pid, 'SIGKILL');
+    for (const procs of cgroup.procsFiles) await removeWhenEmpty(path.dirname(procs));
+  }
 }
 
 async function removeWhenEmpty(dir: string): Promise<void> {

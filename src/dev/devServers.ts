@@ -1,0 +1,38 @@
+import path from 'node:path';
+import type { Config } from '../config.js';
+import { devAttestationDocument, startAttestationServer } from './attestationServer.js';
+import type { RunningServer } from './listen.js';
+import { startStorageServer } from './storageServer.js';
+
+const examplesDir = path.resolve(import.meta.dirname, '../../../examples');
+const defaultHttpPort = 80;
+
+// Both development servers, running.
+export interface DevServers {
+  readonly attestation: RunningServer;
+  readonly storage: RunningServer;
+  /** Where the served functions come from. */
+  readonly codeDir: string;
+  close(): Promise<void>;
+}
+
+// Starts the development attestation and storage servers on loopback at the ports of the
+// service's own ATTESTATION_URL and STORAGE_URL, serving the functions in examples/.
+export async function startDevServers(config: Pick<Config, 'attestationUrl' | 'storageUrl'>): Promise<DevServers> {
+  const attestation = await startAttestationServer({ port: portOf(config.attestationUrl) });
+  const storage = await startStorageServer({ codeDirs: [examplesDir], attestation: devAttestationDocument, port: portOf(config.storageUrl) });
+  return {
+    attestation,
+    storage,
+    codeDir: examplesDir,
+    close: async () => {
+      await Promise.all([attestation.close(), storage.close()]);
+    },
+  };
+}
+
+// The port a URL names, or HTTP's own when it names none.
+function portOf(url: string): number {
+  const { port } = new URL(url);
+  return port === '' ? defaultHttpPort : Number(port);
+}

@@ -1,0 +1,61 @@
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import getPort from 'get-port';
+import { request } from 'undici';
+import { describe, expect, test } from 'vitest';
+import { cgroupsOrSkip, removeCgroups } from '../helpers/cgroups.js';
+import { waitFor } from '../helpers/wait.js';
+
+const cgroups = await cgroupsOrSkip();
+const projectRoot = path.resolve(import.meta.dirname, '../..');
+
+describe.runIf(cgroups)('npm run local', () => {
+  test('makes a pool when there is none, starts the development servers and the service, and serves the examples', async () => {
+    const prefix = `oylocal${randomBytes(4).toString('hex')}-`;
+    const runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
+    const [port, attestationPort, storagePort] = [await getPort(), await getPort(), await getPort()];
+    const local = spawn(process.execPath, [path.join(projectRoot, 'dist/scripts/local.js')], {
+      env: {
+        PATH: process.env.PATH,
+        PORT: String(port),
+        HOST: '127.0.0.1',
+        CGROUP_PREFIX: prefix,
+        RUNTIME_PATH: runtimePath,
+        ATTESTATION_URL: `http://127.0.0.1:${attestationPort}`,
+        STORAGE_URL: `http://127.0.0.1:${storagePort}/load`,
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    local.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    local.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const exited = new Promise((resolve) => local.once('exit', resolve));
+    try {
+      const answer = await waitFor(
+        'the service to answer',
+        () =>
+          request(`http://127.0.0.1:${port}/api/serverless`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ code_id: 'primes', input: { num: 100 } }),
+          }).then(
+            async (response) => (await response.body.json()) as { data: unknown },
+            () => undefined,
+          ),
+        15_000,
+      );
+      expect(answer.data).toBe('The prime factors of 100 are 2,2,5,5');
+      expect(output).toContain(`cgroup v`);
+      expect(output).toContain(`${prefix}1..${prefix}20`);
+      local.kill('SIGTERM');
+      expect(await exited).toBe(0);
+    } finally {
+      local.kill('SIGKILL');
+      await removeCgroups(prefix);
+      await rm(runtimePath, { recursive: true, force: true });
+    }
+  });
+});
