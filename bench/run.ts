@@ -1,0 +1,235 @@
+// `npm run bench`: bare workerd, Miniflare and the service (cold and with a warm code cache) side
+// by side in one run: latency, throughput, the service's own CPU and memory, and the targets.
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { parseConfig } from '../src/config.js';
+import { Cleanup } from './cleanup.js';
+import { type Driver, startDriver } from './driverProcess.js';
+import { measureLatency } from './latency.js';
+import { busyBackoffMs, runLoad } from './load.js';
+import { describeMachine } from './machine.js';
+import { cgroupUnavailableReason, createBenchPool } from './pool.js';
+import type { BenchResults, PairedRatio, ServiceResources, SideLatency, StageRow, ThroughputSide } from './results.js';
+import { cgroupSide, limitSide, miniflareSide, type Side, type SideKey } from './sides.js';
+import { type BenchSettings, readSettings } from './settings.js';
+import { median, pairedRatioMedian, pairedRatios, percentile, summarize } from './stats.js';
+import { formatResults } from './table.js';
+import { evaluateTargets } from './targets.js';
+import { measureIdleCpu, measureSequentialCpu, netCpuMs, probeCodeCache, type ServiceUnderTest, startServices } from './servicesUnderTest.js';
+import { startUpstreams } from './upstreamProcess.js';
+
+const projectRoot = path.resolve(import.meta.dirname, '../..');
+const resultsDir = path.join(projectRoot, 'bench-results');
+const helloPath = path.join(projectRoot, 'examples', 'hello.js');
+// Before an "idle" memory reading, let the service finish what the last request left to do.
+const idleSettleMs = 1_000;
+const ratioPairs: ReadonlyArray<readonly [SideKey, SideKey]> = [
+  ['cold', 'limit'],
+  ['warm', 'limit'],
+  ['cold', 'miniflare'],
+  ['warm', 'miniflare'],
+  ['cgroup', 'limit'],
+  ['cold', 'cgroup'],
+  ['warm', 'cgroup'],
+  ['miniflare', 'limit'],
+];
+
+// Runs every section and returns the results; the caller prints and saves them.
+async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<BenchResults> {
+  const started = performance.now();
+  const machine = await describeMachine();
+  const base = parseConfig({});
+  const notes: string[] = [
+    'limit: bare workerd spawned directly (no cgroup, no shell wrapper, no files per invocation) from a lean Node process; same binary, config shape and --control-fd readiness as the service',
+    'cgroup: the same, but joined to a cgroup of its own (100M, 100% of a core) by the shell wrapper the service uses',
+    'Miniflare and both bare sides run in Node processes of their own, driven over IPC; the service runs as `node dist/src/main.js` (LOG_LEVEL info, as deployed) with its own cgroup pool; the dev upstream servers run in another process',
+    'cold: the service with CODE_CACHE_MAX_BYTES=0 (every request calls the attestation and storage servers); warm: the cache on, after one priming request',
+    `latency: each invocation starts after ${settings.gapMs} ms idle, as in a lightly loaded service; back to back, kernel state (the RCU grace period a cgroup join waits for) stays warm and hides a cost sparse traffic pays`,
+    `throughput: Miniflare is not loaded; a "503 Server busy" is retried after ${busyBackoffMs} ms`,
+  ];
+
+  const driverOptions = { workerdPath: base.workerdPath, compatibilityDate: base.compatibilityDate, codePath: helloPath, cleanup };
+  const drivers: Driver[] = [];
+  const bare = await startDriver({ kind: 'bare', ...driverOptions });
+  const miniflare = await startDriver({ kind: 'miniflare', ...driverOptions });
+  drivers.push(bare, miniflare);
+  const sides: Side[] = [limitSide(bare)];
+
+  const serviceSkipped = await cgroupUnavailableReason();
+  let services: ServiceUnderTest[] = [];
+  if (serviceSkipped) {
+    console.error(`bench: skipping every side that needs cgroups: ${serviceSkipped}`);
+    sides.push(miniflareSide(miniflare));
+  } else {
+    // One cgroup per concurrent invocation, up to the highest concurrency of the throughput section.
+    const pool = await createBenchPool(settings.poolSize * 2);
+    cleanup.add(`remove cgroup pool ${pool.prefix}`, () => pool.remove());
+    const inCgroup = await startDriver({ kind: 'bare-cgroup', ...driverOptions, cgroups: pool.procsFiles });
+    drivers.push(inCgroup);
+    sides.push(cgroupSide(inCgroup), miniflareSide(miniflare));
+    const upstreams = await startUpstreams(cleanup);
+    services = await startServices(settings, upstreams, cleanup);
+    sides.push(...services.map((service) => service.side));
+    notes.push(await probeCodeCache(services, upstreams));
+  }
+
+  // Latency.
+  progress('latency: warm-up');
+  const latencySamples = await measureLatency(sides, {
+    rounds: settings.samples,
+    warmupRounds: settings.warmupRounds,
+    gapMs: settings.gapMs,
+    afterWarmup: async () => {
+      await sleep(idleSettleMs);
+      for (const service of services) service.rssAfterWarmupMb = (await service.side.service.memory()).rssMb;
+      for (const side of sides) side.stages.clear();
+    },
+    onRound: (round) => progress(`latency: round ${round}/${settings.samples}`),
+  });
+  const stages = sides.flatMap(stageRows);
+  await sleep(idleSettleMs);
+  for (const service of services) service.rssAfterLatencyMb = (await service.side.service.memory()).rssMb;
+
+  // The services' own CPU: idle, then per sequential invocation.
+  progress('service CPU');
+  await measureIdleCpu(services);
+  for (const service of services) service.cpuMsPerInvocation = await measureSequentialCpu(service);
+  const latency: SideLatency[] = sides.map((side) => {
+    const samples = latencySamples.get(side.key)!;
+    return {
+      key: side.key,
+      label: side.label,
+      summary: summarize(samples.samplesMs),
+      failures: samples.failures,
+      errors: samples.errors,
+      samplesMs: samples.samplesMs.map((value) => value ?? null),
+    };
+  });
+  const ratios = pairRatios(latencySamples);
+  notes.push(`the bare driver process spawning workerd had ${(await bare.rssMb()).toFixed(0)} MB RSS after the latency section (fork() cost grows with the parent's RSS)`);
+
+  // Throughput.
+  const loaded = sides.filter((side) => side.key !== 'miniflare');
+  const throughput: ThroughputSide[] = [];
+  for (const concurrency of [settings.poolSize, settings.poolSize * 2]) {
+    const results = await runLoad(loaded, {
+      concurrency,
+      durationS: settings.durationS,
+      sliceS: settings.sliceS,
+      onSlice: (done, total) => progress(`throughput at concurrency ${concurrency}: slice ${done}/${total}`),
+    });
+    for (const side of loaded) {
+      const result = results.get(side.key)!;
+      throughput.push({
+        key: side.key,
+        label: side.label,
+        concurrency,
+        okPerS: result.ok / (result.elapsedMs / 1000),
+        ok: result.ok,
+        errors: result.errors,
+        p50Ms: percentile(result.latenciesMs, 50),
+        p99Ms: percentile(result.latenciesMs, 99),
+        elapsedS: result.elapsedMs / 1000,
+        ...(result.serviceCpuMs === undefined ? {} : { serviceCpuMsPerOk: netCpuMs(result.serviceCpuMs, result.elapsedMs, side, services) / result.ok }),
+      });
+    }
+  }
+
+  // Memory at the end, idle.
+  await sleep(idleSettleMs);
+  const resources: ServiceResources[] = [];
+  for (const service of services) {
+    const memory = await service.side.service.memory();
+    resources.push({
+      key: service.side.key,
+      label: service.side.label,
+      rssFreshMb: service.rssFreshMb,
+      rssAfterWarmupMb: service.rssAfterWarmupMb,
+      rssAfterLatencyMb: service.rssAfterLatencyMb,
+      rssEndMb: memory.rssMb,
+      peakRssMb: memory.peakRssMb,
+      cpuMsPerInvocation: service.cpuMsPerInvocation,
+      idleCpuMsPerS: service.idleCpuMsPerS,
+    });
+  }
+  for (const service of services) {
+    await service.side.close();
+    await service.side.service.stop();
+  }
+  await Promise.all(drivers.map((driver) => driver.stop()));
+
+  const targets = evaluateTargets({ ratios, throughput, resources, poolSize: settings.poolSize, serviceSkipped: serviceSkipped !== undefined });
+  return {
+    machine,
+    settings,
+    command: commandLine(),
+    notes,
+    ...(serviceSkipped ? { serviceSkipped } : {}),
+    latency,
+    ratios,
+    throughput,
+    resources,
+    stages,
+    targets,
+    durationS: (performance.now() - started) / 1000,
+  };
+}
+
+// The per-round ratio medians of every pair whose two sides were measured.
+function pairRatios(samples: ReadonlyMap<SideKey, { readonly samplesMs: ReadonlyArray<number | undefined> }>): PairedRatio[] {
+  const p50 = (values: ReadonlyArray<number | undefined>) => median(values.filter((value): value is number => value !== undefined));
+  return ratioPairs
+    .filter(([a, b]) => samples.has(a) && samples.has(b))
+    .map(([numerator, denominator]) => {
+      const a = samples.get(numerator)!.samplesMs;
+      const b = samples.get(denominator)!.samplesMs;
+      return { numerator, denominator, medianOfPairs: pairedRatioMedian(a, b), ratioOfP50s: p50(a) / p50(b), pairs: pairedRatios(a, b).length };
+    });
+}
+
+// A side's stage durations over the latency section, where it reports them.
+function stageRows(side: Side): StageRow[] {
+  return [...side.stages].map(([name, values]) => {
+    const summary = summarize(values);
+    return { side: side.key, name, p50Ms: summary.p50, meanMs: summary.mean, p99Ms: summary.p99 };
+  });
+}
+
+// The command as typed, with the BENCH_* settings that changed it.
+function commandLine(): string {
+  const overrides = Object.entries(process.env)
+    .filter(([name, value]) => name.startsWith('BENCH_') && value)
+    .map(([name, value]) => `${name}=${value}`);
+  return [...overrides, 'npm run bench'].join(' ');
+}
+
+function progress(message: string): void {
+  if (process.stderr.isTTY) process.stderr.write(`\r\x1b[K${message}`);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+async function main(): Promise<void> {
+  const settings = readSettings(process.env);
+  const cleanup = new Cleanup();
+  cleanup.exitOnSignals();
+  try {
+    const results = await runBench(settings, cleanup);
+    if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
+    console.log(formatResults(results));
+    await mkdir(resultsDir, { recursive: true });
+    const file = path.join(resultsDir, `${results.machine.date.replace(/[:.]/g, '-')}.json`);
+    await writeFile(file, `${JSON.stringify(results, null, 2)}\n`);
+    console.log(`results written to ${path.relative(process.cwd(), file)}`);
+  } finally {
+    await cleanup.runAll();
+  }
+}
+
+main().catch((error: unknown) => {
+  console.error(`\nbench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+  process.exit(1);
+});

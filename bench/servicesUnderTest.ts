@@ -1,0 +1,103 @@
+// The cold and the warm service under test: starting them, and reading their own CPU.
+import { performance } from 'node:perf_hooks';
+import type { Cleanup } from './cleanup.js';
+import { createBenchPool } from './pool.js';
+import { startServiceProcess } from './serviceProcess.js';
+import type { BenchSettings } from './settings.js';
+import { type ServiceSide, type Side, serviceSide } from './sides.js';
+import type { Upstreams } from './upstreamProcess.js';
+
+// Requests sent to the warm service alone to see whether it still calls the upstream servers.
+const cacheProbeRequests = 3;
+// Back-to-back invocations per service whose CPU is read as the sequential cost of one; with no
+// pause between them the idle background adds little.
+const sequentialCpuInvocations = 50;
+// How long the services' CPU is read while they are idle, for their background rate (metrics
+// collection, timers), which is then not counted as the invocations' own. /proc counts 10 ms ticks.
+const idleCpuWindowMs = 5_000;
+
+// A service process under test and what the bench has read of it so far.
+export interface ServiceUnderTest {
+  readonly side: ServiceSide;
+  rssFreshMb: number;
+  rssAfterWarmupMb: number;
+  rssAfterLatencyMb: number;
+  /** CPU it uses per second while idle. */
+  idleCpuMsPerS: number;
+  cpuMsPerInvocation: number;
+}
+
+// Makes a pool per service (two services sharing one would kill each other's workers) and
+// starts the cold and the warm service, both primed with one request.
+export async function startServices(settings: BenchSettings, upstreams: Upstreams, cleanup: Cleanup): Promise<ServiceUnderTest[]> {
+  const variants = [
+    { key: 'cold', label: 'service, cold (no code cache)', env: { CODE_CACHE_MAX_BYTES: '0' } },
+    { key: 'warm', label: 'service, warm code cache', env: {} },
+  ] as const;
+  const services: ServiceUnderTest[] = [];
+  for (const variant of variants) {
+    const pool = await createBenchPool(settings.poolSize);
+    // Registered before the service, so teardown stops the service first and then removes its pool.
+    cleanup.add(`remove cgroup pool ${pool.prefix}`, () => pool.remove());
+    const running = await startServiceProcess({ name: variant.key, pool, upstreams, env: variant.env, cleanup });
+    const rssFreshMb = (await running.memory()).rssMb;
+    const client = serviceSide(variant.key, variant.label, running);
+    const close = cleanup.add(`close the ${variant.key} client`, () => client.close());
+    const side: ServiceSide = { ...client, close };
+    // The priming request: for the warm side it fills the code cache.
+    await side.invoke();
+    services.push({
+      side,
+      rssFreshMb,
+      rssAfterWarmupMb: Number.NaN,
+      rssAfterLatencyMb: Number.NaN,
+      idleCpuMsPerS: 0,
+      cpuMsPerInvocation: Number.NaN,
+    });
+  }
+  return services;
+}
+
+// Reads what the idle services spend on their own per second, all in the same window.
+export async function measureIdleCpu(services: ServiceUnderTest[]): Promise<void> {
+  const before = await Promise.all(services.map((service) => service.side.service.cpuMs()));
+  const started = performance.now();
+  await sleep(idleCpuWindowMs);
+  const seconds = (performance.now() - started) / 1000;
+  const after = await Promise.all(services.map((service) => service.side.service.cpuMs()));
+  services.forEach((service, i) => (service.idleCpuMsPerS = (after[i]! - before[i]!) / seconds));
+}
+
+// The CPU one invocation costs the service, from a run of back-to-back invocations, less the idle background.
+export async function measureSequentialCpu(service: ServiceUnderTest): Promise<number> {
+  const before = await service.side.service.cpuMs();
+  const started = performance.now();
+  for (let i = 0; i < sequentialCpuInvocations; i += 1) await service.side.invoke();
+  const seconds = (performance.now() - started) / 1000;
+  const used = (await service.side.service.cpuMs()) - before;
+  return (used - service.idleCpuMsPerS * seconds) / sequentialCpuInvocations;
+}
+
+// CPU a service side used during its load, less its idle background over that time.
+export function netCpuMs(usedMs: number, elapsedMs: number, side: Side, services: readonly ServiceUnderTest[]): number {
+  const idle = services.find((service) => service.side.key === side.key)?.idleCpuMsPerS ?? 0;
+  return usedMs - (idle * elapsedMs) / 1000;
+}
+
+// Sends a few requests to the warm service alone and says whether they reached the upstream servers.
+export async function probeCodeCache(services: readonly ServiceUnderTest[], upstreams: Upstreams): Promise<string> {
+  const warm = services.find((service) => service.side.key === 'warm');
+  if (!warm) return 'code cache: not probed';
+  const before = await upstreams.counts();
+  for (let i = 0; i < cacheProbeRequests; i += 1) await warm.side.invoke();
+  const after = await upstreams.counts();
+  const storage = after.storage - before.storage;
+  const attestation = after.attestation - before.attestation;
+  const verdict = storage === 0 ? 'the code cache is active' : 'the service has no working code cache: warm behaves like cold';
+  return `code cache probe: ${cacheProbeRequests} warm requests made ${attestation} attestation and ${storage} storage calls, so ${verdict}`;
+}
+
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

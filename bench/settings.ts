@@ -1,0 +1,53 @@
+// What one bench run measures, from BENCH_* environment variables with defaults for a full run.
+
+const defaultSamples = 100;
+const defaultWarmupRounds = 5;
+// Long enough for kernel state that back-to-back invocations keep warm to go cold again (the RCU
+// grace period a cgroup migration waits for, ~15 ms here, is skipped within ~20 ms of the last one).
+const defaultGapMs = 50;
+const defaultDurationS = 10;
+const defaultSliceS = 2;
+const defaultPoolSize = 4;
+
+export interface BenchSettings {
+  /** Timed invocations per side in the latency section. */
+  readonly samples: number;
+  /** Untimed rounds first, so caches, JIT and page cache are warm on every side alike. */
+  readonly warmupRounds: number;
+  /** Idle time before each sequential invocation, as between the requests of a lightly loaded service. */
+  readonly gapMs: number;
+  /** Load time per side and concurrency level in the throughput section. */
+  readonly durationS: number;
+  /** The load is cut into slices this long that alternate between the sides. */
+  readonly sliceS: number;
+  /** Cgroups in each service's pool; throughput runs at this concurrency and twice it. */
+  readonly poolSize: number;
+}
+
+// Reads the settings; a bad value stops the bench with a message naming it.
+export function readSettings(env: Readonly<Record<string, string | undefined>>): BenchSettings {
+  return {
+    samples: integer(env, 'BENCH_SAMPLES', defaultSamples, 1),
+    warmupRounds: integer(env, 'BENCH_WARMUP', defaultWarmupRounds, 0),
+    gapMs: integer(env, 'BENCH_GAP_MS', defaultGapMs, 0),
+    durationS: number(env, 'BENCH_DURATION_S', defaultDurationS),
+    sliceS: number(env, 'BENCH_SLICE_S', defaultSliceS),
+    poolSize: integer(env, 'BENCH_POOL_SIZE', defaultPoolSize, 1),
+  };
+}
+
+function integer(env: Readonly<Record<string, string | undefined>>, name: string, fallback: number, min: number): number {
+  const text = env[name];
+  if (text === undefined || text === '') return fallback;
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < min) throw new Error(`${name} must be an integer >= ${min}, got '${text}'`);
+  return value;
+}
+
+function number(env: Readonly<Record<string, string | undefined>>, name: string, fallback: number): number {
+  const text = env[name];
+  if (text === undefined || text === '') return fallback;
+  const value = Number(text);
+  if (!Number.isFinite(value) || value <= 0) throw new Error(`${name} must be a positive number, got '${text}'`);
+  return value;
+}

@@ -1,0 +1,56 @@
+// The targets the service is held to on this machine, and whether a run meets them.
+import type { PairedRatio, ServiceResources, Target, ThroughputSide } from './results.js';
+import type { SideKey } from './sides.js';
+
+// Cold service p50 over bare workerd p50 (median of per-round ratios).
+const maxColdOverLimit = 1.2;
+// Same with the code cache warm.
+const maxWarmOverLimit = 1.1;
+// Service p50 over Miniflare p50.
+const maxServiceOverMiniflare = 0.5;
+// Service throughput at concurrency = pool size, as a share of bare workerd's at that concurrency.
+const minThroughputShare = 0.85;
+// Idle RSS of the service process.
+const maxIdleRssMb = 80;
+// "No growth": idle RSS at the end may exceed idle RSS after warm-up by at most this much (V8's
+// heap settles at a slightly larger size after bursts without that being a leak).
+const maxRssGrowthMb = 10;
+
+export interface TargetInputs {
+  readonly ratios: readonly PairedRatio[];
+  readonly throughput: readonly ThroughputSide[];
+  readonly resources: readonly ServiceResources[];
+  readonly poolSize: number;
+  readonly serviceSkipped: boolean;
+}
+
+// Evaluates every target; a target whose sides were not measured has pass undefined.
+export function evaluateTargets(inputs: TargetInputs): Target[] {
+  const ratio = (numerator: SideKey, denominator: SideKey) =>
+    inputs.ratios.find((r) => r.numerator === numerator && r.denominator === denominator)?.medianOfPairs ?? Number.NaN;
+  const okPerS = (key: SideKey) => inputs.throughput.find((t) => t.key === key && t.concurrency === inputs.poolSize)?.okPerS ?? Number.NaN;
+  const targets: Target[] = [
+    atMost('cold p50 / bare workerd p50 (median of pairs)', ratio('cold', 'limit'), maxColdOverLimit),
+    atMost('warm p50 / bare workerd p50 (median of pairs)', ratio('warm', 'limit'), maxWarmOverLimit),
+    atMost('cold p50 / Miniflare p50 (median of pairs)', ratio('cold', 'miniflare'), maxServiceOverMiniflare),
+    atMost('warm p50 / Miniflare p50 (median of pairs)', ratio('warm', 'miniflare'), maxServiceOverMiniflare),
+    atLeast(`cold throughput / bare workerd at concurrency ${inputs.poolSize}`, okPerS('cold') / okPerS('limit'), minThroughputShare),
+    atLeast(`warm throughput / bare workerd at concurrency ${inputs.poolSize}`, okPerS('warm') / okPerS('limit'), minThroughputShare),
+  ];
+  for (const resources of inputs.resources) {
+    targets.push(atMost(`${resources.key} service idle RSS at the end (MB)`, resources.rssEndMb, maxIdleRssMb));
+    targets.push(
+      atMost(`${resources.key} service RSS growth, after warm-up to end (MB)`, resources.rssEndMb - resources.rssAfterWarmupMb, maxRssGrowthMb),
+    );
+  }
+  if (inputs.serviceSkipped) return targets.map((target) => ({ ...target, pass: undefined, note: 'service not measured' }));
+  return targets;
+}
+
+function atMost(name: string, value: number, limit: number): Target {
+  return { name, value, limit, comparison: '<=', pass: Number.isFinite(value) ? value <= limit : undefined };
+}
+
+function atLeast(name: string, value: number, limit: number): Target {
+  return { name, value, limit, comparison: '>=', pass: Number.isFinite(value) ? value >= limit : undefined };
+}
