@@ -1,6 +1,7 @@
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import { BackgroundWork } from './backgroundWork.js';
 import type { CgroupPool } from './cgroupPool.js';
 import { CodeCache } from './codeCache.js';
 import type { Config } from './config.js';
@@ -47,14 +48,17 @@ declare module 'fastify' {
 export interface App extends FastifyInstance {
   /** Stops taking requests, lets in-flight ones finish for up to graceMs, then kills what is left. */
   shutdown(graceMs: number): Promise<void>;
+  /** Resolves once every answered invocation has been cleaned up (process, files, cgroup). */
+  settled(): Promise<void>;
 }
 
 // Builds the HTTP API around a cgroup pool.
 export function buildApp(config: Config, deps: AppDependencies): App {
   const { pool, signer } = deps;
   const codeCache = new CodeCache({ maxBytes: config.codeCacheMaxBytes });
-  const pipeline = { config, pool, codeCache };
   const metrics = new Metrics({ pool, codeCache });
+  const background = new BackgroundWork();
+  const pipeline = { config, pool, codeCache, background, onCleanup: (ms: number) => metrics.observeStage('cleanup', ms) };
   const app = Fastify({
     logger: { level: config.logLevel },
     bodyLimit: config.maxBodyBytes,
@@ -106,7 +110,7 @@ export function buildApp(config: Config, deps: AppDependencies): App {
     inFlight.set(abandon, new Promise((resolve) => (finished = resolve)));
     try {
       const { code_id: codeId, input } = request.body;
-      const result = await runFunction(pipeline, { codeId, input, signal: abandon.signal, stages: request.stages });
+      const result = await runFunction(pipeline, { codeId, input, signal: abandon.signal, stages: request.stages, log: request.log });
       const data = result.output.toString('utf8');
       // The output signed is the data string the client receives, so a client can rebuild it even
       // when the function's body was not valid UTF-8.
@@ -143,8 +147,9 @@ export function buildApp(config: Config, deps: AppDependencies): App {
     await Promise.race([Promise.all(inFlight.values()), graceOver]);
     for (const controller of inFlight.keys()) controller.abort(new ServiceError('SHUTTING_DOWN'));
     await closed;
+    await background.settled();
   };
-  return Object.assign(app, { shutdown }) as unknown as App;
+  return Object.assign(app, { shutdown, settled: () => background.settled() }) as unknown as App;
 }
 
 // A controller that aborts when the client goes away before its answer is sent; shutdown aborts it too.

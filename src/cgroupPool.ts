@@ -89,6 +89,9 @@ export class CgroupPool {
   readonly #free: Cgroup[];
   /** Cgroups found holding a process that is not ours; handed out again once they are empty. */
   readonly #occupied = new Set<Cgroup>();
+  /** How many cgroups are being emptied after their invocation, and who waits for one. */
+  #releasing = 0;
+  #waiting: Array<() => void> = [];
 
   private constructor(version: 1 | 2, cgroups: readonly Cgroup[]) {
     this.version = version;
@@ -131,13 +134,25 @@ export class CgroupPool {
   // with workers running); returns how many processes it killed.
   async recover(): Promise<number> {
     let killed = 0;
-    for (const cgroup of this.#all) killed += await this.#drain(cgroup);
+    for (const cgroup of this.#all) killed += (await this.#drain(cgroup)).killed;
     return killed;
   }
 
   // Takes a free, empty cgroup, or undefined when none is left. Taking it is synchronous, so two
-  // concurrent callers can never get the same one.
+  // concurrent callers can never get the same one. A cgroup whose previous invocation is still
+  // being cleaned up is worth the few milliseconds' wait: the caller would otherwise answer 503.
   async reserve(): Promise<Cgroup | undefined> {
+    for (;;) {
+      const cgroup = await this.#takeEmpty();
+      if (cgroup) return cgroup;
+      // One may have come back while this caller was looking.
+      if (this.#free.length > 0) continue;
+      if (this.#releasing === 0) return undefined;
+      await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    }
+  }
+
+  async #takeEmpty(): Promise<Cgroup | undefined> {
     for (let cgroup = this.#free.shift(); cgroup; cgroup = this.#free.shift()) {
       if ((await readPids(cgroup)).length === 0) return cgroup;
       this.#occupied.add(cgroup);
@@ -152,18 +167,29 @@ export class CgroupPool {
     return undefined;
   }
 
-  // Gives a cgroup back once nothing of the invocation is left in it.
-  async release(cgroup: Cgroup): Promise<void> {
-    await this.#drain(cgroup);
-    if ((await readPids(cgroup)).length === 0) this.#free.push(cgroup);
-    else this.#occupied.add(cgroup);
+  // Gives a cgroup back once nothing of the invocation is left in it: after `ended` (the
+  // invocation's own cleanup) settles, whatever is still inside is killed. From the call on, the
+  // cgroup counts as on its way back, so reserve() waits for it instead of giving up.
+  async release(cgroup: Cgroup, ended: Promise<unknown> = Promise.resolve()): Promise<void> {
+    this.#releasing += 1;
+    try {
+      await ended.catch(() => undefined);
+      const { remaining } = await this.#drain(cgroup);
+      if (remaining === 0) this.#free.push(cgroup);
+      else this.#occupied.add(cgroup);
+    } finally {
+      this.#releasing -= 1;
+      for (const wake of this.#waiting.splice(0)) wake();
+    }
   }
 
-  // Kills every process in a cgroup and waits (bounded) until they have left; returns how many.
-  async #drain(cgroup: Cgroup): Promise<number> {
+  // Kills every process in a cgroup and waits (bounded) until they have left; says how many it
+  // killed and how many are still there.
+  async #drain(cgroup: Cgroup): Promise<{ killed: number; remaining: number }> {
     const killed = new Set<number>();
     const deadline = Date.now() + drainTimeoutMs;
-    for (let pids = await readPids(cgroup); pids.length > 0 && Date.now() < deadline; pids = await readPids(cgroup)) {
+    let pids = await readPids(cgroup);
+    for (; pids.length > 0 && Date.now() < deadline; pids = await readPids(cgroup)) {
       for (const pid of pids) {
         try {
           process.kill(pid, 'SIGKILL');
@@ -174,7 +200,7 @@ export class CgroupPool {
       }
       await new Promise((resolve) => setTimeout(resolve, drainPollMs));
     }
-    return killed.size;
+    return { killed: killed.size, remaining: pids.length };
   }
 }
 

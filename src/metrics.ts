@@ -69,6 +69,11 @@ export class Metrics {
     gauge('oyster_code_cache_bytes', 'Bytes of code held by the code cache', () => sources.codeCache.bytes);
   }
 
+  // Records how long one stage took, for a stage that ends after the answer (cleanup).
+  observeStage(stage: StageName, ms: number): void {
+    this.#stages.observe({ stage }, ms / 1000);
+  }
+
   // Counts one answer of POST /api/serverless with the time each of its stages took.
   recordRequest(status: number, code: string, stages: ReadonlyArray<readonly [StageName, number]>): void {
     this.#requests.inc({ status: String(status), code });

@@ -1,4 +1,6 @@
+import { performance } from 'node:perf_hooks';
 import { fetchAttestation } from './attestation.js';
+import type { BackgroundWork } from './backgroundWork.js';
 import { type Cgroup, type CgroupPool, watchOom } from './cgroupPool.js';
 import type { CodeCache } from './codeCache.js';
 import { downloadCode } from './codeDownload.js';
@@ -20,6 +22,10 @@ export interface PipelineDependencies {
   /** The cgroups workers run in. */
   readonly pool: CgroupPool;
   readonly codeCache: CodeCache;
+  /** Where each invocation's cleanup runs once its answer is on its way. */
+  readonly background: BackgroundWork;
+  /** Told how long each cleanup took. */
+  readonly onCleanup?: (durationMs: number) => void;
 }
 
 // One client request to run a function.
@@ -31,6 +37,8 @@ export interface RunRequest {
   readonly signal: AbortSignal;
   /** Records the stages, for logs, Server-Timing and metrics. */
   readonly stages: StageTimer;
+  /** Where a failed cleanup is reported, with the request's id. */
+  readonly log: { error(details: object, message: string): void };
 }
 
 // What a successful run produced, with what a signature over it needs.
@@ -97,12 +105,21 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
   } catch (error) {
     throw interruptedOrNot(toServiceError(error), userCodeStarted);
   } finally {
-    // 7. Nothing left behind, on every path: the process, its files, its cgroup.
-    await stages.run('cleanup', async () => {
-      deadline?.clear();
-      await worker?.stop();
-      if (files) await removeWorkerFiles(files);
-      if (cgroup) await pool.release(cgroup);
+    // 7. Nothing left behind, on every path: the process, its files, its cgroup. The answer does
+    //    not wait for it: workerd gets its SIGKILL here and now, and the cgroup is handed out again
+    //    only once the process is gone and the files are deleted.
+    deadline?.clear();
+    const started = performance.now();
+    const ended = Promise.all([worker?.stop(), files && removeWorkerFiles(files)]);
+    const released = cgroup && pool.release(cgroup, ended);
+    deps.background.run(async () => {
+      try {
+        await Promise.all([ended, released]);
+      } catch (error) {
+        request.log.error({ stage: 'cleanup', err: error }, 'cleanup failed');
+      } finally {
+        deps.onCleanup?.(performance.now() - started);
+      }
     });
   }
 }

@@ -80,7 +80,10 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       const response = await app.inject({ method: 'POST', url: '/api/serverless', payload: payload as object });
       return { statusCode: response.statusCode, headers: response.headers, body: response.json<Envelope>() };
     },
-    leftovers: () => leftovers(config, pool),
+    leftovers: async () => {
+      await app.settled();
+      return leftovers(config, pool);
+    },
     close: async () => {
       await app.close();
       await Promise.all([attestation.close(), storage.close()]);

@@ -11,6 +11,7 @@ import { startStorageServer } from '../../src/dev/storageServer.js';
 import { cgroupRoot, cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
 import { type ServiceProcess, startService, serviceEnv } from '../helpers/service.js';
 import { examplesDir, fixturesDir, processesMentioning } from '../helpers/stack.js';
+import { waitFor } from '../helpers/wait.js';
 
 const cgroups = await cgroupsOrSkip();
 const poolSize = 4;
@@ -133,8 +134,12 @@ describe.runIf(cgroups)('soak', () => {
       for (const status of [200, 400, 408, 500, 503]) expect(counts[status] ?? 0, `status ${status}`).toBeGreaterThan(0);
       expect(rssAfter - rssBefore).toBeLessThan(32 * 1024 * 1024);
 
-      const health = await request(`${service.url}/health`, { dispatcher: agent });
-      expect(((await health.body.json()) as { data: unknown }).data).toEqual({ pool_size: poolSize, free: poolSize, usable: poolSize });
+      // Cleanup finishes just after the last answer.
+      const idle = { pool_size: poolSize, free: poolSize, usable: poolSize };
+      await waitFor('every cgroup to be free again', async () => {
+        const health = await request(`${service.url}/health`, { dispatcher: agent });
+        return JSON.stringify(((await health.body.json()) as { data: unknown }).data) === JSON.stringify(idle);
+      });
       const cgroupsOfPool = await discoverCgroups(cgroupRoot, pool.version, pool.prefix);
       expect((await Promise.all(cgroupsOfPool.map(readPids))).flat()).toEqual([]);
       expect(await readdir(runtimePath)).toEqual([]);

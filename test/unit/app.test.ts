@@ -83,6 +83,7 @@ describe('the HTTP API', () => {
     const response = await post('{"code_id": "hello"}');
     expect(response.statusCode).toBe(500);
     expect(response.json().message).toBe('There was a problem in generating the attestation document');
+    await app.settled();
     expect(pool.free).toBe(2);
   });
 });

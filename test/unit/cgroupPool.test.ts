@@ -90,6 +90,20 @@ describe('reservation', () => {
     expect((await pool.reserve())?.name).toBe('w1');
   });
 
+  test('a caller finding every cgroup busy waits for one that is on its way back, instead of giving up', async () => {
+    const pool = await CgroupPool.open({ root: await v2Root(['w1']), version: 2, prefix: 'w' });
+    const cgroup = (await pool.reserve())!;
+    let cleanedUp!: () => void;
+    const releasing = pool.release(cgroup, new Promise<void>((resolve) => (cleanedUp = resolve)));
+    let got: string | undefined;
+    const waiting = pool.reserve().then((next) => (got = next?.name));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(got).toBeUndefined();
+    cleanedUp();
+    await Promise.all([releasing, waiting]);
+    expect(got).toBe('w1');
+  });
+
   test('a cgroup holding someone else\'s process is not handed out until it is empty', async () => {
     const root = await v2Root(['w1', 'w2']);
     const pool = await CgroupPool.open({ root, version: 2, prefix: 'w' });
