@@ -74,11 +74,9 @@ export async function watchOom(cgroup: Cgroup): Promise<() => Promise<boolean>> 
 
 // Lists the pids in a cgroup, across all of its controllers.
 export async function readPids(cgroup: Cgroup): Promise<number[]> {
+  const texts = await Promise.all(cgroup.procsFiles.map((file) => readFile(file, 'utf8').catch(() => '')));
   const pids = new Set<number>();
-  for (const file of cgroup.procsFiles) {
-    const text = await readFile(file, 'utf8').catch(() => '');
-    for (const line of text.split('\n')) if (line.trim() !== '') pids.add(Number(line));
-  }
+  for (const line of texts.join('\n').split('\n')) if (line.trim() !== '') pids.add(Number(line));
   return [...pids];
 }
 

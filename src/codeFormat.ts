@@ -1,4 +1,4 @@
-import { parse } from 'acorn';
+import { parse as parseJs } from 'acorn';
 import { ServiceError } from './errors.js';
 
 // The kinds of module a worker can be made of, by the capnp field that declares each one.
@@ -30,9 +30,21 @@ const maxModuleNameLength = 128;
 // A module name is one plain file name: it can never name a path.
 const moduleName = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
 
+// Parsed code by the cached download it came from: a warm request need not parse it again.
+const parsed = new WeakMap<Buffer, Promise<WorkerCode>>();
+
 // Turns what the storage server answered into the code workerd runs: a multipart bundle by its
 // content type, otherwise one script, an ES module if it has import or export declarations.
-export async function parseWorkerCode(body: Buffer, contentType: string | undefined): Promise<WorkerCode> {
+export function parseWorkerCode(body: Buffer, contentType: string | undefined): Promise<WorkerCode> {
+  let code = parsed.get(body);
+  if (!code) {
+    code = parse(body, contentType);
+    parsed.set(body, code);
+  }
+  return code;
+}
+
+async function parse(body: Buffer, contentType: string | undefined): Promise<WorkerCode> {
   if (contentType?.toLowerCase().startsWith('multipart/form-data')) return parseBundle(body, contentType);
   if (isEsModule(body)) return { format: 'modules', modules: [{ name: 'main.js', type: 'esModule', content: body }] };
   return { format: 'service-worker', script: body };
@@ -43,7 +55,7 @@ export async function parseWorkerCode(body: Buffer, contentType: string | undefi
 // which reports the syntax error to the user.
 export function isEsModule(script: Buffer): boolean {
   try {
-    const program = parse(script.toString('utf8'), { ecmaVersion: 'latest', sourceType: 'module' });
+    const program = parseJs(script.toString('utf8'), { ecmaVersion: 'latest', sourceType: 'module' });
     return program.body.some((node) => node.type.startsWith('Import') || node.type.startsWith('Export'));
   } catch {
     return false;

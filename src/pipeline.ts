@@ -66,6 +66,9 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
     cgroup = await stages.run('admission', () => pool.reserve());
     if (!cgroup) throw new ServiceError('SERVER_BUSY', { data: { pool_size: pool.size } });
     const reserved = cgroup;
+    // The cgroup's OOM count before this invocation, read while the next steps run.
+    const watchingOom = watchOom(reserved);
+    watchingOom.catch(() => undefined);
 
     // 2–3. The code: from the cache, or from the storage server on presenting a fresh attestation document.
     const { code: stored, sha256: codeSha256 } = await codeCache.get(codeId, async () => {
@@ -89,7 +92,7 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
     userCodeStarted = true;
     deadline = startDeadline(signal, config.executionTimeoutMs);
     const limit = deadline.signal;
-    const oomKilled = await watchOom(reserved);
+    const oomKilled = await watchingOom;
     worker = await stages
       .run('start', () => startWorkerd({ workerdPath: config.workerdPath, configPath, cgroup: reserved, signal: limit }))
       .catch((error: unknown) => explainFailure(error, undefined, oomKilled));

@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
@@ -35,6 +35,19 @@ describe('npm start refuses to start', () => {
     const { code, output } = await refusedStart({ WORKERD_PATH: '/nonexistent/workerd' });
     expect(code).toBe(1);
     expect(output).toContain('WORKERD_PATH=/nonexistent/workerd');
+  });
+
+  test('with a workerd that is not executable, naming WORKERD_PATH', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'oyster-workerd-'));
+    try {
+      const notExecutable = path.join(dir, 'workerd');
+      await writeFile(notExecutable, '#!/bin/sh\n', { mode: 0o644 });
+      const { code, output } = await refusedStart({ WORKERD_PATH: notExecutable });
+      expect(code).toBe(1);
+      expect(output).toContain(`WORKERD_PATH=${notExecutable} is not an executable file`);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 

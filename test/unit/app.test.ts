@@ -1,5 +1,7 @@
+import { spawn } from 'node:child_process';
+import { rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
-import { rm } from 'node:fs/promises';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { type App, buildApp } from '../../src/app.js';
 import { CgroupPool } from '../../src/cgroupPool.js';
@@ -107,6 +109,26 @@ describe('GET /health while shutting down', () => {
       await stopping;
     } finally {
       await silent.close();
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('GET /health with no usable cgroup', () => {
+  test('answers 503 when every cgroup of the pool holds someone else\'s process', async () => {
+    const root = await fakeCgroupV2Root(['workerd1']);
+    const stranger = spawn('sleep', ['30'], { stdio: 'ignore' });
+    try {
+      await writeFile(path.join(root, 'workerd1', 'cgroup.procs'), `${stranger.pid}\n`);
+      const pool = await CgroupPool.open({ root, version: 2, prefix: 'workerd' });
+      const app = buildApp(parseConfig({ CGROUP_ROOT: root, LOG_LEVEL: 'silent' }), { pool });
+      expect(await pool.reserve()).toBeUndefined();
+      const health = await app.inject({ method: 'GET', url: '/health' });
+      expect(health.statusCode).toBe(503);
+      expect(health.json()).toMatchObject({ status: 'error', data: { pool_size: 1, usable: 0 } });
+      await app.close();
+    } finally {
+      stranger.kill('SIGKILL');
       await rm(root, { recursive: true, force: true });
     }
   });
