@@ -112,10 +112,12 @@ export function buildApp(config: Config, deps: AppDependencies): App {
       const { code_id: codeId, input } = request.body;
       const result = await runFunction(pipeline, { codeId, input, signal: abandon.signal, stages: request.stages, log: request.log });
       const data = result.output.toString('utf8');
-      // The output signed is the data string the client receives, so a client can rebuild it even
-      // when the function's body was not valid UTF-8.
-      const output = Buffer.from(data, 'utf8');
-      if (signer) void reply.headers(signer.headers({ codeId, codeSha256: result.codeSha256, input: result.input, output }));
+      if (signer) {
+        // What is signed is the data string the client receives, so a client can rebuild it even
+        // when the function's body was not valid UTF-8.
+        const output = Buffer.from(data, 'utf8');
+        void reply.headers(signer.headers({ codeId, codeSha256: result.codeSha256, input: result.input, output }));
+      }
       return { status: 'success', message: 'Response successfully generated', data };
     } catch (error) {
       const failure = toServiceError(error);
