@@ -18,8 +18,8 @@ import { formatResults } from './table.js';
 import { evaluateTargets } from './targets.js';
 import { measureIdleCpu, measureSequentialCpu, netCpuMs, probeCodeCache, type ServiceUnderTest, startServices } from './servicesUnderTest.js';
 import { startUpstreams } from './upstreamProcess.js';
+import { projectRoot } from '../src/dev/projectRoot.js';
 
-const projectRoot = path.resolve(import.meta.dirname, '../..');
 const resultsDir = path.join(projectRoot, 'bench-results');
 const helloPath = path.join(projectRoot, 'examples', 'hello.js');
 // Before an "idle" memory reading, let the service finish what the last request left to do.

@@ -6,8 +6,8 @@ import 'dotenv/config';
 import { CgroupPool, detectCgroupVersion } from '../src/cgroupPool.js';
 import { parseConfig } from '../src/config.js';
 import { startDevServers } from '../src/dev/devServers.js';
+import { projectRoot } from '../src/dev/projectRoot.js';
 
-const projectRoot = path.resolve(import.meta.dirname, '../..');
 
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('npm run local needs root: it creates cgroups and moves workerd into them');

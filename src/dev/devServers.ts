@@ -2,9 +2,10 @@ import path from 'node:path';
 import type { Config } from '../config.js';
 import { devAttestationDocument, startAttestationServer } from './attestationServer.js';
 import type { RunningServer } from './listen.js';
+import { projectRoot } from './projectRoot.js';
 import { startStorageServer } from './storageServer.js';
 
-const examplesDir = path.resolve(import.meta.dirname, '../../../examples');
+const examplesDir = path.join(projectRoot, 'examples');
 const defaultHttpPort = 80;
 
 // Both development servers, running.
