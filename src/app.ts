@@ -10,6 +10,7 @@ import { Metrics } from './metrics.js';
 import { runFunction } from './pipeline.js';
 import type { Signer } from './signing.js';
 import { type StageName, StageTimer } from './stages.js';
+import { prepareWorkerd } from './workerdProcess.js';
 
 // Seconds a client (or load balancer) is asked to wait before retrying a busy server.
 const retryAfterSeconds = 1;
@@ -74,6 +75,11 @@ export function buildApp(config: Config, deps: AppDependencies): App {
   // the rest; aborting kills their workerd.
   const inFlight = new Map<AbortController, Promise<void>>();
   let shuttingDown = false;
+
+  // Each free cgroup holds the process its next invocation runs in, from the start (after main has
+  // cleared what a previous run left) until the end.
+  app.addHook('onReady', async () => pool.keepStandbys((cgroup) => prepareWorkerd({ workerdPath: config.workerdPath, cgroup })));
+  app.addHook('onClose', async () => pool.discardStandbys());
 
   app.decorateRequest('stages', null as unknown as StageTimer);
   app.decorateRequest('failureCode', undefined);

@@ -1,6 +1,7 @@
 import { access, readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { StartupError } from './errors.js';
+import type { WorkerdStandby } from './workerdProcess.js';
 
 // How often release() looks again while the processes it killed are still leaving the cgroup.
 const drainPollMs = 5;
@@ -90,6 +91,9 @@ export class CgroupPool {
   /** How many cgroups are being emptied after their invocation, and who waits for one. */
   #releasing = 0;
   #waiting: Array<() => void> = [];
+  /** The process waiting in each free cgroup for its next invocation, and what makes them. */
+  readonly #standbys = new Map<Cgroup, WorkerdStandby>();
+  #prepare: ((cgroup: Cgroup) => WorkerdStandby) | undefined;
 
   private constructor(version: 1 | 2, cgroups: readonly Cgroup[]) {
     this.version = version;
@@ -136,6 +140,35 @@ export class CgroupPool {
     return killed;
   }
 
+  // From now on every free cgroup holds a standby made by prepare, the process its next invocation
+  // will run in: those free now get one at once, the others when they come back.
+  keepStandbys(prepare: (cgroup: Cgroup) => WorkerdStandby): void {
+    this.#prepare = prepare;
+    for (const cgroup of this.#free) if (!this.#standbys.has(cgroup)) this.#keepStandby(cgroup, undefined);
+  }
+
+  // Hands over the standby waiting in a cgroup just reserved, unless it has died; the caller
+  // starts or stops it.
+  takeStandby(cgroup: Cgroup): WorkerdStandby | undefined {
+    const standby = this.#standbys.get(cgroup);
+    this.#standbys.delete(cgroup);
+    if (standby?.exited) return undefined;
+    return standby;
+  }
+
+  /** The pids of the standbys waiting in free cgroups. */
+  get standbyPids(): number[] {
+    return [...this.#standbys.values()].flatMap((standby) => (standby.pid === undefined ? [] : [standby.pid]));
+  }
+
+  // Stops making standbys and kills those waiting; for shutdown.
+  async discardStandbys(): Promise<void> {
+    this.#prepare = undefined;
+    const standbys = [...this.#standbys.values()];
+    this.#standbys.clear();
+    await Promise.all(standbys.map((standby) => standby.stop()));
+  }
+
   // Takes a free, empty cgroup, or undefined when none is left. Taking it is synchronous, so two
   // concurrent callers can never get the same one. A cgroup whose previous invocation is still
   // being cleaned up is worth the few milliseconds' wait: the caller would otherwise answer 503.
@@ -152,8 +185,9 @@ export class CgroupPool {
 
   async #takeEmpty(): Promise<Cgroup | undefined> {
     for (let cgroup = this.#free.shift(); cgroup; cgroup = this.#free.shift()) {
-      if ((await readPids(cgroup)).length === 0) return cgroup;
-      this.#occupied.add(cgroup);
+      const standby = this.#standbys.get(cgroup)?.pid;
+      if ((await readPids(cgroup)).every((pid) => pid === standby)) return cgroup;
+      this.#occupy(cgroup);
     }
     // Everything free was taken or occupied: see whether an occupied one has emptied since.
     for (const cgroup of [...this.#occupied]) {
@@ -165,29 +199,56 @@ export class CgroupPool {
     return undefined;
   }
 
+  // Keeps a cgroup that holds someone else's process out of the pool, with no standby in it.
+  #occupy(cgroup: Cgroup): void {
+    this.#occupied.add(cgroup);
+    const standby = this.#standbys.get(cgroup);
+    this.#standbys.delete(cgroup);
+    void standby?.stop();
+  }
+
   // Gives a cgroup back once nothing of the invocation is left in it: after `ended` (the
-  // invocation's own cleanup) settles, whatever is still inside is killed. From the call on, the
-  // cgroup counts as on its way back, so reserve() waits for it instead of giving up.
-  async release(cgroup: Cgroup, ended: Promise<unknown> = Promise.resolve()): Promise<void> {
+  // invocation's own cleanup) settles, whatever is still inside is killed, except a standby that
+  // was never started (`unused`, or one never taken), which stays for the next invocation. From the
+  // call on, the cgroup counts as on its way back, so reserve() waits for it instead of giving up.
+  async release(cgroup: Cgroup, ended: Promise<unknown> = Promise.resolve(), unused?: WorkerdStandby): Promise<void> {
     this.#releasing += 1;
     try {
       await ended.catch(() => undefined);
-      const { remaining } = await this.#drain(cgroup);
-      if (remaining === 0) this.#free.push(cgroup);
-      else this.#occupied.add(cgroup);
+      const kept = unused ?? this.#standbys.get(cgroup);
+      this.#standbys.delete(cgroup);
+      const { remaining } = await this.#drain(cgroup, kept?.exited ? undefined : kept?.pid);
+      if (remaining === 0) {
+        this.#keepStandby(cgroup, kept);
+        this.#free.push(cgroup);
+      } else {
+        this.#occupied.add(cgroup);
+        void kept?.stop();
+      }
     } finally {
       this.#releasing -= 1;
       for (const wake of this.#waiting.splice(0)) wake();
     }
   }
 
+  // Puts a standby into a free cgroup: the one it has if that still waits, or a new one; none once
+  // standbys are discarded.
+  #keepStandby(cgroup: Cgroup, standby: WorkerdStandby | undefined): void {
+    if (standby && !standby.exited && this.#prepare) this.#standbys.set(cgroup, standby);
+    else {
+      void standby?.stop();
+      if (this.#prepare) this.#standbys.set(cgroup, this.#prepare(cgroup));
+    }
+  }
+
   // Kills every process in a cgroup and waits (bounded) until they have left; says how many it
   // killed and how many are still there.
-  async #drain(cgroup: Cgroup): Promise<{ killed: number; remaining: number }> {
+  async #drain(cgroup: Cgroup, keep?: number): Promise<{ killed: number; remaining: number }> {
     const killed = new Set<number>();
     const deadline = Date.now() + drainTimeoutMs;
-    let pids = await readPids(cgroup);
-    for (; pids.length > 0 && Date.now() < deadline; pids = await readPids(cgroup)) {
+    const others = async () => (await readPids(cgroup)).filter((pid) => pid !== keep);
+    let pids = await others();
+    for (; pids.length > 0 && Date.now() < deadline; pids = await others()) {
       for (const pid of pids) {
         try {
           process.kill(pid, 'SIGKILL');

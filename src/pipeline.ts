@@ -11,7 +11,7 @@ import { type Deadline, startDeadline } from './http.js';
 import { invokeWorker } from './invocation.js';
 import type { StageTimer } from './stages.js';
 import { removeWorkerFiles, type WorkerFiles, writeWorkerFiles } from './workerdConfig.js';
-import { startWorkerd, type WorkerdProcess } from './workerdProcess.js';
+import { prepareWorkerd, type WorkerdProcess, type WorkerdStandby } from './workerdProcess.js';
 
 // How long a lost connection to workerd waits for workerd's exit before calling it a crash.
 const exitWaitMs = 200;
@@ -57,6 +57,7 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
   const { config, pool, codeCache } = deps;
   const { codeId, signal, stages } = request;
   let cgroup: Cgroup | undefined;
+  let standby: WorkerdStandby | undefined;
   let files: WorkerFiles | undefined;
   let worker: WorkerdProcess | undefined;
   let deadline: Deadline | undefined;
@@ -66,6 +67,10 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
     cgroup = await stages.run('admission', () => pool.reserve());
     if (!cgroup) throw new ServiceError('SERVER_BUSY', { data: { pool_size: pool.size } });
     const reserved = cgroup;
+    // The process that becomes workerd, waiting in the cgroup since it was last released; made
+    // now if there is none, so it joins the cgroup while the next steps run.
+    standby = pool.takeStandby(reserved) ?? prepareWorkerd({ workerdPath: config.workerdPath, cgroup: reserved });
+    const ready = standby;
     // The cgroup's OOM count before this invocation, read while the next steps run.
     const watchingOom = watchOom(reserved);
     watchingOom.catch(() => undefined);
@@ -88,13 +93,13 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
     );
     const configPath = files.configPath;
 
-    // 5. workerd, inside the cgroup, until it listens. The time limit runs from here to the answer.
+    // 5. workerd, in the standby's place inside the cgroup, until it listens. The time limit runs from here to the answer.
     userCodeStarted = true;
     deadline = startDeadline(signal, config.executionTimeoutMs);
     const limit = deadline.signal;
     const oomKilled = await watchingOom;
     worker = await stages
-      .run('start', () => startWorkerd({ workerdPath: config.workerdPath, configPath, cgroup: reserved, signal: limit }))
+      .run('start', () => ready.start(configPath, limit))
       .catch((error: unknown) => explainFailure(error, undefined, oomKilled));
     const port = worker.port;
 
@@ -113,8 +118,10 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
     //    only once the process is gone and the files are deleted.
     deadline?.clear();
     const started = performance.now();
-    const ended = Promise.all([worker?.stop(), files && removeWorkerFiles(files)]);
-    const released = cgroup && pool.release(cgroup, ended);
+    // A standby that never got its config goes back with the cgroup, for the next invocation.
+    const unused = userCodeStarted ? undefined : standby;
+    const ended = Promise.all([unused ? undefined : standby?.stop(), files && removeWorkerFiles(files)]);
+    const released = cgroup && pool.release(cgroup, ended, unused);
     deps.background.run(async () => {
       try {
         await Promise.all([ended, released]);

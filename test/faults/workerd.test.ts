@@ -5,18 +5,16 @@ import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { discoverCgroups } from '../../src/cgroupPool.js';
 import { cgroupsOrSkip } from '../helpers/cgroups.js';
+import { isWorkerd } from '../helpers/processes.js';
 import { noLeftovers, type Stack, startStack } from '../helpers/stack.js';
 import { waitFor } from '../helpers/wait.js';
 
 const cgroups = await cgroupsOrSkip();
 
-// The pid of a workerd running in the stack's pool, once there is one and it has exec'd.
+// The pid of a workerd running in the stack's pool, once there is one.
 async function runningWorkerd(stack: Stack): Promise<number> {
   return waitFor('a workerd in the pool', async () => {
-    for (const pid of (await stack.leftovers()).processesInPool) {
-      const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-      if (cmdline.includes('workerd') && cmdline.includes('serve')) return pid;
-    }
+    for (const pid of (await stack.leftovers()).processesInPool) if (await isWorkerd(pid)) return pid;
     return undefined;
   });
 }

@@ -40,6 +40,13 @@ export async function commandLine(pid: number): Promise<string> {
   return raw.split('\0').join(' ').trim();
 }
 
+// Whether a pid is a running `workerd serve`; a standby waiting in a cgroup is still the shell
+// that will exec it.
+export async function isWorkerd(pid: number): Promise<boolean> {
+  const [program, command] = (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0');
+  return program !== undefined && program.endsWith('/workerd') && command === 'serve';
+}
+
 // Sends a signal to a pid this test started, ignoring one that has already gone.
 export function signal(pid: number, name: NodeJS.Signals): void {
   try {

@@ -24,6 +24,7 @@ export interface StackOptions {
 // What a request left behind; all empty when cleanup worked.
 export interface Leftovers {
   readonly files: string[];
+  /** Processes in the pool's cgroups other than the standbys waiting in free ones. */
   readonly processesInPool: number[];
   readonly workerdProcesses: number[];
   readonly reservedCgroups: number;
@@ -95,7 +96,9 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
 
 async function leftovers(config: Config, pool: CgroupPool): Promise<Leftovers> {
   const cgroups = await discoverCgroups(config.cgroupRoot, pool.version, config.cgroupPrefix);
-  const processesInPool = (await Promise.all(cgroups.map(readPids))).flat();
+  // The standbys waiting in free cgroups belong there.
+  const standbys = new Set(pool.standbyPids);
+  const processesInPool = (await Promise.all(cgroups.map(readPids))).flat().filter((pid) => !standbys.has(pid));
   return {
     files: await readdir(config.runtimePath),
     processesInPool,
