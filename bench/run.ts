@@ -42,8 +42,9 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
   const base = parseConfig({});
   const notes: string[] = [
     'limit: bare workerd spawned directly (no cgroup, no shell wrapper, no files per invocation) from a lean Node process; same binary, config shape and --control-fd readiness as the service',
-    'cgroup: the same, but joined to a cgroup of its own (100M, 100% of a core) by the shell wrapper the service uses',
-    'Miniflare and both bare sides run in Node processes of their own, driven over IPC; the service runs as `node dist/src/main.js` (LOG_LEVEL info, as deployed) with its own cgroup pool; the dev upstream servers run in another process',
+    'cgroup: the same, but joined to a cgroup of its own (100M, 100% of a core) per invocation by a shell wrapper (the service joins ahead of the request, in a standby)',
+    `memory: "after warm-up" and "end (idle)" are read after ${settings.idleS} s without requests, the time an idle service has had for V8's memory reducer; "after latency" 1 s after the last request`,
+    'Miniflare and both bare sides run in Node processes of their own, driven over IPC; the service runs as `npm start` runs it, `node --max-semi-space-size=1 dist/src/main.js` (LOG_LEVEL info, as deployed) with its own cgroup pool; the dev upstream servers run in another process',
     'cold: the service with CODE_CACHE_MAX_BYTES=0 (every request calls the attestation and storage servers); warm: the cache on, after one priming request',
     `latency: each invocation starts after ${settings.gapMs} ms idle, as in a lightly loaded service; back to back, kernel state (the RCU grace period a cgroup join waits for) stays warm and hides a cost sparse traffic pays`,
     `throughput: Miniflare is not loaded; a "503 Server busy" is retried after ${busyBackoffMs} ms`,
@@ -81,7 +82,7 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
     warmupRounds: settings.warmupRounds,
     gapMs: settings.gapMs,
     afterWarmup: async () => {
-      await sleep(idleSettleMs);
+      await sleep(settings.idleS * 1000);
       for (const service of services) service.rssAfterWarmupMb = (await service.side.service.memory()).rssMb;
       for (const side of sides) side.stages.clear();
     },
@@ -137,7 +138,7 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
   }
 
   // Memory at the end, idle.
-  await sleep(idleSettleMs);
+  await sleep(settings.idleS * 1000);
   const resources: ServiceResources[] = [];
   for (const service of services) {
     const memory = await service.side.service.memory();

@@ -1,9 +1,10 @@
-// The built service (dist/src/main.js, as `npm start` runs it) as a process of its own, with its
+// The built service (dist/src/main.js with its Node flags, as `npm start` runs it) as a process of its own, with its
 // own cgroup pool and runtime directory, watched through /proc.
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { startNodeChild } from './child.js';
+import { serviceNodeFlags } from '../src/nodeFlags.js';
 import type { Cleanup } from './cleanup.js';
 import type { BenchPool } from './pool.js';
 import { cgroupRoot } from './pool.js';
@@ -42,6 +43,7 @@ export async function startServiceProcess(options: StartServiceOptions): Promise
   const removeRuntime = options.cleanup.add(`remove ${runtimePath}`, () => rm(runtimePath, { recursive: true, force: true }));
   const { child, match } = await startNodeChild({
     name: `service (${options.name})`,
+    nodeArgs: serviceNodeFlags,
     script: serviceScript,
     // Not the project directory: a developer's .env there must not change the bench.
     cwd: os.tmpdir(),

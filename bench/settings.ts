@@ -8,6 +8,9 @@ const defaultGapMs = 50;
 const defaultDurationS = 10;
 const defaultSliceS = 2;
 const defaultPoolSize = 4;
+// An idle service is one that has had no request for a while: V8's memory reducer gives back the
+// heap a burst grew about 8 s after the burst.
+const defaultIdleS = 20;
 
 export interface BenchSettings {
   /** Timed invocations per side in the latency section. */
@@ -22,6 +25,8 @@ export interface BenchSettings {
   readonly sliceS: number;
   /** Cgroups in each service's pool; throughput runs at this concurrency and twice it. */
   readonly poolSize: number;
+  /** Quiet time before an idle memory reading (after the warm-up and at the end). */
+  readonly idleS: number;
 }
 
 // Reads the settings; a bad value stops the bench with a message naming it.
@@ -33,6 +38,7 @@ export function readSettings(env: Readonly<Record<string, string | undefined>>):
     durationS: number(env, 'BENCH_DURATION_S', defaultDurationS),
     sliceS: number(env, 'BENCH_SLICE_S', defaultSliceS),
     poolSize: integer(env, 'BENCH_POOL_SIZE', defaultPoolSize, 1),
+    idleS: number(env, 'BENCH_IDLE_S', defaultIdleS),
   };
 }
 

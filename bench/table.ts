@@ -50,7 +50,7 @@ export function formatResults(results: BenchResults): string {
     out.push('', 'Service process (its own CPU and memory from /proc; workerd excluded; CPU per invocation less the idle background)');
     out.push(
       table(
-        ['side', 'CPU ms/invocation (sequential)', 'idle CPU ms/s', 'RSS fresh MB', 'after warm-up', 'after latency', 'end (idle)', 'peak (VmHWM)'],
+        ['side', 'CPU ms/invocation (sequential)', 'idle CPU ms/s', 'RSS fresh MB', 'after warm-up (idle)', 'after latency', 'end (idle)', 'peak (VmHWM)'],
         results.resources.map((r) => [
           r.label,
           fixed(r.cpuMsPerInvocation, 2),

@@ -4,6 +4,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import path from 'node:path';
 import 'dotenv/config';
 import { CgroupPool, detectCgroupVersion } from '../src/cgroupPool.js';
+import { serviceNodeFlags } from '../src/nodeFlags.js';
 import { parseConfig } from '../src/config.js';
 import { startDevServers } from '../src/dev/devServers.js';
 import { projectRoot } from '../src/dev/projectRoot.js';
@@ -26,7 +27,7 @@ async function main(): Promise<void> {
   const servers = await startDevServers(config);
   console.log(`attestation server ${servers.attestation.url}, storage server ${servers.storage.url}/load serving examples/`);
 
-  const service = spawn(process.execPath, [path.join(projectRoot, 'dist/src/main.js')], { stdio: 'inherit' });
+  const service = spawn(process.execPath, [...serviceNodeFlags, path.join(projectRoot, 'dist/src/main.js')], { stdio: 'inherit' });
   for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => service.kill(signal));
   service.on('exit', (code) => {
     void servers.close().then(() => process.exit(code ?? 1));

@@ -3,6 +3,7 @@ import path from 'node:path';
 import getPort from 'get-port';
 import { request } from 'undici';
 import type { RunningServer } from '../../src/dev/listen.js';
+import { serviceNodeFlags } from '../../src/nodeFlags.js';
 import { cgroupRoot, type TestPool } from './cgroups.js';
 
 const projectRoot = path.resolve(import.meta.dirname, '../..');
@@ -18,10 +19,10 @@ export interface ServiceProcess {
   readonly exited: Promise<number | NodeJS.Signals | null>;
 }
 
-// Runs dist/src/main.js with the given environment and nothing else from ours but PATH.
+// Runs dist/src/main.js, with the service's Node flags, with the given environment and nothing else from ours but PATH.
 async function spawnService(env: Readonly<Record<string, string>>): Promise<ServiceProcess> {
   const port = env.PORT ? Number(env.PORT) : await getPort({ host: '127.0.0.1' });
-  const child = spawn(process.execPath, [path.join(projectRoot, 'dist/src/main.js')], {
+  const child = spawn(process.execPath, [...serviceNodeFlags, path.join(projectRoot, 'dist/src/main.js')], {
     cwd: projectRoot,
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOST: '127.0.0.1', PORT: String(port), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
