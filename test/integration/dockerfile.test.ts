@@ -100,8 +100,9 @@ describe('Dockerfile.enclave', () => {
     const programs = [...parseIni(supervisordConf)].filter(([section]) => section.startsWith('program:'));
     expect(programs.map(([section]) => section)).toEqual(['program:server', 'program:my-server-proxy', 'program:attestation-server']);
     const executables = programs.map(([, values]) => {
-      const [program = '', first = ''] = values.get('command')!.replaceAll('%(here)s', appDir).split(/\s+/);
-      return program === 'node' ? first : program;
+      const [program = '', ...args] = values.get('command')!.replaceAll('%(here)s', appDir).split(/\s+/);
+      // node's own flags come before the script it runs.
+      return program === 'node' ? (args.find((arg) => !arg.startsWith('-')) ?? '') : program;
     });
     executables.push(...[...startScript.matchAll(/^\s*(\/\S+)\s/gm)].map((match) => match[1]!));
     expect(executables).toContain(`${appDir}/dist/src/main.js`);
