@@ -1,5 +1,4 @@
-import { request } from 'undici';
-import { readCapped, upstreamFailure, withDeadline } from './http.js';
+import { readCapped, send, upstreamFailure, withDeadline } from './http.js';
 import { ServiceError } from './errors.js';
 
 // An attestation document is a few KiB of CBOR; anything far larger is not one.
@@ -18,13 +17,13 @@ export interface AttestationOptions {
 export async function fetchAttestation(options: AttestationOptions): Promise<Buffer> {
   try {
     return await withDeadline(options.signal, options.timeoutMs, async (signal) => {
-      const response = await request(options.url, { signal });
+      const response = await send(options.url, { method: 'GET', signal, keepAlive: true });
       if (response.statusCode !== 200) {
-        await response.body.dump();
+        response.resume();
         throw new ServiceError('ATTESTATION_FAILED', { cause: new Error(`attestation server answered ${response.statusCode}`) });
       }
       // Bytes, never text: the document is binary CBOR and decoding it as UTF-8 would corrupt it.
-      return await readCapped(response.body, maxAttestationBytes);
+      return await readCapped(response, maxAttestationBytes);
     });
   } catch (error) {
     throw upstreamFailure('ATTESTATION_FAILED', options.signal, error);

@@ -1,5 +1,4 @@
-import { request } from 'undici';
-import { BodyTooLargeError, readCapped, upstreamFailure, withDeadline } from './http.js';
+import { BodyTooLargeError, readCapped, send, upstreamFailure, withDeadline } from './http.js';
 import { ServiceError } from './errors.js';
 
 export interface CodeDownloadOptions {
@@ -27,23 +26,23 @@ export interface StoredCode {
 export async function downloadCode(options: CodeDownloadOptions): Promise<StoredCode> {
   try {
     return await withDeadline(options.signal, options.timeoutMs, async (signal) => {
-      const response = await request(options.url, {
+      const response = await send(options.url, {
         method: 'POST',
         headers: { 'content-type': 'application/json', attestation: options.attestation.toString('base64') },
         body: JSON.stringify({ key: options.codeId }),
         signal,
+        keepAlive: true,
       });
       if (response.statusCode === 404) {
-        await response.body.dump();
+        response.resume();
         throw new ServiceError('CODE_NOT_FOUND', { data: { code_id: options.codeId } });
       }
       if (response.statusCode !== 200) {
-        await response.body.dump();
+        response.resume();
         throw new ServiceError('CODE_DOWNLOAD_FAILED', { cause: new Error(`storage server answered ${response.statusCode}`) });
       }
-      const contentType = response.headers['content-type'];
-      const bytes = await readCapped(response.body, options.maxBytes);
-      return { bytes, contentType: typeof contentType === 'string' ? contentType : undefined };
+      const bytes = await readCapped(response, options.maxBytes);
+      return { bytes, contentType: response.headers['content-type'] };
     });
   } catch (error) {
     if (error instanceof BodyTooLargeError) {

@@ -1,5 +1,32 @@
+import http from 'node:http';
+import https from 'node:https';
 import type { Readable } from 'node:stream';
 import { abortError, type ErrorCode, ServiceError } from './errors.js';
+
+// Connections to the upstreams stay open between requests: a cold request calls both.
+const keptAliveAgents = { 'http:': new http.Agent({ keepAlive: true }), 'https:': new https.Agent({ keepAlive: true }) };
+
+export interface SendOptions {
+  readonly method: 'GET' | 'POST';
+  readonly headers?: http.OutgoingHttpHeaders;
+  readonly body?: Buffer | string;
+  /** Aborts the request, or the reading of its response. */
+  readonly signal: AbortSignal;
+  /** Keep the connection for the next request (an upstream), or close it after this one (a worker about to be killed). */
+  readonly keepAlive: boolean;
+}
+
+// Sends one HTTP(S) request; resolves with the response once its head has arrived, its body unread.
+export function send(url: string, options: SendOptions): Promise<http.IncomingMessage> {
+  const target = new URL(url);
+  const transport = target.protocol === 'https:' ? https : http;
+  const agent = options.keepAlive ? keptAliveAgents[target.protocol as keyof typeof keptAliveAgents] : false;
+  return new Promise((resolve, reject) => {
+    const request = transport.request(target, { method: options.method, headers: options.headers, signal: options.signal, agent }, resolve);
+    request.once('error', reject);
+    request.end(options.body);
+  });
+}
 
 // Thrown by readCapped when a body is larger than allowed; the caller maps it to its own error.
 export class BodyTooLargeError extends Error {

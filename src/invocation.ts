@@ -1,6 +1,5 @@
-import { request } from 'undici';
 import { abortError, ServiceError } from './errors.js';
-import { BodyTooLargeError, readCapped } from './http.js';
+import { BodyTooLargeError, readCapped, send } from './http.js';
 
 export interface InvokeOptions {
   /** The port workerd listens on, on 127.0.0.1. */
@@ -22,15 +21,15 @@ export interface Invocation {
 // Sends the input to a running workerd and reads its whole answer, within the caller's time limit.
 export async function invokeWorker(options: InvokeOptions): Promise<Invocation> {
   try {
-    const response = await request(`http://127.0.0.1:${options.port}/`, {
+    const response = await send(`http://127.0.0.1:${options.port}/`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: options.body,
-      // This workerd is about to be killed: a kept-alive connection to it would be useless.
-      reset: true,
       signal: options.signal,
+      // This workerd is about to be killed: a kept-alive connection to it would be useless.
+      keepAlive: false,
     });
-    return { statusCode: response.statusCode, body: await readCapped(response.body, options.maxResponseBytes) };
+    return { statusCode: response.statusCode!, body: await readCapped(response, options.maxResponseBytes) };
   } catch (error) {
     if (error instanceof BodyTooLargeError) {
       throw new ServiceError('RESPONSE_TOO_LARGE', { data: { max_response_bytes: error.maxBytes }, cause: error });

@@ -57,6 +57,7 @@ describe('parseConfig', () => {
     ['CGROUP_PREFIX', '../x'],
     ['EXECUTION_TIMEOUT_MS', '0'],
     ['ATTESTATION_URL', 'not a url'],
+    ['STORAGE_URL', 'ftp://127.0.0.1/load'],
     ['ALLOW_PUBLIC_EGRESS', 'maybe'],
     ['LOG_LEVEL', 'loud'],
   ])('refuses a bad %s (%s) with a message that names it', (name, value) => {
