@@ -71,9 +71,8 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
     // now if there is none, so it joins the cgroup while the next steps run.
     standby = pool.takeStandby(reserved) ?? prepareWorkerd({ workerdPath: config.workerdPath, cgroup: reserved });
     const ready = standby;
-    // The cgroup's OOM count before this invocation, read while the next steps run.
-    const watchingOom = watchOom(reserved);
-    watchingOom.catch(() => undefined);
+    // The cgroup's OOM count before this invocation.
+    const oomKilled = watchOom(reserved);
 
     // 2–3. The code: from the cache, or from the storage server on presenting a fresh attestation document.
     const { code: stored, sha256: codeSha256 } = await codeCache.get(codeId, async () => {
@@ -97,7 +96,6 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
     userCodeStarted = true;
     deadline = startDeadline(signal, config.executionTimeoutMs);
     const limit = deadline.signal;
-    const oomKilled = await watchingOom;
     worker = await stages
       .run('start', () => ready.start(configPath, limit))
       .catch((error: unknown) => explainFailure(error, undefined, oomKilled));
@@ -136,13 +134,13 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
 
 // Says why an invocation failed, once its workerd is gone: the cgroup's memory limit, a crash, the
 // time limit or the function's own error, each with the end of what the function printed.
-async function explainFailure(error: unknown, worker: WorkerdProcess | undefined, oomKilled: () => Promise<boolean>): Promise<never> {
+async function explainFailure(error: unknown, worker: WorkerdProcess | undefined, oomKilled: () => boolean): Promise<never> {
   // A dropped connection is usually workerd dying; its exit may reach us a moment after the socket error.
   const connectionLost = isServiceError(error, 'INVOCATION_FAILED');
   const exitedByItself = connectionLost && worker !== undefined && (await worker.exitsWithin(exitWaitMs));
   await worker?.stop();
   const output = worker?.output();
-  if (await oomKilled()) throw new ServiceError('OUT_OF_MEMORY', { data: output ?? (isServiceError(error) ? error.data : null), cause: error });
+  if (oomKilled()) throw new ServiceError('OUT_OF_MEMORY', { data: output ?? (isServiceError(error) ? error.data : null), cause: error });
   if (exitedByItself) throw new ServiceError('WORKERD_CRASHED', { data: output, cause: error });
   if (isServiceError(error, 'USER_CODE_FAILED') || isServiceError(error, 'EXECUTION_TIMEOUT')) {
     throw new ServiceError(error.code, { data: output ?? null, cause: error.cause });

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rm, rmdir, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { ModuleType, WorkerCode } from './codeFormat.js';
 import { ServiceError } from './errors.js';
@@ -63,6 +63,8 @@ function quote(text: string): string {
 export interface WorkerFiles {
   readonly dir: string;
   readonly configPath: string;
+  /** Every file written into dir. */
+  readonly paths: readonly string[];
 }
 
 export interface WriteWorkerFilesOptions extends Omit<WorkerdConfigOptions, 'code'> {
@@ -75,18 +77,19 @@ export interface WriteWorkerFilesOptions extends Omit<WorkerdConfigOptions, 'cod
 // module files are numbered, never named after the modules.
 export async function writeWorkerFiles(options: WriteWorkerFilesOptions): Promise<WorkerFiles> {
   const dir = path.join(options.runtimePath, randomUUID());
-  const files = { dir, configPath: path.join(dir, configFileName) };
+  const { code, files: codeFiles } = planCodeFiles(options.code);
+  const configPath = path.join(dir, configFileName);
+  const files = { dir, configPath, paths: [...codeFiles.map(({ file }) => path.join(dir, file)), configPath] };
   try {
     await mkdir(dir, { mode: 0o700 });
   } catch (cause) {
     throw new ServiceError('CODE_FILE_FAILED', { cause });
   }
-  const { code, files: codeFiles } = planCodeFiles(options.code);
   const config = renderWorkerdConfig({ ...options, code });
   // Mode 0600 and exclusive create: no other user can read the code, and no existing file is reused.
   const written = await Promise.allSettled([
     ...codeFiles.map(({ file, content }) => writeFile(path.join(dir, file), content, { mode: 0o600, flag: 'wx' })),
-    writeFile(files.configPath, config, { mode: 0o600, flag: 'wx' }),
+    writeFile(configPath, config, { mode: 0o600, flag: 'wx' }),
   ]);
   const failed = written.findIndex((result) => result.status === 'rejected');
   if (failed !== -1) {
@@ -107,9 +110,16 @@ function planCodeFiles(code: WorkerCode): { code: CodeFiles; files: Array<{ file
   return { code: { format: 'modules', modules }, files };
 }
 
-// Deletes an invocation's directory and everything in it.
+// Deletes an invocation's directory and everything in it. Its files are known, so each is unlinked
+// by name: a recursive rm would first look at every one of them.
 export async function removeWorkerFiles(files: WorkerFiles): Promise<void> {
-  await rm(files.dir, { recursive: true, force: true });
+  await Promise.all(files.paths.map((file) => unlink(file).catch(ignoreMissing)));
+  await rmdir(files.dir).catch(ignoreMissing);
+}
+
+// A file that a failed write never made is not there to delete.
+function ignoreMissing(error: NodeJS.ErrnoException): void {
+  if (error.code !== 'ENOENT') throw error;
 }
 
 // Makes the runtime directory (readable by the service's user only) and deletes the invocation
