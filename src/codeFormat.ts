@@ -54,8 +54,12 @@ async function parse(body: Buffer, contentType: string | undefined): Promise<Wor
 // "import" or "export" in strings and comments. Code that parses as neither is left to workerd,
 // which reports the syntax error to the user.
 export function isEsModule(script: Buffer): boolean {
+  const source = script.toString('utf8');
+  // Without either word there can be no import or export declaration (a keyword cannot be written
+  // with escapes), and most service workers are spared the parse.
+  if (!/\b(?:import|export)\b/.test(source)) return false;
   try {
-    const program = parseJs(script.toString('utf8'), { ecmaVersion: 'latest', sourceType: 'module' });
+    const program = parseJs(source, { ecmaVersion: 'latest', sourceType: 'module' });
     return program.body.some((node) => node.type.startsWith('Import') || node.type.startsWith('Export'));
   } catch {
     return false;
