@@ -23,13 +23,14 @@ interface Exit {
   readonly error?: Error;
 }
 
-// Puts the shell itself into every cgroup named before "--", then waits for the path of a config
-// on stdin and execs workerd with it in its place: workerd is capped from its first instruction on,
+// Sends its stderr where its stdout goes (one pipe, in the order things were written), puts the
+// shell itself into every cgroup named before "--", then waits for the path of a config on stdin
+// and execs workerd with it in its place: workerd is capped from its first instruction on,
 // before it reads any user code. Joining ahead of the request keeps its cost off the request: a
 // write to cgroup.procs can wait ~10 ms for the kernel (an RCU grace period), and the fork from
 // the service's large process takes its share too.
 const joinCgroupsThenExec =
-  `while [ "$1" != -- ]; do echo $$ > "$1" || exit ${cgroupJoinFailed}; shift; done; shift; ` +
+  `exec 2>&1; while [ "$1" != -- ]; do echo $$ > "$1" || exit ${cgroupJoinFailed}; shift; done; shift; ` +
   `IFS= read -r config || exit ${noConfigGiven}; exec "$@" "$config" </dev/null`;
 
 export interface PrepareWorkerdOptions {
@@ -68,17 +69,17 @@ export interface WorkerdProcess {
 export function prepareWorkerd(options: PrepareWorkerdOptions): WorkerdStandby {
   const tail = new OutputTail(outputTailBytes);
   // fd 3 carries the listen event; --verbose makes workerd write the function's console output to
-  // stderr, where the bounded tail keeps it for error answers.
+  // stderr, which shares the output pipe with stdout, where the bounded tail keeps it for error answers.
   const workerd = [options.workerdPath, 'serve', '--control-fd=3', '--verbose'];
   const child = spawn('/bin/sh', ['-c', joinCgroupsThenExec, 'cgroup-exec', ...options.cgroup.procsFiles, '--', ...workerd], {
-    stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
+    stdio: ['pipe', 'pipe', 'ignore', 'pipe'],
     // workerd needs nothing from the service's environment, and user code must not see it.
     env: { PATH: '/usr/bin:/bin' },
   });
   // A wrapper that is already gone makes the write fail; its exit says why.
   child.stdin!.on('error', () => undefined);
   let exited = false;
-  // 'close', not 'exit': it comes once stdout and stderr are drained, so the tail is complete.
+  // 'close', not 'exit': it comes once its output is drained, so the tail is complete.
   const exit = new Promise<Exit>((resolve) => {
     child.once('error', (error) => resolve({ code: null, signal: null, error }));
     child.once('close', (code, signal) => resolve({ code, signal }));
@@ -87,7 +88,6 @@ export function prepareWorkerd(options: PrepareWorkerdOptions): WorkerdStandby {
     return result;
   });
   child.stdout!.on('data', (chunk: Buffer) => tail.push(chunk));
-  child.stderr!.on('data', (chunk: Buffer) => tail.push(chunk));
   // Flowing from the start, so that its end is seen (and the process's close comes) even if the
   // standby is never started; nothing is written to it before start() listens.
   const controlFd = (child.stdio[3] as Readable).resume();
