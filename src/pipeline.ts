@@ -113,16 +113,17 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
   } finally {
     // 7. Nothing left behind, on every path: the process, its files, its cgroup. The answer does
     //    not wait for it: workerd gets its SIGKILL here and now, and the cgroup is handed out again
-    //    only once the process is gone and the files are deleted.
+    //    only once the process is gone (its files, outside the cgroup, are deleted meanwhile).
     deadline?.clear();
     const started = performance.now();
     // A standby that never got its config goes back with the cgroup, for the next invocation.
     const unused = userCodeStarted ? undefined : standby;
-    const ended = Promise.all([unused ? undefined : standby?.stop(), files && removeWorkerFiles(files)]);
-    const released = cgroup && pool.release(cgroup, ended, unused);
+    const stopped = unused ? undefined : standby?.stop();
+    const removed = files && removeWorkerFiles(files);
+    const released = cgroup && pool.release(cgroup, Promise.resolve(stopped), unused);
     deps.background.run(async () => {
       try {
-        await Promise.all([ended, released]);
+        await Promise.all([stopped, removed, released]);
       } catch (error) {
         request.log.error({ stage: 'cleanup', err: error }, 'cleanup failed');
       } finally {
