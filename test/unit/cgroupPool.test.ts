@@ -3,8 +3,9 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
-import { CgroupPool, detectCgroupVersion, discoverCgroups, readOomKills, watchOom } from '../../src/cgroupPool.js';
+import { type Cgroup, CgroupPool, detectCgroupVersion, discoverCgroups, readOomKills, watchOom } from '../../src/cgroupPool.js';
 import { StartupError } from '../../src/errors.js';
+import type { WorkerdStandby } from '../../src/workerdProcess.js';
 import { fakeCgroupV2Root } from '../helpers/fakeCgroupfs.js';
 
 const roots: string[] = [];
@@ -118,6 +119,94 @@ describe('reservation', () => {
     } finally {
       stranger.kill('SIGKILL');
     }
+  });
+});
+
+// Standbys stand in for the shells the service keeps in free cgroups: a pid, whether it has
+// ended, and a stop that ends it.
+describe('standbys', () => {
+  let nextPid = 1_000_000;
+  const made: Array<WorkerdStandby & { stopped: boolean }> = [];
+  const fakeStandby = (cgroup: Cgroup) => {
+    const standby = {
+      cgroup,
+      pid: nextPid++,
+      stopped: false,
+      get exited() {
+        return this.stopped;
+      },
+      start: () => Promise.reject(new Error('not in these tests')),
+      stop: async () => {
+        standby.stopped = true;
+      },
+    };
+    made.push(standby);
+    return standby;
+  };
+  afterEach(() => {
+    made.length = 0;
+  });
+
+  test('every free cgroup gets one, handed over once with its reservation', async () => {
+    const pool = await CgroupPool.open({ root: await v2Root(['w1', 'w2']), version: 2, prefix: 'w' });
+    pool.keepStandbys(fakeStandby);
+    expect(made.map((standby) => standby.cgroup.name)).toEqual(['w1', 'w2']);
+    const cgroup = (await pool.reserve())!;
+    const standby = pool.takeStandby(cgroup);
+    expect(standby).toBe(made[0]);
+    expect(pool.takeStandby(cgroup)).toBeUndefined();
+    expect(pool.standbyPids).toEqual([made[1]!.pid]);
+  });
+
+  test('a cgroup given back after its invocation gets a new one; one never started stays', async () => {
+    const pool = await CgroupPool.open({ root: await v2Root(['w1']), version: 2, prefix: 'w' });
+    pool.keepStandbys(fakeStandby);
+    const used = (await pool.reserve())!;
+    pool.takeStandby(used);
+    await pool.release(used);
+    expect(made).toHaveLength(2);
+    const again = (await pool.reserve())!;
+    const unused = pool.takeStandby(again)!;
+    await pool.release(again, Promise.resolve(), unused);
+    expect(made).toHaveLength(2);
+    expect(unused.exited).toBe(false);
+    expect(pool.takeStandby((await pool.reserve())!)).toBe(unused);
+  });
+
+  test('a dead one is not handed over', async () => {
+    const pool = await CgroupPool.open({ root: await v2Root(['w1']), version: 2, prefix: 'w' });
+    pool.keepStandbys(fakeStandby);
+    await made[0]!.stop();
+    expect(pool.takeStandby((await pool.reserve())!)).toBeUndefined();
+  });
+
+  test('its own pid does not make a cgroup look occupied; a stranger\'s does, and its standby is stopped', async () => {
+    const root = await v2Root(['w1', 'w2']);
+    const pool = await CgroupPool.open({ root, version: 2, prefix: 'w' });
+    pool.keepStandbys(fakeStandby);
+    const stranger = spawn('sleep', ['30']);
+    try {
+      await writeFile(path.join(root, 'w1', 'cgroup.procs'), `${made[0]!.pid}\n${stranger.pid}\n`);
+      await writeFile(path.join(root, 'w2', 'cgroup.procs'), `${made[1]!.pid}\n`);
+      expect((await pool.reserve())?.name).toBe('w2');
+      expect(made[0]!.exited).toBe(true);
+      expect(made[1]!.exited).toBe(false);
+    } finally {
+      stranger.kill('SIGKILL');
+    }
+  });
+
+  test('discarding stops them all and makes no more', async () => {
+    const pool = await CgroupPool.open({ root: await v2Root(['w1', 'w2']), version: 2, prefix: 'w' });
+    pool.keepStandbys(fakeStandby);
+    const cgroup = (await pool.reserve())!;
+    const taken = pool.takeStandby(cgroup)!;
+    await pool.discardStandbys();
+    expect(made.filter((standby) => standby !== taken).every((standby) => standby.exited)).toBe(true);
+    expect(pool.standbyPids).toEqual([]);
+    await pool.release(cgroup, Promise.resolve(), taken);
+    expect(taken.exited).toBe(true);
+    expect(made).toHaveLength(2);
   });
 });
 
