@@ -93,6 +93,15 @@ describe('a workerd standby', () => {
     expect(await isRunning(standby.pid!)).toBe(false);
   });
 
+  test('one killed before it ran workerd fails the start as WORKERD_START_FAILED, not as the user\'s code', async () => {
+    const { standby, files } = await prepare();
+    await waitFor('it to join', async () => (await readFile(files[1]!, 'utf8')).trim() === String(standby.pid));
+    process.kill(standby.pid!, 'SIGKILL');
+    const failure = await failureOf(standby.start('/nonexistent/config.capnp', new AbortController().signal));
+    expect(isServiceError(failure, 'WORKERD_START_FAILED')).toBe(true);
+    expect(String((failure as Error).cause)).toMatch(/ended by SIGKILL before it ran workerd/);
+  });
+
   test('starts only once', async () => {
     const { standby } = await prepare();
     const first = failureOf(standby.start('/nonexistent/config.capnp', new AbortController().signal));
