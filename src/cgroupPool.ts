@@ -105,6 +105,8 @@ export class CgroupPool {
   /** The process waiting in each free cgroup for its next invocation, and what makes them. */
   readonly #standbys = new Map<Cgroup, WorkerdStandby>();
   #prepare: ((cgroup: Cgroup) => WorkerdStandby) | undefined;
+  /** Standbys being stopped, which discardStandbys() waits for. */
+  readonly #stopping = new Set<Promise<void>>();
 
   private constructor(version: 1 | 2, cgroups: readonly Cgroup[]) {
     this.version = version;
@@ -172,12 +174,19 @@ export class CgroupPool {
     return [...this.#standbys.values()].flatMap((standby) => (standby.pid === undefined ? [] : [standby.pid]));
   }
 
-  // Stops making standbys and kills those waiting; for shutdown.
+  // Stops making standbys and kills those waiting; resolves once every standby the pool stopped
+  // is gone. For shutdown.
   async discardStandbys(): Promise<void> {
     this.#prepare = undefined;
-    const standbys = [...this.#standbys.values()];
+    for (const standby of this.#standbys.values()) this.#stop(standby);
     this.#standbys.clear();
-    await Promise.all(standbys.map((standby) => standby.stop()));
+    await Promise.all(this.#stopping);
+  }
+
+  #stop(standby: WorkerdStandby | undefined): void {
+    if (!standby) return;
+    const stopping = standby.stop().finally(() => this.#stopping.delete(stopping));
+    this.#stopping.add(stopping);
   }
 
   // Takes a free, empty cgroup, or undefined when none is left. Taking it is synchronous, so two
@@ -194,8 +203,9 @@ export class CgroupPool {
 
   #takeEmpty(): Cgroup | undefined {
     for (let cgroup = this.#free.shift(); cgroup; cgroup = this.#free.shift()) {
-      const standby = this.#standbys.get(cgroup)?.pid;
-      if (readPids(cgroup).every((pid) => pid === standby)) return cgroup;
+      const standby = this.#standbys.get(cgroup);
+      const own = standby && !standby.exited ? standby.pid : undefined;
+      if (readPids(cgroup).every((pid) => pid === own)) return cgroup;
       this.#occupy(cgroup);
     }
     // Everything free was taken or occupied: see whether an occupied one has emptied since.
@@ -211,9 +221,8 @@ export class CgroupPool {
   // Keeps a cgroup that holds someone else's process out of the pool, with no standby in it.
   #occupy(cgroup: Cgroup): void {
     this.#occupied.add(cgroup);
-    const standby = this.#standbys.get(cgroup);
+    this.#stop(this.#standbys.get(cgroup));
     this.#standbys.delete(cgroup);
-    void standby?.stop();
   }
 
   // Gives a cgroup back once nothing of the invocation is left in it: after `ended` (the
@@ -228,11 +237,11 @@ export class CgroupPool {
       this.#standbys.delete(cgroup);
       const { remaining } = await this.#drain(cgroup, kept?.exited ? undefined : kept?.pid);
       if (remaining === 0) {
-        this.#keepStandby(cgroup, kept);
         this.#free.push(cgroup);
+        this.#keepStandby(cgroup, kept);
       } else {
         this.#occupied.add(cgroup);
-        void kept?.stop();
+        this.#stop(kept);
       }
     } finally {
       this.#releasing -= 1;
@@ -245,7 +254,7 @@ export class CgroupPool {
   #keepStandby(cgroup: Cgroup, standby: WorkerdStandby | undefined): void {
     if (standby && !standby.exited && this.#prepare) this.#standbys.set(cgroup, standby);
     else {
-      void standby?.stop();
+      this.#stop(standby);
       if (this.#prepare) this.#standbys.set(cgroup, this.#prepare(cgroup));
     }
   }
