@@ -19,7 +19,8 @@ export async function fetchAttestation(options: AttestationOptions): Promise<Buf
     return await withDeadline(options.signal, options.timeoutMs, async (signal) => {
       const response = await send(options.url, { method: 'GET', signal, keepAlive: true });
       if (response.statusCode !== 200) {
-        response.resume();
+        // An error's body is not read: closing the connection bounds it, however long it is.
+        response.destroy();
         throw new ServiceError('ATTESTATION_FAILED', { cause: new Error(`attestation server answered ${response.statusCode}`) });
       }
       // Bytes, never text: the document is binary CBOR and decoding it as UTF-8 would corrupt it.

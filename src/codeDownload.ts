@@ -34,11 +34,13 @@ export async function downloadCode(options: CodeDownloadOptions): Promise<Stored
         keepAlive: true,
       });
       if (response.statusCode === 404) {
-        response.resume();
+        // An error's body is not read: closing the connection bounds it, however long it is.
+        response.destroy();
         throw new ServiceError('CODE_NOT_FOUND', { data: { code_id: options.codeId } });
       }
       if (response.statusCode !== 200) {
-        response.resume();
+        // An error's body is not read: closing the connection bounds it, however long it is.
+        response.destroy();
         throw new ServiceError('CODE_DOWNLOAD_FAILED', { cause: new Error(`storage server answered ${response.statusCode}`) });
       }
       const bytes = await readCapped(response, options.maxBytes);

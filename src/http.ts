@@ -21,11 +21,19 @@ export function send(url: string, options: SendOptions): Promise<http.IncomingMe
   const target = new URL(url);
   const transport = target.protocol === 'https:' ? https : http;
   const agent = options.keepAlive ? keptAliveAgents[target.protocol as keyof typeof keptAliveAgents] : false;
-  return new Promise((resolve, reject) => {
-    const request = transport.request(target, { method: options.method, headers: options.headers, signal: options.signal, agent }, resolve);
-    request.once('error', reject);
-    request.end(options.body);
-  });
+  const attempt = (retry: boolean): Promise<http.IncomingMessage> =>
+    new Promise((resolve, reject) => {
+      const request = transport.request(target, { method: options.method, headers: options.headers, signal: options.signal, agent }, resolve);
+      request.once('error', (error: NodeJS.ErrnoException) => {
+        // A kept-alive connection that the server closed while it was idle fails before any
+        // answer; the upstream calls only read, so once more on a new connection is safe.
+        const staleConnection = request.reusedSocket && (error.code === 'ECONNRESET' || error.code === 'EPIPE');
+        if (retry && staleConnection && !options.signal.aborted) resolve(attempt(false));
+        else reject(error);
+      });
+      request.end(options.body);
+    });
+  return attempt(options.keepAlive);
 }
 
 // Thrown by readCapped when a body is larger than allowed; the caller maps it to its own error.

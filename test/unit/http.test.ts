@@ -1,6 +1,7 @@
+import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { describe, expect, test } from 'vitest';
-import { BodyTooLargeError, readCapped, startDeadline } from '../../src/http.js';
+import { BodyTooLargeError, readCapped, send, startDeadline } from '../../src/http.js';
 
 describe('readCapped', () => {
   test('reads a body up to the cap', async () => {
@@ -40,5 +41,63 @@ describe('startDeadline', () => {
     deadline.clear();
     await new Promise((resolve) => setTimeout(resolve, 30));
     expect(deadline.signal.aborted).toBe(false);
+  });
+});
+
+describe('send', () => {
+  // A server that answers the first request on each connection and keeps the connection open,
+  // then resets it when a second request comes: what an upstream does that closes idle
+  // connections just as a request is sent.
+  const resetOnSecondRequest = () => {
+    let connections = 0;
+    const server = createServer((socket: Socket) => {
+      connections += 1;
+      let requests = 0;
+      socket.on('data', () => {
+        requests += 1;
+        if (requests === 1) socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok');
+        else socket.resetAndDestroy();
+      });
+    });
+    return { server, connections: () => connections };
+  };
+  // A raw TCP server on loopback; close() drops its connections too.
+  const listen = async (server: Server) => {
+    const sockets = new Set<Socket>();
+    server.on('connection', (socket) => sockets.add(socket));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return {
+      url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/`,
+      close: () => {
+        for (const socket of sockets) socket.destroy();
+        return new Promise<void>((resolve) => server.close(() => resolve()));
+      },
+    };
+  };
+  const body = async (url: string, keepAlive: boolean) => {
+    const response = await send(url, { method: 'GET', signal: new AbortController().signal, keepAlive });
+    return (await readCapped(response, 100)).toString();
+  };
+
+  test('a kept-alive connection the upstream reset is tried once more on a new one', async () => {
+    const { server, connections } = resetOnSecondRequest();
+    const running = await listen(server);
+    try {
+      expect(await body(running.url, true)).toBe('ok');
+      expect(await body(running.url, true)).toBe('ok');
+      expect(connections()).toBe(2);
+    } finally {
+      await running.close();
+    }
+  });
+
+  test('a reset on a new connection is not retried', async () => {
+    const server = createServer((socket: Socket) => socket.on('data', () => socket.resetAndDestroy()));
+    const running = await listen(server);
+    try {
+      await expect(body(running.url, true)).rejects.toMatchObject({ code: 'ECONNRESET' });
+    } finally {
+      await running.close();
+    }
   });
 });
