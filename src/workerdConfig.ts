@@ -93,7 +93,8 @@ export async function writeWorkerFiles(options: WriteWorkerFilesOptions): Promis
   ]);
   const failed = written.findIndex((result) => result.status === 'rejected');
   if (failed !== -1) {
-    await removeWorkerFiles(files);
+    // The write's failure is the one to report; a directory this cannot remove goes at the next start.
+    await removeWorkerFiles(files).catch(() => undefined);
     const cause = (written[failed] as PromiseRejectedResult).reason;
     throw new ServiceError(failed < codeFiles.length ? 'CODE_FILE_FAILED' : 'CONFIG_FILE_FAILED', { cause });
   }
@@ -113,8 +114,11 @@ function planCodeFiles(code: WorkerCode): { code: CodeFiles; files: Array<{ file
 // Deletes an invocation's directory and everything in it. Its files are known, so each is unlinked
 // by name: a recursive rm would first look at every one of them.
 export async function removeWorkerFiles(files: WorkerFiles): Promise<void> {
-  await Promise.all(files.paths.map((file) => unlink(file).catch(ignoreMissing)));
-  await rmdir(files.dir).catch(ignoreMissing);
+  // Every removal is tried, whatever fails; the first failure is reported.
+  const removed = await Promise.allSettled(files.paths.map((file) => unlink(file).catch(ignoreMissing)));
+  removed.push(...(await Promise.allSettled([rmdir(files.dir).catch(ignoreMissing)])));
+  const failed = removed.find((result) => result.status === 'rejected');
+  if (failed) throw failed.reason;
 }
 
 // A file that a failed write never made is not there to delete.
