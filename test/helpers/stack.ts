@@ -10,6 +10,7 @@ import { startStorageServer } from '../../src/dev/storageServer.js';
 import { loadSigner } from '../../src/signing.js';
 import { removeStaleWorkerFiles } from '../../src/workerdConfig.js';
 import { cgroupRoot, createTestPool, type TestPool, type TestPoolOptions } from './cgroups.js';
+import { childPids, commandLine } from './processes.js';
 
 export const examplesDir = path.resolve(import.meta.dirname, '../../examples');
 export const fixturesDir = path.resolve(import.meta.dirname, '../fixtures');
@@ -27,6 +28,8 @@ export interface Leftovers {
   /** Processes in the pool's cgroups other than the standbys waiting in free ones. */
   readonly processesInPool: number[];
   readonly workerdProcesses: number[];
+  /** This stack's standby shells that are not waiting in a free cgroup (e.g. never stopped). */
+  readonly strayStandbys: number[];
   readonly reservedCgroups: number;
 }
 
@@ -103,11 +106,23 @@ async function leftovers(config: Config, pool: CgroupPool): Promise<Leftovers> {
     files: await readdir(config.runtimePath),
     processesInPool,
     workerdProcesses: await processesMentioning(config.runtimePath),
+    strayStandbys: await strayStandbys(config, standbys),
     reservedCgroups: pool.size - pool.free,
   };
 }
 
-export const noLeftovers: Leftovers = { files: [], processesInPool: [], workerdProcesses: [], reservedCgroups: 0 };
+export const noLeftovers: Leftovers = { files: [], processesInPool: [], workerdProcesses: [], strayStandbys: [], reservedCgroups: 0 };
+
+// Children of this process that are still the wrapper shell for this stack's pool (their command
+// line names its cgroups), other than the standbys the pool keeps.
+async function strayStandbys(config: Config, waiting: ReadonlySet<number>): Promise<number[]> {
+  const stray: number[] = [];
+  for (const pid of await childPids(process.pid)) {
+    const command = await commandLine(pid);
+    if (command.includes('cgroup-exec') && command.includes(config.cgroupPrefix) && !waiting.has(pid)) stray.push(pid);
+  }
+  return stray;
+}
 
 // Pids whose command line names a path, e.g. a workerd serving a config from this stack's runtime dir.
 export async function processesMentioning(text: string): Promise<number[]> {

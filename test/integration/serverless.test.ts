@@ -147,9 +147,9 @@ describe.runIf(cgroups)('concurrency', () => {
         return cgroup;
       };
       const release = stack.pool.release.bind(stack.pool);
-      stack.pool.release = async (cgroup) => {
+      stack.pool.release = async (cgroup, ...rest) => {
+        await release(cgroup, ...rest);
         inUse.delete(cgroup.name);
-        await release(cgroup);
       };
 
       const responses = await Promise.all(

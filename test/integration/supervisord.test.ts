@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { discoverCgroups, readPids } from '../../src/cgroupPool.js';
 import { cgroupRoot, cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
 import { invoke, statusOf } from '../helpers/http.js';
-import { isRunning, isWorkerd, signal, waitFor } from '../helpers/processes.js';
+import { childPids, isRunning, isWorkerd, signal, waitFor } from '../helpers/processes.js';
 import { programOrSkip } from '../helpers/programs.js';
 import { processesMentioning } from '../helpers/stack.js';
 import { startEnclaveStartPath, type Supervisord } from '../helpers/supervisord.js';
@@ -121,7 +121,10 @@ describe.runIf(ready)('supervisord runs the service as the enclave image does', 
     expect(await isRunning(orphan!)).toBe(false);
     // What is in the pool now are the restarted service's standbys, none of them a workerd.
     const cgroups = await discoverCgroups(cgroupRoot, pool.version, pool.prefix);
-    expect(await Promise.all((await Promise.all(cgroups.map(readPids))).flat().map(isWorkerd))).not.toContain(true);
+    const inPool = (await Promise.all(cgroups.map(readPids))).flat();
+    const children = await childPids(restarted);
+    expect(inPool.filter((pid) => !children.includes(pid))).toEqual([]);
+    expect(await Promise.all(inPool.map(isWorkerd))).not.toContain(true);
     const answer = await invoke(serviceUrl, { code_id: 'hello', input: { name: 'again' } });
     expect(answer.statusCode).toBe(200);
     expect(JSON.parse(answer.body)).toMatchObject({ data: 'Hello, again!' });

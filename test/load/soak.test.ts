@@ -9,7 +9,7 @@ import { devAttestationDocument, startAttestationServer } from '../../src/dev/at
 import type { RunningServer } from '../../src/dev/listen.js';
 import { startStorageServer } from '../../src/dev/storageServer.js';
 import { cgroupRoot, cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
-import { isWorkerd } from '../helpers/processes.js';
+import { childPids, isWorkerd } from '../helpers/processes.js';
 import { type ServiceProcess, startService, serviceEnv } from '../helpers/service.js';
 import { examplesDir, fixturesDir, processesMentioning } from '../helpers/stack.js';
 import { waitFor } from '../helpers/wait.js';
@@ -142,9 +142,11 @@ describe.runIf(cgroups)('soak', () => {
         return JSON.stringify(((await health.body.json()) as { data: unknown }).data) === JSON.stringify(idle);
       });
       const cgroupsOfPool = await discoverCgroups(cgroupRoot, pool.version, pool.prefix);
-      // What waits in the pool is a standby per cgroup at most, never a workerd.
+      // What waits in the pool is a standby of the service's per cgroup at most, never a workerd.
       const inPool = await Promise.all(cgroupsOfPool.map(readPids));
       expect(inPool.filter((pids) => pids.length > 1)).toEqual([]);
+      const children = await childPids(service.child.pid!);
+      expect(inPool.flat().filter((pid) => !children.includes(pid))).toEqual([]);
       expect(await Promise.all(inPool.flat().map(isWorkerd))).not.toContain(true);
       expect(await readdir(runtimePath)).toEqual([]);
       expect(await processesMentioning(runtimePath)).toEqual([]);
