@@ -25,10 +25,10 @@ interface Exit {
 
 // Sends its stderr where its stdout goes (one pipe, in the order things were written), puts the
 // shell itself into every cgroup named before "--", then waits for the path of a config on stdin,
-// says {"event":"exec"} on the control fd and execs workerd with it in its place: workerd is capped from its first instruction on,
-// before it reads any user code. Joining ahead of the request keeps its cost off the request: a
-// write to cgroup.procs can wait ~10 ms for the kernel (an RCU grace period), and the fork from
-// the service's large process takes its share too.
+// says {"event":"exec"} on the control fd and execs workerd with it in its place: workerd is
+// capped from its first instruction on, before it reads any user code. Joining ahead of the
+// request keeps its cost off the request: a write to cgroup.procs can wait ~10 ms for the kernel
+// (an RCU grace period), and the fork from the service's large process takes its share too.
 const joinCgroupsThenExec =
   `exec 2>&1; while [ "$1" != -- ]; do echo $$ > "$1" || exit ${cgroupJoinFailed}; shift; done; shift; ` +
   `IFS= read -r config || exit ${noConfigGiven}; echo '{"event":"exec"}' >&3; exec "$@" "$config" </dev/null`;
@@ -121,7 +121,9 @@ export function prepareWorkerd(options: PrepareWorkerdOptions): WorkerdStandby {
     const exitedEarly = exit.then((result): never => {
       if (result.error) throw new ServiceError('WORKERD_START_FAILED', { cause: result.error });
       // Before its exec event the process was still the wrapper, and no user code was read.
-      if (!control.execed) throw new ServiceError('WORKERD_START_FAILED', { data: tail.text(), cause: new Error(standbyEnd(result, options.cgroup)) });
+      if (!control.execed) {
+        throw new ServiceError('WORKERD_START_FAILED', { data: tail.text(), cause: new Error(standbyEnd(result, options.cgroup)) });
+      }
       if (result.code === shellCannotExecute || result.code === shellNotFound) {
         throw new ServiceError('WORKERD_START_FAILED', { data: tail.text(), cause: new Error(`cannot run ${options.workerdPath}`) });
       }
