@@ -92,10 +92,15 @@ describe('send', () => {
   });
 
   test('a reset on a new connection is not retried', async () => {
-    const server = createServer((socket: Socket) => socket.on('data', () => socket.resetAndDestroy()));
+    let connections = 0;
+    const server = createServer((socket: Socket) => {
+      connections += 1;
+      socket.on('data', () => socket.resetAndDestroy());
+    });
     const running = await listen(server);
     try {
       await expect(body(running.url, true)).rejects.toMatchObject({ code: 'ECONNRESET' });
+      expect(connections).toBe(1);
     } finally {
       await running.close();
     }
