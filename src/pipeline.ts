@@ -119,16 +119,17 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
     // A standby that never got its config goes back with the cgroup, for the next invocation.
     const unused = userCodeStarted ? undefined : standby;
     const stopped = unused ? undefined : standby?.stop();
-    const removed = files && removeWorkerFiles(files);
     const released = cgroup && pool.release(cgroup, Promise.resolve(stopped), unused);
+    const written = files;
     deps.background.run(async () => {
-      try {
-        await Promise.all([stopped, removed, released]);
-      } catch (error) {
-        request.log.error({ stage: 'cleanup', err: error }, 'cleanup failed');
-      } finally {
-        deps.onCleanup?.(performance.now() - started);
+      // The answer is written in this turn of the event loop; its files go in the next one.
+      const removed = written && new Promise((resolve) => setImmediate(resolve)).then(() => removeWorkerFiles(written));
+      // Each part finishes (or fails) on its own, and each failure is told.
+      const outcomes = await Promise.allSettled([stopped, removed, released]);
+      for (const outcome of outcomes) {
+        if (outcome.status === 'rejected') request.log.error({ stage: 'cleanup', err: outcome.reason }, 'cleanup failed');
       }
+      deps.onCleanup?.(performance.now() - started);
     });
   }
 }

@@ -100,8 +100,25 @@ describe('worker files', () => {
 
   test('are removed completely', async () => {
     const files = await write();
-    await removeWorkerFiles(files);
+    removeWorkerFiles(files);
     expect(await readdir(runtimePath)).toEqual([]);
+  });
+
+  test('that a failed write never made are no reason to keep the directory', async () => {
+    const files = await write();
+    await rm(files.paths[0]!);
+    removeWorkerFiles(files);
+    expect(await readdir(runtimePath)).toEqual([]);
+  });
+
+  test('are each tried when one cannot be removed, and the failure is reported', async () => {
+    const files = await write();
+    // A directory where a file was: unlink fails with EISDIR.
+    const blocked = files.paths[0]!;
+    await rm(blocked);
+    await mkdir(blocked);
+    expect(() => removeWorkerFiles(files)).toThrow(expect.objectContaining({ code: 'EISDIR' }));
+    expect(await readdir(files.dir)).toEqual([path.basename(blocked)]);
   });
 
   test('left by a killed run are removed at start, and nothing else is', async () => {
