@@ -89,4 +89,33 @@ describe.runIf(cgroups)('npm start with a real pool', () => {
     expect(await readdir(runtimePath)).toEqual([]);
     expect(await processesMentioning(runtimePath)).toEqual([]);
   });
+
+  test('logs each request in one JSON line with its id, route, status, time and failure code', async () => {
+    const service = await startService({ ...serviceEnv({ pool, runtimePath, attestation, storage }), LOG_LEVEL: 'info' });
+    const post = (codeId: string) =>
+      request(`${service.url}/api/serverless`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ code_id: codeId }),
+      }).then(async (response) => (await response.body.dump(), response.statusCode));
+    expect(await post('hello')).toBe(200);
+    expect(await post('no-such-code')).toBe(404);
+    service.child.kill('SIGTERM');
+    await service.exited;
+
+    const lines = service
+      .output()
+      .split('\n')
+      .filter((line) => line.startsWith('{'))
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+    const completed = lines.filter((line) => line.msg === 'request completed' && line.url === '/api/serverless');
+    expect(completed).toEqual([
+      expect.objectContaining({ reqId: expect.any(String), method: 'POST', statusCode: 200, responseTimeMs: expect.any(Number) }),
+      expect.objectContaining({ reqId: expect.any(String), method: 'POST', statusCode: 404, code: 'CODE_NOT_FOUND' }),
+    ]);
+    expect(completed[0]!.reqId).not.toBe(completed[1]!.reqId);
+    expect(completed[0]).not.toHaveProperty('code');
+    // Fastify's own pair of lines per request is off.
+    expect(lines.filter((line) => line.msg === 'incoming request')).toEqual([]);
+  });
 });
