@@ -26,7 +26,12 @@ const schema = z.object({
     .string()
     .regex(/^[A-Za-z0-9_.-]+$/, 'must be a plain cgroup name prefix (letters, digits, _ . -)')
     .default('workerd'),
-  RUNTIME_PATH: z.string().min(1).default('./runtime/'),
+  RUNTIME_PATH: z
+    .string()
+    .min(1)
+    // Each workerd gets the path of its config as one line on stdin.
+    .regex(/^[^\n]*$/, 'must not contain a line break')
+    .default('./runtime/'),
   WORKERD_PATH: z.string().min(1).default(workerd.default),
   ATTESTATION_URL: z.url({ protocol: /^https?$/ }).default('http://127.0.0.1:1300'),
   STORAGE_URL: z.url({ protocol: /^https?$/ }).default('http://127.0.0.1:3000/load'),

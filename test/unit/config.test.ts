@@ -60,6 +60,7 @@ describe('parseConfig', () => {
     ['STORAGE_URL', 'ftp://127.0.0.1/load'],
     ['ALLOW_PUBLIC_EGRESS', 'maybe'],
     ['LOG_LEVEL', 'loud'],
+    ['RUNTIME_PATH', '/tmp/run\ntime'],
   ])('refuses a bad %s (%s) with a message that names it', (name, value) => {
     expect(() => parseConfig({ [name]: value })).toThrow(StartupError);
     expect(() => parseConfig({ [name]: value })).toThrow(name);
