@@ -10,6 +10,8 @@ import { Metrics } from './metrics.js';
 import { runFunction } from './pipeline.js';
 import type { Signer } from './signing.js';
 import { type StageName, StageTimer } from './stages.js';
+import { writeWorkerFiles } from './workerdConfig.js';
+import { WorkerFileStore } from './workerFileStore.js';
 import { prepareWorkerd } from './workerdProcess.js';
 
 // Seconds a client (or load balancer) is asked to wait before retrying a busy server.
@@ -51,15 +53,23 @@ export interface App extends FastifyInstance {
   shutdown(graceMs: number): Promise<void>;
   /** Resolves once every answered invocation has been cleaned up (process, files, cgroup). */
   settled(): Promise<void>;
+  /** The directories whose files are kept for code the cache holds. */
+  keptCodeDirs(): string[];
 }
 
 // Builds the HTTP API around a cgroup pool.
 export function buildApp(config: Config, deps: AppDependencies): App {
   const { pool, signer } = deps;
-  const codeCache = new CodeCache({ maxBytes: config.codeCacheMaxBytes });
+  const codeCache = new CodeCache({ maxBytes: config.codeCacheMaxBytes, onEvict: (code) => workerFiles.retire(code) });
   const metrics = new Metrics({ pool, codeCache });
   const background = new BackgroundWork();
-  const pipeline = { config, pool, codeCache, background, onCleanup: (ms: number) => metrics.observeStage('cleanup', ms) };
+  const { runtimePath, compatibilityDate, allowPublicEgress } = config;
+  const workerFiles = new WorkerFileStore({
+    write: (code) => writeWorkerFiles({ runtimePath, code, compatibilityDate, allowPublicEgress }),
+    isCached: (codeId, stored) => codeCache.holds(codeId, stored),
+    onRemoveFailed: (error) => app.log.error({ stage: 'cleanup', err: error }, 'removing the files of evicted code failed'),
+  });
+  const pipeline = { config, pool, codeCache, workerFiles, background, onCleanup: (ms: number) => metrics.observeStage('cleanup', ms) };
   const app = Fastify({
     logger: { level: config.logLevel },
     bodyLimit: config.maxBodyBytes,
@@ -82,7 +92,10 @@ export function buildApp(config: Config, deps: AppDependencies): App {
   // Each free cgroup holds the process its next invocation runs in, from the start (after main has
   // cleared what a previous run left) until the end.
   app.addHook('onReady', async () => pool.keepStandbys((cgroup) => prepareWorkerd({ workerdPath: config.workerdPath, cgroup })));
-  app.addHook('onClose', async () => pool.discardStandbys());
+  app.addHook('onClose', async () => {
+    workerFiles.retireAll();
+    await pool.discardStandbys();
+  });
 
   app.decorateRequest('stages', null as unknown as StageTimer);
   app.decorateRequest('failureCode', undefined);
@@ -163,7 +176,7 @@ export function buildApp(config: Config, deps: AppDependencies): App {
     await closed;
     await background.settled();
   };
-  return Object.assign(app, { shutdown, settled: () => background.settled() }) as unknown as App;
+  return Object.assign(app, { shutdown, settled: () => background.settled(), keptCodeDirs: () => workerFiles.sharedDirs }) as unknown as App;
 }
 
 // A controller that aborts when the client goes away before its answer is sent; shutdown aborts it too.

@@ -14,12 +14,15 @@ export interface CachedCode {
 export interface CodeCacheOptions {
   /** Most bytes of code kept; 0 keeps nothing and every request fetches. */
   readonly maxBytes: number;
+  /** Told of each piece of code the cache lets go of (evicted, found corrupt or replaced). */
+  readonly onEvict?: (code: StoredCode) => void;
 }
 
 // Code by code_id, least recently used first out, with each entry's sha256 checked on every hit
 // and one fetch shared by concurrent first requests for the same code_id.
 export class CodeCache {
   readonly #maxBytes: number;
+  readonly #onEvict: ((code: StoredCode) => void) | undefined;
   /** Map order is use order: the first entry is the least recently used. */
   readonly #entries = new Map<string, { readonly code: StoredCode; readonly sha256: Buffer }>();
   readonly #inFlight = new Map<string, Promise<StoredCode>>();
@@ -29,6 +32,7 @@ export class CodeCache {
 
   constructor(options: CodeCacheOptions) {
     this.#maxBytes = options.maxBytes;
+    this.#onEvict = options.onEvict;
   }
 
   /** Bytes of code held now. */
@@ -39,6 +43,11 @@ export class CodeCache {
   /** Number of code_ids held now. */
   get size(): number {
     return this.#entries.size;
+  }
+
+  // Whether this download is what the cache holds for the code_id right now.
+  holds(codeId: string, code: StoredCode): boolean {
+    return this.#entries.get(codeId)?.code === code;
   }
 
   // Returns the code for a code_id, calling fetch only when it is not cached (or its copy is corrupt).
@@ -97,6 +106,7 @@ export class CodeCache {
     if (!entry) return;
     this.#entries.delete(codeId);
     this.#bytes -= entry.code.bytes.length;
+    this.#onEvict?.(entry.code);
   }
 }
 

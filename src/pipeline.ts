@@ -10,7 +10,7 @@ import { isServiceError, ServiceError, toServiceError } from './errors.js';
 import { type Deadline, startDeadline } from './http.js';
 import { invokeWorker } from './invocation.js';
 import type { StageTimer } from './stages.js';
-import { removeWorkerFiles, type WorkerFiles, writeWorkerFiles } from './workerdConfig.js';
+import type { FilesLease, WorkerFileStore } from './workerFileStore.js';
 import { prepareWorkerd, type WorkerdProcess, type WorkerdStandby } from './workerdProcess.js';
 
 // How long a lost connection to workerd waits for workerd's exit before calling it a crash.
@@ -22,6 +22,8 @@ export interface PipelineDependencies {
   /** The cgroups workers run in. */
   readonly pool: CgroupPool;
   readonly codeCache: CodeCache;
+  /** The code and config files workerd reads, kept for cached code. */
+  readonly workerFiles: WorkerFileStore;
   /** Where each invocation's cleanup runs once its answer is on its way. */
   readonly background: BackgroundWork;
   /** Told how long each cleanup took. */
@@ -54,11 +56,11 @@ export interface RunResult {
 // Runs a stored function once, start to finish: the request flow of the service. Every failure is
 // a ServiceError, and on every path nothing is left behind.
 export async function runFunction(deps: PipelineDependencies, request: RunRequest): Promise<RunResult> {
-  const { config, pool, codeCache } = deps;
+  const { config, pool, codeCache, workerFiles } = deps;
   const { codeId, signal, stages } = request;
   let cgroup: Cgroup | undefined;
   let standby: WorkerdStandby | undefined;
-  let files: WorkerFiles | undefined;
+  let files: FilesLease | undefined;
   let worker: WorkerdProcess | undefined;
   let deadline: Deadline | undefined;
   let userCodeStarted = false;
@@ -85,11 +87,9 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
     });
 
     // 4. The code (one script, or a bundle of modules) and its workerd config, in a private
-    //    directory with a random name.
+    //    directory with a random name: written once while the code is cached, else for this run.
     const code = await parseWorkerCode(stored.bytes, stored.contentType);
-    files = await stages.run('files', () =>
-      writeWorkerFiles({ runtimePath: config.runtimePath, code, compatibilityDate: config.compatibilityDate, allowPublicEgress: config.allowPublicEgress }),
-    );
+    files = await stages.run('files', () => workerFiles.acquire(codeId, stored, code));
     const configPath = files.configPath;
 
     // 5. workerd, in the standby's place inside the cgroup, until it listens. The time limit runs from here to the answer.
@@ -113,17 +113,17 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
   } finally {
     // 7. Nothing left behind, on every path: the process, its files, its cgroup. The answer does
     //    not wait for it: workerd gets its SIGKILL here and now, and the cgroup is handed out again
-    //    only once the process is gone (its files, outside the cgroup, are deleted meanwhile).
+    //    only once the process is gone (its files, outside the cgroup, are let go of meanwhile).
     deadline?.clear();
     const started = performance.now();
     // A standby that never got its config goes back with the cgroup, for the next invocation.
     const unused = userCodeStarted ? undefined : standby;
     const stopped = unused ? undefined : standby?.stop();
     const released = cgroup && pool.release(cgroup, Promise.resolve(stopped), unused);
-    const written = files;
+    const lease = files;
     deps.background.run(async () => {
       // The answer is written in this turn of the event loop; its files go in the next one.
-      const removed = written && new Promise((resolve) => setImmediate(resolve)).then(() => removeWorkerFiles(written));
+      const removed = lease && new Promise((resolve) => setImmediate(resolve)).then(() => lease.release());
       // Each part finishes (or fails) on its own, and each failure is told.
       const outcomes = await Promise.allSettled([stopped, removed, released]);
       for (const outcome of outcomes) {

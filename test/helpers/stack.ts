@@ -86,7 +86,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     },
     leftovers: async () => {
       await app.settled();
-      return leftovers(config, pool);
+      return leftovers(config, pool, app.keptCodeDirs());
     },
     close: async () => {
       await app.close();
@@ -97,13 +97,14 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   };
 }
 
-async function leftovers(config: Config, pool: CgroupPool): Promise<Leftovers> {
+async function leftovers(config: Config, pool: CgroupPool, keptCodeDirs: readonly string[]): Promise<Leftovers> {
   const cgroups = await discoverCgroups(config.cgroupRoot, pool.version, config.cgroupPrefix);
   // The standbys waiting in free cgroups belong there.
   const standbys = new Set(pool.standbyPids);
   const processesInPool = (await Promise.all(cgroups.map(readPids))).flat().filter((pid) => !standbys.has(pid));
   return {
-    files: await readdir(config.runtimePath),
+    // The files of code the cache holds stay until it lets go of the code.
+    files: (await readdir(config.runtimePath)).filter((name) => !keptCodeDirs.includes(path.join(config.runtimePath, name))),
     processesInPool,
     workerdProcesses: await processesMentioning(config.runtimePath),
     strayStandbys: await strayStandbys(config, standbys),

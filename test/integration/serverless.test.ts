@@ -1,3 +1,5 @@
+import { readdir } from 'node:fs/promises';
+import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { cgroupsOrSkip } from '../helpers/cgroups.js';
 import { noLeftovers, type Stack, startStack } from '../helpers/stack.js';
@@ -86,6 +88,38 @@ describe.runIf(cgroups)('POST /api/serverless runs the stored code in a fresh wo
       const response = await stack.invoke({ code_id: 'primes', input: { num: 12 + i } });
       expect(response.statusCode).toBe(200);
     }
+  });
+});
+
+describe.runIf(cgroups)('the files of cached code', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    // Room for primes.js (707 bytes) or hello.js (279), not both.
+    stack = await startStack({ env: { CODE_CACHE_MAX_BYTES: '800' }, pool: { count: 2 } });
+  });
+  afterAll(() => stack?.close());
+  const onDisk = () => readdir(stack.config.runtimePath);
+
+  test('are written once and read by every invocation of the code while it is cached', async () => {
+    expect((await stack.invoke({ code_id: 'hello' })).statusCode).toBe(200);
+    const written = await onDisk();
+    expect(written).toHaveLength(1);
+    const twice = await Promise.all([stack.invoke({ code_id: 'hello' }), stack.invoke({ code_id: 'hello' })]);
+    expect(twice.map((response) => response.statusCode)).toEqual([200, 200]);
+    expect(await onDisk()).toEqual(written);
+    expect(stack.app.keptCodeDirs().map((dir) => path.basename(dir))).toEqual(written);
+    expect(await stack.leftovers()).toEqual(noLeftovers);
+  });
+
+  test('go when the cache lets go of the code', async () => {
+    await stack.invoke({ code_id: 'hello' });
+    const hello = await onDisk();
+    expect((await stack.invoke({ code_id: 'primes', input: { num: 6 } })).statusCode).toBe(200);
+    await stack.app.settled();
+    const primes = await onDisk();
+    expect(primes).toHaveLength(1);
+    expect(primes).not.toEqual(hello);
+    expect(await stack.leftovers()).toEqual(noLeftovers);
   });
 });
 

@@ -38,6 +38,20 @@ describe('the code cache', () => {
     expect(refetch).toHaveBeenCalledTimes(1);
   });
 
+  test('tells which download it holds for a code_id, and of each one it lets go of', async () => {
+    const evicted: string[] = [];
+    const cache = new CodeCache({ maxBytes: 8, onEvict: (stored) => evicted.push(stored.bytes.toString()) });
+    const a = (await cache.get('a', async () => code('aaaa'))).code;
+    expect(cache.holds('a', a)).toBe(true);
+    expect(cache.holds('a', code('aaaa'))).toBe(false);
+    const b = (await cache.get('b', async () => code('bbbb'))).code;
+    b.bytes.write('BBBB');
+    await cache.get('b', async () => code('bbbb'));
+    await cache.get('c', async () => code('cccc'));
+    expect(evicted).toEqual(['BBBB', 'aaaa']);
+    expect(cache.holds('a', a)).toBe(false);
+  });
+
   test('does not keep code larger than the whole cache', async () => {
     const cache = new CodeCache({ maxBytes: 3 });
     await cache.get('big', async () => code('toolarge'));
