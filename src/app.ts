@@ -1,4 +1,4 @@
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, LogController } from 'fastify';
 import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { BackgroundWork } from './backgroundWork.js';
@@ -77,7 +77,7 @@ export function buildApp(config: Config, deps: AppDependencies): App {
     return503OnClosing: false,
     // One line per request (see the onResponse hook) instead of Fastify's two: logging is a
     // measurable part of what a request costs the service.
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
   }).withTypeProvider<ZodTypeProvider>();
   // JSON only: Fastify's default text/plain parser would turn other bodies into a 400, not a 415.
   app.removeContentTypeParser('text/plain');

@@ -115,7 +115,8 @@ describe.runIf(cgroups)('npm start with a real pool', () => {
     ]);
     expect(completed[0]!.reqId).not.toBe(completed[1]!.reqId);
     expect(completed[0]).not.toHaveProperty('code');
-    // Fastify's own pair of lines per request is off.
+    // Fastify's own pair of lines per request is off, and without a deprecated option.
     expect(lines.filter((line) => line.msg === 'incoming request')).toEqual([]);
+    expect(service.output()).not.toMatch(/Deprecation|Warning/);
   });
 });
