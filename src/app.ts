@@ -146,8 +146,12 @@ export function buildApp(config: Config, deps: AppDependencies): App {
       return { status: 'success', message: 'Response successfully generated', data };
     } catch (error) {
       const failure = toServiceError(error);
-      const log = failure.status >= 500 ? request.log.error.bind(request.log) : request.log.info.bind(request.log);
-      log({ stage: request.stages.current, code: failure.code, err: failure.cause ?? failure }, failure.message);
+      // A busy or closing server is no fault of the request or the service: the request's own line
+      // (with its code) says it, and under overload one line per refusal is all the log can afford.
+      if (failure.status !== 503) {
+        const log = failure.status >= 500 ? request.log.error.bind(request.log) : request.log.info.bind(request.log);
+        log({ stage: request.stages.current, code: failure.code, err: failure.cause ?? failure }, failure.message);
+      }
       throw failure;
     } finally {
       inFlight.delete(abandon);

@@ -9,7 +9,8 @@ import { startStorageServer } from '../../src/dev/storageServer.js';
 import { cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
 import { fakeCgroupV2Root } from '../helpers/fakeCgroupfs.js';
 import { refusedStart, startService, serviceEnv } from '../helpers/service.js';
-import { examplesDir, processesMentioning } from '../helpers/stack.js';
+import { examplesDir, fixturesDir, processesMentioning } from '../helpers/stack.js';
+import { waitFor } from '../helpers/wait.js';
 
 const cgroups = await cgroupsOrSkip();
 
@@ -60,7 +61,7 @@ describe.runIf(cgroups)('npm start with a real pool', () => {
     pool = await createTestPool({ count: 2 });
     runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
     attestation = await startAttestationServer();
-    storage = await startStorageServer({ codeDirs: [examplesDir], attestation: devAttestationDocument });
+    storage = await startStorageServer({ codeDirs: [examplesDir, fixturesDir], attestation: devAttestationDocument });
   });
   afterAll(async () => {
     await Promise.all([attestation?.close(), storage?.close()]);
@@ -92,14 +93,22 @@ describe.runIf(cgroups)('npm start with a real pool', () => {
 
   test('logs each request in one JSON line with its id, route, status, time and failure code', async () => {
     const service = await startService({ ...serviceEnv({ pool, runtimePath, attestation, storage }), LOG_LEVEL: 'info' });
-    const post = (codeId: string) =>
+    const post = (codeId: string, input?: object) =>
       request(`${service.url}/api/serverless`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ code_id: codeId }),
+        body: JSON.stringify({ code_id: codeId, input }),
       }).then(async (response) => (await response.body.dump(), response.statusCode));
     expect(await post('hello')).toBe(200);
     expect(await post('no-such-code')).toBe(404);
+    // Both cgroups busy: the third request is refused.
+    const slow = [post('slow', { ms: 1000 }), post('slow', { ms: 1000 })];
+    await waitFor('both cgroups to be busy', async () => {
+      const health = await request(`${service.url}/health`);
+      return ((await health.body.json()) as { data: { free: number } }).data.free === 0;
+    });
+    expect(await post('hello')).toBe(503);
+    expect(await Promise.all(slow)).toEqual([200, 200]);
     service.child.kill('SIGTERM');
     await service.exited;
 
@@ -109,12 +118,16 @@ describe.runIf(cgroups)('npm start with a real pool', () => {
       .filter((line) => line.startsWith('{'))
       .map((line) => JSON.parse(line) as Record<string, unknown>);
     const completed = lines.filter((line) => line.msg === 'request completed' && line.url === '/api/serverless');
-    expect(completed).toEqual([
+    expect(completed.slice(0, 2)).toEqual([
       expect.objectContaining({ reqId: expect.any(String), method: 'POST', statusCode: 200, responseTimeMs: expect.any(Number) }),
       expect.objectContaining({ reqId: expect.any(String), method: 'POST', statusCode: 404, code: 'CODE_NOT_FOUND' }),
     ]);
     expect(completed[0]!.reqId).not.toBe(completed[1]!.reqId);
     expect(completed[0]).not.toHaveProperty('code');
+    // A refusal for lack of a cgroup is that one line and nothing more.
+    const busy = completed.find((line) => line.statusCode === 503);
+    expect(busy).toMatchObject({ code: 'SERVER_BUSY' });
+    expect(lines.filter((line) => line.reqId === busy!.reqId)).toHaveLength(1);
     // Fastify's own pair of lines per request is off, and without a deprecated option.
     expect(lines.filter((line) => line.msg === 'incoming request')).toEqual([]);
     expect(service.output()).not.toMatch(/Deprecation|Warning/);
