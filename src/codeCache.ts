@@ -92,6 +92,14 @@ export class CodeCache {
 
   #store(codeId: string, code: StoredCode, digest: Buffer): void {
     if (code.bytes.length > this.#maxBytes) return;
+    // Every request that joined a fetch stores what it got: a download already held is not
+    // evicted and put back, only marked as just used.
+    const held = this.#entries.get(codeId);
+    if (held?.code === code) {
+      this.#entries.delete(codeId);
+      this.#entries.set(codeId, held);
+      return;
+    }
     this.#remove(codeId);
     this.#entries.set(codeId, { code, sha256: digest });
     this.#bytes += code.bytes.length;

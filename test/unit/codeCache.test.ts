@@ -70,8 +70,9 @@ describe('the code cache', () => {
     expect(again).toMatchObject({ hit: false, code: code('original') });
   });
 
-  test('concurrent first requests for one code_id share a single fetch', async () => {
-    const cache = new CodeCache({ maxBytes: 1024 });
+  test('concurrent first requests for one code_id share a single fetch, kept once', async () => {
+    const onEvict = vi.fn();
+    const cache = new CodeCache({ maxBytes: 1024, onEvict });
     let release!: (value: ReturnType<typeof code>) => void;
     const fetch = vi.fn(() => new Promise<ReturnType<typeof code>>((resolve) => (release = resolve)));
     const all = Promise.all([cache.get('a', fetch), cache.get('a', fetch), cache.get('a', fetch)]);
@@ -79,6 +80,9 @@ describe('the code cache', () => {
     const results = await all;
     expect(fetch).toHaveBeenCalledTimes(1);
     expect(results.map((result) => result.code.bytes.toString())).toEqual(['A', 'A', 'A']);
+    expect(cache.holds('a', results[0]!.code)).toBe(true);
+    expect(cache.bytes).toBe(1);
+    expect(onEvict).not.toHaveBeenCalled();
   });
 
   test('a failed fetch is shared by its joiners and not cached', async () => {
