@@ -27,6 +27,9 @@ const moduleTypes: Readonly<Record<string, ModuleType>> = {
 };
 const metadataPart = 'metadata';
 const maxModuleNameLength = 128;
+// Enough for any real bundle; every module is a file written before workerd starts and unlinked,
+// on the event loop, once the code is done with.
+export const maxModules = 256;
 // A module name is one plain file name: it can never name a path.
 const moduleName = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
 
@@ -78,6 +81,7 @@ async function parseBundle(body: Buffer, contentType: string): Promise<WorkerCod
   for (const [name, part] of form) {
     if (name === metadataPart) continue;
     if (typeof part === 'string') throw invalid(`part "${name}" has no content type (send each module as a file part)`);
+    if (modules.length === maxModules) throw invalid(`the bundle has more than ${maxModules} modules`);
     modules.push({ name: checkedName(name, modules), type: moduleTypeOf(name, part.type), content: Buffer.from(await part.arrayBuffer()) });
   }
   const main = modules.find((module) => module.name === mainModule);

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { isEsModule, parseWorkerCode } from '../../src/codeFormat.js';
+import { isEsModule, maxModules, parseWorkerCode } from '../../src/codeFormat.js';
 
 const script = (text: string) => Buffer.from(text);
 
@@ -85,6 +85,18 @@ describe('parseWorkerCode', () => {
     const parsing = parseWorkerCode(bytes, contentType);
     await expect(parsing).rejects.toMatchObject({ code: 'INVALID_BUNDLE', status: 400 });
     await expect(parsing.catch((error: { data: string }) => error.data)).resolves.toMatch(detail);
+  });
+
+  test(`takes up to ${maxModules} modules and refuses more (400)`, async () => {
+    const parts = (count: number) => [
+      ['metadata', metadata] as [string, string],
+      ...Array.from({ length: count }, (_, i): [string, Blob] => [i === 0 ? 'index.js' : `m${i}.js`, esModule('')]),
+    ];
+    const most = await bundle(parts(maxModules));
+    await expect(parseWorkerCode(most.bytes, most.contentType)).resolves.toMatchObject({ format: 'modules' });
+    const tooMany = await bundle(parts(maxModules + 1));
+    const parsing = parseWorkerCode(tooMany.bytes, tooMany.contentType);
+    await expect(parsing).rejects.toMatchObject({ code: 'INVALID_BUNDLE', data: `the bundle has more than ${maxModules} modules` });
   });
 
   test('refuses a multipart body it cannot read', async () => {
