@@ -118,8 +118,8 @@ function planCodeFiles(code: WorkerCode): { code: CodeFiles; files: Array<{ file
 
 // Deletes an invocation's directory and everything in it. Its files are known, so each is unlinked
 // by name: a recursive rm would first look at every one of them. Synchronous: it runs after the
-// answer has gone, and a few quick system calls (one per module at most; codeFormat caps bundles) cost a
-// fraction of the CPU that their trips through the thread pool would.
+// answer has gone, and a few quick system calls (one per module at most, and codeFormat caps
+// bundles) cost a fraction of the CPU that their trips through the thread pool would.
 export function removeWorkerFiles(files: WorkerFiles): void {
   // Every removal is tried, whatever fails; the first failure is reported.
   let failure: unknown;
