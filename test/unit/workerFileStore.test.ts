@@ -77,6 +77,26 @@ describe('the worker file store', () => {
     expect(await dirs()).toEqual([]);
   });
 
+  test('removes the files of code the cache let go of while they were being written, once released', async () => {
+    const download = stored();
+    cached.add(download);
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const writeFiles = write.getMockImplementation()!;
+    write.mockImplementationOnce(async (workerCode) => {
+      await gate;
+      return writeFiles(workerCode);
+    });
+    const acquiring = store.acquire('a', download, code);
+    store.retire(download);
+    open();
+    const lease = await acquiring;
+    expect(await dirs()).toHaveLength(1);
+    expect(store.sharedDirs).toEqual([]);
+    lease.release();
+    expect(await dirs()).toEqual([]);
+  });
+
   test('writes again for code fetched anew after the cache let go of the old copy', async () => {
     const old = stored();
     cached.add(old);
@@ -125,7 +145,7 @@ describe('the worker file store', () => {
     const lease = await store.acquire('a', download, code);
     lease.release();
     await rm(path.dirname(lease.configPath), { recursive: true });
-    // Where the directory was, a file: rmdir fails with ENOTDIR.
+    // Where the directory was, a file: unlinking what was in it fails with ENOTDIR.
     await writeFile(path.dirname(lease.configPath), '');
     store.retire(download);
     expect(removeFailures).toEqual([expect.objectContaining({ code: 'ENOTDIR' })]);
