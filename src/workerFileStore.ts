@@ -20,6 +20,7 @@ export interface WorkerFileStoreOptions {
 
 // The files of one cached download, and the invocations using them.
 interface Shared {
+  readonly codeId: string;
   readonly written: Promise<WorkerFiles>;
   files: WorkerFiles | undefined;
   users: number;
@@ -40,9 +41,11 @@ export class WorkerFileStore {
     this.#options = options;
   }
 
-  /** The directories kept for cached code. */
+  /** The directories kept for code the cache still holds; a leftover of code it let go of is not one of them. */
   get sharedDirs(): string[] {
-    return [...this.#shared.values()].flatMap((shared) => (shared.files ? [shared.files.dir] : []));
+    return [...this.#shared].flatMap(([stored, shared]) =>
+      shared.files && this.#options.isCached(shared.codeId, stored) ? [shared.files.dir] : [],
+    );
   }
 
   // Hands out the files of some code, writing them if they are not there yet; concurrent first
@@ -52,7 +55,7 @@ export class WorkerFileStore {
       const files = await this.#options.write(code);
       return { configPath: files.configPath, release: once(() => removeWorkerFiles(files)) };
     }
-    const shared = this.#shared.get(stored) ?? this.#startWriting(stored, code);
+    const shared = this.#shared.get(stored) ?? this.#startWriting(codeId, stored, code);
     shared.users += 1;
     let files: WorkerFiles;
     try {
@@ -70,8 +73,8 @@ export class WorkerFileStore {
     };
   }
 
-  #startWriting(stored: StoredCode, code: WorkerCode): Shared {
-    const shared: Shared = { written: this.#options.write(code), files: undefined, users: 0, retired: false };
+  #startWriting(codeId: string, stored: StoredCode, code: WorkerCode): Shared {
+    const shared: Shared = { codeId, written: this.#options.write(code), files: undefined, users: 0, retired: false };
     this.#shared.set(stored, shared);
     shared.written.then(
       (files) => (shared.files = files),

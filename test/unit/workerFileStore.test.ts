@@ -42,6 +42,9 @@ describe('the worker file store', () => {
     third.release();
     expect(await dirs()).toHaveLength(1);
     expect(store.sharedDirs).toEqual([path.dirname(first.configPath)]);
+    // Files kept for code the cache no longer holds (it failed to say so) are not passed off as kept.
+    cached.delete(download);
+    expect(store.sharedDirs).toEqual([]);
   });
 
   test('gives code the cache does not hold files of its own, removed when released', async () => {
