@@ -5,7 +5,7 @@ import { serviceNodeFlags } from '../../src/nodeFlags.js';
 
 const projectRoot = path.resolve(import.meta.dirname, '../..');
 
-// The service is started from three places that cannot import the flags: each must pass them all.
+// Two places that start the service cannot import the flags: each must pass them all.
 describe('the Node flags of the service', () => {
   test('npm start passes them', async () => {
     const { scripts } = JSON.parse(await readFile(path.join(projectRoot, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
