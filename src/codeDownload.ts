@@ -33,14 +33,10 @@ export async function downloadCode(options: CodeDownloadOptions): Promise<Stored
         signal,
         keepAlive: true,
       });
-      if (response.statusCode === 404) {
-        // An error's body is not read: closing the connection bounds it, however long it is.
-        response.destroy();
-        throw new ServiceError('CODE_NOT_FOUND', { data: { code_id: options.codeId } });
-      }
       if (response.statusCode !== 200) {
         // An error's body is not read: closing the connection bounds it, however long it is.
         response.destroy();
+        if (response.statusCode === 404) throw new ServiceError('CODE_NOT_FOUND', { data: { code_id: options.codeId } });
         throw new ServiceError('CODE_DOWNLOAD_FAILED', { cause: new Error(`storage server answered ${response.statusCode}`) });
       }
       const bytes = await readCapped(response, options.maxBytes);
