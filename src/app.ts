@@ -6,6 +6,7 @@ import type { CgroupPool } from './cgroupPool.js';
 import { CodeCache } from './codeCache.js';
 import type { Config } from './config.js';
 import { type ErrorCode, ServiceError, toServiceError } from './errors.js';
+import { IdleCollector } from './idleCollector.js';
 import { Metrics } from './metrics.js';
 import { runFunction } from './pipeline.js';
 import type { Signer } from './signing.js';
@@ -36,6 +37,8 @@ export interface AppDependencies {
   readonly pool: CgroupPool;
   /** Signs every successful answer when set (SIGNER_KEY_PATH). */
   readonly signer?: Signer;
+  /** A full garbage collection (Node's gc() under --expose-gc), run once the service is idle after a burst. */
+  readonly collectGarbage?: () => void;
 }
 
 declare module 'fastify' {
@@ -81,6 +84,14 @@ export function buildApp(config: Config, deps: AppDependencies): App {
     onRemoveFailed: (error) => app.log.error({ stage: 'cleanup', err: error }, 'removing the files of evicted code failed'),
   });
   const pipeline = { config, pool, codeCache, workerFiles, background, onCleanup: (ms: number) => metrics.observeStage('cleanup', ms) };
+  const idleCollector = new IdleCollector({
+    idleMs: config.idleGcMs,
+    collect: deps.collectGarbage,
+    onCollected: (durationMs) => {
+      metrics.countIdleCollection();
+      app.log.debug({ durationMs }, 'collected garbage after a burst of requests');
+    },
+  });
   const app = Fastify({
     logger: { level: config.logLevel },
     bodyLimit: config.maxBodyBytes,
@@ -102,6 +113,7 @@ export function buildApp(config: Config, deps: AppDependencies): App {
   // cleared what a previous run left) until the end.
   app.addHook('onReady', async () => pool.keepStandbys((cgroup) => prepareWorkerd({ workerdPath: config.workerdPath, cgroup })));
   app.addHook('onClose', async () => {
+    idleCollector.close();
     workerFiles.retireAll();
     await pool.discardStandbys();
   });
@@ -110,6 +122,7 @@ export function buildApp(config: Config, deps: AppDependencies): App {
   app.decorateRequest('failureCode', undefined);
   app.addHook('onRequest', async (request) => {
     request.stages = new StageTimer();
+    idleCollector.activity();
     if (shuttingDown) throw new ServiceError('SHUTTING_DOWN');
   });
   app.addHook('onSend', async (request, reply) => {
@@ -121,6 +134,7 @@ export function buildApp(config: Config, deps: AppDependencies): App {
     const { method, url } = request;
     const { statusCode, elapsedTime } = reply;
     request.log.info({ method, url, statusCode, responseTimeMs: elapsedTime, code: request.failureCode }, 'request completed');
+    idleCollector.activity();
     if (request.routeOptions.url !== '/api/serverless') return;
     metrics.recordRequest(reply.statusCode, request.failureCode ?? 'OK', request.stages.durations);
   });

@@ -42,6 +42,7 @@ const schema = z.object({
   MAX_CODE_BYTES: bytes.default(10 * 1024 * 1024),
   MAX_RESPONSE_BYTES: bytes.default(1024 * 1024),
   CODE_CACHE_MAX_BYTES: z.coerce.number().int().min(0).default(64 * 1024 * 1024),
+  IDLE_GC_MS: z.coerce.number().int().min(0).default(5_000),
   ALLOW_PUBLIC_EGRESS: flag.default(true),
   SIGNER_KEY_PATH: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -78,6 +79,8 @@ export interface Config {
   readonly maxResponseBytes: number;
   /** Most bytes of code kept in memory by code_id; 0 turns the cache off. */
   readonly codeCacheMaxBytes: number;
+  /** Quiet time after a burst of requests before one full garbage collection gives its memory back; 0 turns it off. */
+  readonly idleGcMs: number;
   /** Whether user code may fetch public internet addresses (private and loopback ones never). */
   readonly allowPublicEgress: boolean;
   readonly logLevel: string;
@@ -112,6 +115,7 @@ export function parseConfig(env: Readonly<Record<string, string | undefined>>): 
     maxCodeBytes: e.MAX_CODE_BYTES,
     maxResponseBytes: e.MAX_RESPONSE_BYTES,
     codeCacheMaxBytes: e.CODE_CACHE_MAX_BYTES,
+    idleGcMs: e.IDLE_GC_MS,
     allowPublicEgress: e.ALLOW_PUBLIC_EGRESS,
     logLevel: e.LOG_LEVEL,
     signerKeyPath: e.SIGNER_KEY_PATH,

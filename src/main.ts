@@ -14,7 +14,8 @@ async function main(): Promise<void> {
   // Loaded only when asked for: the curve library is a tenth of the service's idle memory.
   const signer = config.signerKeyPath === undefined ? undefined : await (await import('./signing.js')).loadSigner(config.signerKeyPath);
   const pool = await CgroupPool.open({ root: config.cgroupRoot, version: config.cgroupVersion, prefix: config.cgroupPrefix });
-  const app = buildApp(config, { pool, signer });
+  // gc() is there when the service runs with its own Node flags (src/nodeFlags.ts).
+  const app = buildApp(config, { pool, signer, collectGarbage: globalThis.gc });
 
   // A previous run may have been killed with workers running: clear what it left.
   const killed = await pool.recover();

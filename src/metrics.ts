@@ -19,6 +19,7 @@ export class Metrics {
   readonly #stages: Histogram<'stage'>;
   readonly #outOfMemory: Counter;
   readonly #timeouts: Counter;
+  readonly #idleCollections: Counter;
 
   constructor(sources: MetricsSources) {
     const registers = [this.registry];
@@ -39,6 +40,11 @@ export class Metrics {
     });
     this.#outOfMemory = new Counter({ name: 'oyster_out_of_memory_total', help: 'Functions killed by their cgroup memory limit', registers });
     this.#timeouts = new Counter({ name: 'oyster_timeouts_total', help: 'Functions killed at EXECUTION_TIMEOUT_MS', registers });
+    this.#idleCollections = new Counter({
+      name: 'oyster_idle_collections_total',
+      help: 'Full garbage collections run after a burst of requests, once the service was idle for IDLE_GC_MS',
+      registers,
+    });
     const gauge = (name: string, help: string, read: () => number) =>
       new Gauge({
         name,
@@ -68,6 +74,11 @@ export class Metrics {
     counter('oyster_code_cache_hits_total', 'Requests whose code came from the code cache', () => sources.codeCache.hits);
     counter('oyster_code_cache_misses_total', 'Requests whose code was fetched from the storage server', () => sources.codeCache.misses);
     gauge('oyster_code_cache_bytes', 'Bytes of code held by the code cache', () => sources.codeCache.bytes);
+  }
+
+  // Counts one garbage collection after a burst.
+  countIdleCollection(): void {
+    this.#idleCollections.inc();
   }
 
   // Records how long one stage took, for a stage that ends after the answer (cleanup).

@@ -91,6 +91,30 @@ describe.runIf(cgroups)('npm start with a real pool', () => {
     expect(await processesMentioning(runtimePath)).toEqual([]);
   });
 
+  test('gives back memory after a burst: runs its collection once idle for IDLE_GC_MS', async () => {
+    const service = await startService({ ...serviceEnv({ pool, runtimePath, attestation, storage }), IDLE_GC_MS: '200' });
+    try {
+      const collections = async () => {
+        const text = await (await request(`${service.url}/metrics`)).body.text();
+        return Number(/^oyster_idle_collections_total (\d+)$/m.exec(text)?.[1]);
+      };
+      const response = await request(`${service.url}/api/serverless`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ code_id: 'hello' }),
+      });
+      expect(response.statusCode).toBe(200);
+      await response.body.dump();
+      // Asking sooner would itself be activity that puts the collection off. gc() is there only
+      // under the service's own Node flags: without it nothing would be counted.
+      await new Promise((resolve) => setTimeout(resolve, 800));
+      expect(await collections()).toBe(1);
+    } finally {
+      service.child.kill('SIGTERM');
+      await service.exited;
+    }
+  });
+
   test('logs each request in one JSON line with its id, route, status, time and failure code', async () => {
     const service = await startService({ ...serviceEnv({ pool, runtimePath, attestation, storage }), LOG_LEVEL: 'info' });
     const post = (codeId: string, input?: object) =>

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
 import { type App, buildApp } from '../../src/app.js';
 import { CgroupPool } from '../../src/cgroupPool.js';
 import { parseConfig } from '../../src/config.js';
@@ -129,6 +129,26 @@ describe('GET /health with no usable cgroup', () => {
       await app.close();
     } finally {
       stranger.kill('SIGKILL');
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('the collection after a burst of requests', () => {
+  test('runs once the service has been idle for IDLE_GC_MS, and is counted in /metrics', async () => {
+    const root = await fakeCgroupV2Root(['workerd1']);
+    try {
+      const pool = await CgroupPool.open({ root, version: 2, prefix: 'workerd' });
+      const collectGarbage = vi.fn();
+      const app = buildApp(parseConfig({ CGROUP_ROOT: root, LOG_LEVEL: 'silent', IDLE_GC_MS: '100' }), { pool, collectGarbage });
+      for (let i = 0; i < 5; i++) expect((await app.inject({ method: 'GET', url: '/health' })).statusCode).toBe(200);
+      expect(collectGarbage).not.toHaveBeenCalled();
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(collectGarbage).toHaveBeenCalledTimes(1);
+      const metrics = await app.inject({ method: 'GET', url: '/metrics' });
+      expect(metrics.body).toMatch(/^oyster_idle_collections_total 1$/m);
+      await app.close();
+    } finally {
       await rm(root, { recursive: true, force: true });
     }
   });

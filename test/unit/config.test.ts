@@ -21,6 +21,7 @@ describe('parseConfig', () => {
       maxCodeBytes: 10 * 1024 * 1024,
       maxResponseBytes: 1024 * 1024,
       allowPublicEgress: true,
+      idleGcMs: 5_000,
       logLevel: 'info',
     });
     expect(config.workerdPath).toMatch(/workerd$/);
@@ -35,6 +36,7 @@ describe('parseConfig', () => {
       RUNTIME_PATH: '/tmp/rt',
       EXECUTION_TIMEOUT_MS: '1500',
       ALLOW_PUBLIC_EGRESS: 'false',
+      IDLE_GC_MS: '0',
     });
     expect(config).toMatchObject({
       port: 7000,
@@ -43,6 +45,7 @@ describe('parseConfig', () => {
       runtimePath: '/tmp/rt',
       executionTimeoutMs: 1500,
       allowPublicEgress: false,
+      idleGcMs: 0,
     });
   });
 
@@ -61,6 +64,7 @@ describe('parseConfig', () => {
     ['ALLOW_PUBLIC_EGRESS', 'maybe'],
     ['LOG_LEVEL', 'loud'],
     ['RUNTIME_PATH', '/tmp/run\ntime'],
+    ['IDLE_GC_MS', '-1'],
   ])('refuses a bad %s (%s) with a message that names it', (name, value) => {
     expect(() => parseConfig({ [name]: value })).toThrow(StartupError);
     expect(() => parseConfig({ [name]: value })).toThrow(name);
