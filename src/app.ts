@@ -89,7 +89,7 @@ export function buildApp(config: Config, deps: AppDependencies): App {
     collect: deps.collectGarbage,
     onCollected: (durationMs) => {
       metrics.countIdleCollection();
-      app.log.debug({ durationMs }, 'collected garbage after a burst of requests');
+      app.log.debug({ durationMs }, 'collected garbage after a burst of invocations');
     },
   });
   const app = Fastify({
@@ -122,7 +122,7 @@ export function buildApp(config: Config, deps: AppDependencies): App {
   app.decorateRequest('failureCode', undefined);
   app.addHook('onRequest', async (request) => {
     request.stages = new StageTimer();
-    idleCollector.activity();
+    if (request.routeOptions.url === '/api/serverless') idleCollector.activity();
     if (shuttingDown) throw new ServiceError('SHUTTING_DOWN');
   });
   app.addHook('onSend', async (request, reply) => {
@@ -134,8 +134,9 @@ export function buildApp(config: Config, deps: AppDependencies): App {
     const { method, url } = request;
     const { statusCode, elapsedTime } = reply;
     request.log.info({ method, url, statusCode, responseTimeMs: elapsedTime, code: request.failureCode }, 'request completed');
-    idleCollector.activity();
+    // Health checks and metric scrapes grow nothing worth a collection.
     if (request.routeOptions.url !== '/api/serverless') return;
+    idleCollector.activity();
     metrics.recordRequest(reply.statusCode, request.failureCode ?? 'OK', request.stages.durations);
   });
 

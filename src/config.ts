@@ -42,7 +42,7 @@ const schema = z.object({
   MAX_CODE_BYTES: bytes.default(10 * 1024 * 1024),
   MAX_RESPONSE_BYTES: bytes.default(1024 * 1024),
   CODE_CACHE_MAX_BYTES: z.coerce.number().int().min(0).default(64 * 1024 * 1024),
-  IDLE_GC_MS: z.coerce.number().int().min(0).default(5_000),
+  IDLE_GC_MS: z.coerce.number().int().min(0).default(10_000),
   ALLOW_PUBLIC_EGRESS: flag.default(true),
   SIGNER_KEY_PATH: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -79,7 +79,7 @@ export interface Config {
   readonly maxResponseBytes: number;
   /** Most bytes of code kept in memory by code_id; 0 turns the cache off. */
   readonly codeCacheMaxBytes: number;
-  /** Quiet time after a burst of requests before one full garbage collection gives its memory back; 0 turns it off. */
+  /** Quiet time after a burst of invocations before one full garbage collection gives its memory back; 0 turns it off. */
   readonly idleGcMs: number;
   /** Whether user code may fetch public internet addresses (private and loopback ones never). */
   readonly allowPublicEgress: boolean;

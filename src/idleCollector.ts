@@ -1,4 +1,4 @@
-// Gives back to the system, once the service is idle, the memory a burst of requests made V8 grow.
+// Gives back to the system, once the service is idle, the memory a burst of invocations made V8 grow.
 //
 // V8 sizes its heap for the load it sees and keeps that size after the load is gone: its memory
 // reducer starts again only once the heap has grown by more than 10 MB since it last ran, so a
@@ -7,7 +7,7 @@
 // garbage held. It runs when nothing has come or gone for a while, and once per idle spell.
 
 export interface IdleCollectorOptions {
-  /** Quiet time after the last request began or ended before collecting; 0 turns collecting off. */
+  /** Quiet time after the last invocation began or ended before collecting; 0 turns collecting off. */
   readonly idleMs: number;
   /** A full garbage collection: Node's gc(), there under --expose-gc; without it nothing is collected. */
   readonly collect: (() => void) | undefined;
@@ -15,11 +15,11 @@ export interface IdleCollectorOptions {
   readonly onCollected?: (durationMs: number) => void;
 }
 
-// Collects garbage once after each burst of requests, when the service has gone quiet.
+// Collects garbage once after each burst of invocations, when the service has gone quiet.
 export class IdleCollector {
   readonly #options: IdleCollectorOptions;
   readonly #timer: NodeJS.Timeout | undefined;
-  /** Whether a request came since the last collection: an idle service has nothing new to give back. */
+  /** Whether an invocation came since the last collection: an idle service has nothing new to give back. */
   #active = false;
 
   constructor(options: IdleCollectorOptions) {
@@ -28,11 +28,11 @@ export class IdleCollector {
     }
     this.#options = options;
     if (options.idleMs === 0 || !options.collect) return;
-    // One timer, pushed back by every request: refresh() is far cheaper than a new timer each time.
+    // One timer, pushed back by every invocation: refresh() is far cheaper than a new timer each time.
     this.#timer = setTimeout(() => this.#collect(), options.idleMs).unref();
   }
 
-  // Notes that a request began or ended, which moves the next collection to idleMs from now.
+  // Notes that an invocation began or ended, which moves the next collection to idleMs from now.
   activity(): void {
     if (!this.#timer) return;
     this.#active = true;

@@ -42,7 +42,7 @@ export class Metrics {
     this.#timeouts = new Counter({ name: 'oyster_timeouts_total', help: 'Functions killed at EXECUTION_TIMEOUT_MS', registers });
     this.#idleCollections = new Counter({
       name: 'oyster_idle_collections_total',
-      help: 'Full garbage collections run after a burst of requests, once the service was idle for IDLE_GC_MS',
+      help: 'Full garbage collections run after a burst of invocations, once the service was idle for IDLE_GC_MS',
       registers,
     });
     const gauge = (name: string, help: string, read: () => number) =>

@@ -134,19 +134,27 @@ describe('GET /health with no usable cgroup', () => {
   });
 });
 
-describe('the collection after a burst of requests', () => {
+describe('the collection after a burst of invocations', () => {
   test('runs once the service has been idle for IDLE_GC_MS, and is counted in /metrics', async () => {
     const root = await fakeCgroupV2Root(['workerd1']);
     try {
       const pool = await CgroupPool.open({ root, version: 2, prefix: 'workerd' });
       const collectGarbage = vi.fn();
-      const app = buildApp(parseConfig({ CGROUP_ROOT: root, LOG_LEVEL: 'silent', IDLE_GC_MS: '100' }), { pool, collectGarbage });
-      for (let i = 0; i < 5; i++) expect((await app.inject({ method: 'GET', url: '/health' })).statusCode).toBe(200);
+      // No attestation server listens there: each invocation fails fast, which is activity all the same.
+      const config = parseConfig({ CGROUP_ROOT: root, ATTESTATION_URL: 'http://127.0.0.1:9', LOG_LEVEL: 'silent', IDLE_GC_MS: '100' });
+      const app = buildApp(config, { pool, collectGarbage });
+      const invoke = () => app.inject({ method: 'POST', url: '/api/serverless', payload: { code_id: 'a' } });
+      for (let i = 0; i < 3; i++) expect((await invoke()).statusCode).toBe(500);
       expect(collectGarbage).not.toHaveBeenCalled();
       await new Promise((resolve) => setTimeout(resolve, 300));
       expect(collectGarbage).toHaveBeenCalledTimes(1);
       const metrics = await app.inject({ method: 'GET', url: '/metrics' });
       expect(metrics.body).toMatch(/^oyster_idle_collections_total 1$/m);
+
+      // Health checks and scrapes are not a burst.
+      for (let i = 0; i < 3; i++) await app.inject({ method: 'GET', url: '/health' });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(collectGarbage).toHaveBeenCalledTimes(1);
       await app.close();
     } finally {
       await rm(root, { recursive: true, force: true });

@@ -21,7 +21,7 @@ describe('parseConfig', () => {
       maxCodeBytes: 10 * 1024 * 1024,
       maxResponseBytes: 1024 * 1024,
       allowPublicEgress: true,
-      idleGcMs: 5_000,
+      idleGcMs: 10_000,
       logLevel: 'info',
     });
     expect(config.workerdPath).toMatch(/workerd$/);
