@@ -1,15 +1,17 @@
+import v8 from 'node:v8';
+
 // Gives back to the system, once the service is idle, the memory a burst of invocations made V8 grow.
 //
 // V8 sizes its heap for the load it sees and keeps that size after the load is gone: its memory
 // reducer starts again only once the heap has grown by more than 10 MB since it last ran, so a
 // service that grew by a little less keeps it for good. One full garbage collection after the
-// burst, with the compaction that --compact-on-every-full-gc asks for, frees the pages the burst's
-// garbage held. It runs when nothing has come or gone for a while, and once per idle spell.
+// burst, compacting the heap, frees the pages the burst's garbage held. It runs when nothing has
+// come or gone for a while, and once per idle spell.
 
 export interface IdleCollectorOptions {
   /** Quiet time after the last invocation began or ended before collecting; 0 turns collecting off. */
   readonly idleMs: number;
-  /** A full garbage collection: Node's gc(), there under --expose-gc; without it nothing is collected. */
+  /** A full garbage collection (see compactingCollection); without it nothing is collected. */
   readonly collect: (() => void) | undefined;
   /** Told of every collection, with how long it took. */
   readonly onCollected?: (durationMs: number) => void;
@@ -51,4 +53,19 @@ export class IdleCollector {
     this.#options.collect?.();
     this.#options.onCollected?.(performance.now() - started);
   }
+}
+
+// Makes Node's gc() (there under --expose-gc) into a full collection that also compacts the heap,
+// which V8 otherwise does only where its heuristics see fragmentation: without it, the pages that
+// held the burst's garbage stay. Compacting every full GC would cost CPU and peak memory under
+// load, so the flag is on for this collection only; V8 reads it at each collection.
+export function compactingCollection(gc: () => void): () => void {
+  return () => {
+    v8.setFlagsFromString('--compact-on-every-full-gc');
+    try {
+      gc();
+    } finally {
+      v8.setFlagsFromString('--no-compact-on-every-full-gc');
+    }
+  };
 }

@@ -5,6 +5,7 @@ import { buildApp } from './app.js';
 import { CgroupPool } from './cgroupPool.js';
 import { type Config, parseConfig } from './config.js';
 import { StartupError } from './errors.js';
+import { compactingCollection } from './idleCollector.js';
 import { removeStaleWorkerFiles } from './workerdConfig.js';
 
 // Starts the service from the environment (and .env), as supervisord runs it; exits 0 after SIGTERM.
@@ -15,7 +16,8 @@ async function main(): Promise<void> {
   const signer = config.signerKeyPath === undefined ? undefined : await (await import('./signing.js')).loadSigner(config.signerKeyPath);
   const pool = await CgroupPool.open({ root: config.cgroupRoot, version: config.cgroupVersion, prefix: config.cgroupPrefix });
   // gc() is there when the service runs with its own Node flags (src/nodeFlags.ts).
-  const app = buildApp(config, { pool, signer, collectGarbage: globalThis.gc });
+  const collectGarbage = globalThis.gc && compactingCollection(globalThis.gc);
+  const app = buildApp(config, { pool, signer, collectGarbage });
 
   // A previous run may have been killed with workers running: clear what it left.
   const killed = await pool.recover();

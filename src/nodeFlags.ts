@@ -4,6 +4,5 @@
 // --max-semi-space-size=1: under load V8 grows its young generation to 16 MiB semi-spaces and
 // keeps them, about 30 MB of the service's memory for no speed that shows in the benchmark; every
 // fork of the service copies the page tables of that memory too.
-// --expose-gc and --compact-on-every-full-gc: the collection after a burst of invocations (see
-// src/idleCollector.ts) needs gc(), and frees the burst's pages only if it compacts the heap.
-export const serviceNodeFlags: readonly string[] = ['--max-semi-space-size=1', '--expose-gc', '--compact-on-every-full-gc'];
+// --expose-gc: the collection after a burst of invocations (src/idleCollector.ts) needs gc().
+export const serviceNodeFlags: readonly string[] = ['--max-semi-space-size=1', '--expose-gc'];
