@@ -8,8 +8,8 @@ const defaultGapMs = 50;
 const defaultDurationS = 10;
 const defaultSliceS = 2;
 const defaultPoolSize = 4;
-// An idle service is one that has had no request for a while: V8's memory reducer gives back the
-// heap a burst grew about 8 s after the burst.
+// An idle service is one that has had no request for a while: it gives back the heap a burst grew
+// once it has been idle for IDLE_GC_MS (10 s by default).
 const defaultIdleS = 20;
 
 export interface BenchSettings {
