@@ -12,7 +12,10 @@ const workerd = createRequire(import.meta.url)('workerd') as {
 };
 
 const port = z.coerce.number().int().min(0).max(65_535);
-const positiveMs = z.coerce.number().int().positive();
+// Node's longest timer: a longer one fires after 1 ms instead, which would make a time limit
+// end every invocation at once.
+const maxTimerMs = 2 ** 31 - 1;
+const positiveMs = z.coerce.number().int().positive().max(maxTimerMs);
 const bytes = z.coerce.number().int().positive();
 const flag = z.enum(['true', 'false', '1', '0']).transform((value) => value === 'true' || value === '1');
 
@@ -42,7 +45,7 @@ const schema = z.object({
   MAX_CODE_BYTES: bytes.default(10 * 1024 * 1024),
   MAX_RESPONSE_BYTES: bytes.default(1024 * 1024),
   CODE_CACHE_MAX_BYTES: z.coerce.number().int().min(0).default(64 * 1024 * 1024),
-  IDLE_GC_MS: z.coerce.number().int().min(0).default(10_000),
+  IDLE_GC_MS: z.coerce.number().int().min(0).max(maxTimerMs).default(10_000),
   ALLOW_PUBLIC_EGRESS: flag.default(true),
   SIGNER_KEY_PATH: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

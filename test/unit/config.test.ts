@@ -65,6 +65,8 @@ describe('parseConfig', () => {
     ['LOG_LEVEL', 'loud'],
     ['RUNTIME_PATH', '/tmp/run\ntime'],
     ['IDLE_GC_MS', '-1'],
+    ['IDLE_GC_MS', '3000000000'],
+    ['EXECUTION_TIMEOUT_MS', '3000000000'],
   ])('refuses a bad %s (%s) with a message that names it', (name, value) => {
     expect(() => parseConfig({ [name]: value })).toThrow(StartupError);
     expect(() => parseConfig({ [name]: value })).toThrow(name);
