@@ -18,6 +18,9 @@ async function main(): Promise<void> {
   // gc() is there when the service runs with its own Node flags (src/nodeFlags.ts).
   const collectGarbage = globalThis.gc && compactingCollection(globalThis.gc);
   const app = buildApp(config, { pool, signer, collectGarbage });
+  if (!collectGarbage && config.idleGcMs > 0) {
+    app.log.warn('gc() is not exposed, so nothing is collected after a burst (IDLE_GC_MS): start the service with --expose-gc, as npm start does');
+  }
 
   // A previous run may have been killed with workers running: clear what it left.
   const killed = await pool.recover();

@@ -19,10 +19,11 @@ export interface ServiceProcess {
   readonly exited: Promise<number | NodeJS.Signals | null>;
 }
 
-// Runs dist/src/main.js, with the service's Node flags, with the given environment and nothing else from ours but PATH.
-async function spawnService(env: Readonly<Record<string, string>>): Promise<ServiceProcess> {
+// Runs dist/src/main.js, with the service's Node flags unless told otherwise, with the given
+// environment and nothing else from ours but PATH.
+async function spawnService(env: Readonly<Record<string, string>>, nodeFlags = serviceNodeFlags): Promise<ServiceProcess> {
   const port = env.PORT ? Number(env.PORT) : await getPort({ host: '127.0.0.1' });
-  const child = spawn(process.execPath, [...serviceNodeFlags, path.join(projectRoot, 'dist/src/main.js')], {
+  const child = spawn(process.execPath, [...nodeFlags, path.join(projectRoot, 'dist/src/main.js')], {
     cwd: projectRoot,
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOST: '127.0.0.1', PORT: String(port), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -35,8 +36,8 @@ async function spawnService(env: Readonly<Record<string, string>>): Promise<Serv
 }
 
 // Starts the service and resolves once it listens; fails with its output if it exits first.
-export async function startService(env: Readonly<Record<string, string>>): Promise<ServiceProcess> {
-  const service = await spawnService(env);
+export async function startService(env: Readonly<Record<string, string>>, nodeFlags?: readonly string[]): Promise<ServiceProcess> {
+  const service = await spawnService(env, nodeFlags);
   let exited = false;
   void service.exited.then(() => (exited = true));
   for (const deadline = Date.now() + startTimeoutMs; !exited && Date.now() < deadline; ) {

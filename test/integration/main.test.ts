@@ -8,6 +8,7 @@ import type { RunningServer } from '../../src/dev/listen.js';
 import { startStorageServer } from '../../src/dev/storageServer.js';
 import { cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
 import { fakeCgroupV2Root } from '../helpers/fakeCgroupfs.js';
+import { serviceNodeFlags } from '../../src/nodeFlags.js';
 import { refusedStart, startService, serviceEnv } from '../helpers/service.js';
 import { examplesDir, fixturesDir, processesMentioning } from '../helpers/stack.js';
 import { waitFor } from '../helpers/wait.js';
@@ -92,12 +93,13 @@ describe.runIf(cgroups)('npm start with a real pool', () => {
   });
 
   test('gives back memory after a burst: runs its collection once idle for IDLE_GC_MS', async () => {
-    const service = await startService({ ...serviceEnv({ pool, runtimePath, attestation, storage }), IDLE_GC_MS: '200' });
+    const service = await startService({ ...serviceEnv({ pool, runtimePath, attestation, storage }), IDLE_GC_MS: '300' });
     try {
       const collections = async () => {
         const text = await (await request(`${service.url}/metrics`)).body.text();
         return Number(/^oyster_idle_collections_total (\d+)$/m.exec(text)?.[1]);
       };
+      expect(await collections()).toBe(0);
       const response = await request(`${service.url}/api/serverless`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
@@ -105,14 +107,20 @@ describe.runIf(cgroups)('npm start with a real pool', () => {
       });
       expect(response.statusCode).toBe(200);
       await response.body.dump();
-      // Asking sooner would itself be activity that puts the collection off. gc() is there only
-      // under the service's own Node flags: without it nothing would be counted.
-      await new Promise((resolve) => setTimeout(resolve, 800));
-      expect(await collections()).toBe(1);
+      // gc() is there only under the service's own Node flags: without it nothing would be counted.
+      await waitFor('the collection after the burst', async () => (await collections()) >= 1);
     } finally {
       service.child.kill('SIGTERM');
       await service.exited;
     }
+  });
+
+  test('says at start that nothing will be collected after a burst when started without --expose-gc', async () => {
+    const withoutGc = serviceNodeFlags.filter((flag) => flag !== '--expose-gc');
+    const service = await startService(serviceEnv({ pool, runtimePath, attestation, storage }), withoutGc);
+    service.child.kill('SIGTERM');
+    expect(await service.exited).toBe(0);
+    expect(service.output()).toMatch(/gc\(\) is not exposed.*--expose-gc/);
   });
 
   test('logs each request in one JSON line with its id, route, status, time and failure code', async () => {
