@@ -8,6 +8,7 @@ import { CgroupPool } from '../../src/cgroupPool.js';
 import { parseConfig } from '../../src/config.js';
 import { listen, type RunningServer } from '../../src/dev/listen.js';
 import { fakeCgroupV2Root } from '../helpers/fakeCgroupfs.js';
+import { waitFor } from '../helpers/wait.js';
 
 // The API's answers that come before any cgroup is used, against a pool in a fake cgroupfs.
 describe('the HTTP API', () => {
@@ -141,19 +142,21 @@ describe('the collection after a burst of invocations', () => {
       const pool = await CgroupPool.open({ root, version: 2, prefix: 'workerd' });
       const collectGarbage = vi.fn();
       // No attestation server listens there: each invocation fails fast, which is activity all the same.
-      const config = parseConfig({ CGROUP_ROOT: root, ATTESTATION_URL: 'http://127.0.0.1:9', LOG_LEVEL: 'silent', IDLE_GC_MS: '100' });
+      // Long enough that no invocation of the burst, on a busy machine, outlasts it.
+      const idleMs = 500;
+      const config = parseConfig({ CGROUP_ROOT: root, ATTESTATION_URL: 'http://127.0.0.1:9', LOG_LEVEL: 'silent', IDLE_GC_MS: String(idleMs) });
       const app = buildApp(config, { pool, collectGarbage });
       const invoke = () => app.inject({ method: 'POST', url: '/api/serverless', payload: { code_id: 'a' } });
       for (let i = 0; i < 3; i++) expect((await invoke()).statusCode).toBe(500);
       expect(collectGarbage).not.toHaveBeenCalled();
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      await waitFor('the collection', async () => collectGarbage.mock.calls.length > 0, idleMs * 4);
       expect(collectGarbage).toHaveBeenCalledTimes(1);
       const metrics = await app.inject({ method: 'GET', url: '/metrics' });
       expect(metrics.body).toMatch(/^oyster_idle_collections_total 1$/m);
 
       // Health checks and scrapes are not a burst.
       for (let i = 0; i < 3; i++) await app.inject({ method: 'GET', url: '/health' });
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      await new Promise((resolve) => setTimeout(resolve, idleMs * 1.5));
       expect(collectGarbage).toHaveBeenCalledTimes(1);
       await app.close();
     } finally {
