@@ -153,8 +153,8 @@ export class CgroupPool {
     return killed;
   }
 
-  // From now on every free cgroup holds a standby made by prepare, the process its next invocation
-  // will run in: those free now get one at once, the others when they come back.
+  // From now on every free cgroup holds a standby made by prepare, the process that starts its
+  // invocations' workerd: those free now get one at once, the others when they come back.
   keepStandbys(prepare: (cgroup: Cgroup) => WorkerdStandby): void {
     this.#prepare = prepare;
     for (const cgroup of this.#free) if (!this.#standbys.has(cgroup)) this.#keepStandby(cgroup, undefined);
@@ -226,14 +226,14 @@ export class CgroupPool {
   }
 
   // Gives a cgroup back once nothing of the invocation is left in it: after `ended` (the
-  // invocation's own cleanup) settles, whatever is still inside is killed, except a standby that
-  // was never started (`unused`, or one never taken), which stays for the next invocation. From the
-  // call on, the cgroup counts as on its way back, so reserve() waits for it instead of giving up.
-  async release(cgroup: Cgroup, ended: Promise<unknown> = Promise.resolve(), unused?: WorkerdStandby): Promise<void> {
+  // invocation's own cleanup) settles, whatever is still inside is killed, except the cgroup's
+  // standby (`standby`, or one never taken), which stays for the next invocation. From the call
+  // on, the cgroup counts as on its way back, so reserve() waits for it instead of giving up.
+  async release(cgroup: Cgroup, ended: Promise<unknown> = Promise.resolve(), standby?: WorkerdStandby): Promise<void> {
     this.#releasing += 1;
     try {
       await ended.catch(() => undefined);
-      const kept = unused ?? this.#standbys.get(cgroup);
+      const kept = standby ?? this.#standbys.get(cgroup);
       this.#standbys.delete(cgroup);
       const { remaining } = await this.#drain(cgroup, kept?.exited ? undefined : kept?.pid);
       if (remaining === 0) {

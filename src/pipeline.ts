@@ -69,8 +69,8 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
     cgroup = await stages.run('admission', () => pool.reserve());
     if (!cgroup) throw new ServiceError('SERVER_BUSY', { data: { pool_size: pool.size } });
     const reserved = cgroup;
-    // The process that becomes workerd, waiting in the cgroup since it was last released; made
-    // now if there is none, so it joins the cgroup while the next steps run.
+    // The process that starts workerd in the cgroup, waiting there since the cgroup was last
+    // released; made now if there is none, so it joins the cgroup while the next steps run.
     standby = pool.takeStandby(reserved) ?? prepareWorkerd({ workerdPath: config.workerdPath, cgroup: reserved });
     const ready = standby;
     // The cgroup's OOM count before this invocation.
@@ -92,7 +92,7 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
     files = await stages.run('files', () => workerFiles.acquire(codeId, stored, code));
     const configPath = files.configPath;
 
-    // 5. workerd, in the standby's place inside the cgroup, until it listens. The time limit runs from here to the answer.
+    // 5. workerd, started by the standby inside the cgroup, until it listens. The time limit runs from here to the answer.
     userCodeStarted = true;
     deadline = startDeadline(signal, config.executionTimeoutMs);
     const limit = deadline.signal;
@@ -116,10 +116,9 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
     //    only once the process is gone (its files, outside the cgroup, are let go of meanwhile).
     deadline?.clear();
     const started = performance.now();
-    // A standby that never got its config goes back with the cgroup, for the next invocation.
-    const unused = userCodeStarted ? undefined : standby;
-    const stopped = unused ? undefined : standby?.stop();
-    const released = cgroup && pool.release(cgroup, Promise.resolve(stopped), unused);
+    // The standby goes back with the cgroup: it starts the next invocation's workerd.
+    const stopped = worker?.stop();
+    const released = cgroup && pool.release(cgroup, Promise.resolve(stopped), standby);
     const lease = files;
     deps.background.run(async () => {
       // The answer is written in this turn of the event loop; its files go in the next one.

@@ -1,21 +1,20 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import type { Cgroup } from './cgroupPool.js';
 import { abortError, ServiceError } from './errors.js';
 
-// What is kept of workerd's stdout and stderr: the end, where the error is, and never more, so a
-// function that prints megabytes cannot grow the service's memory.
+// What is kept of each workerd's stdout and stderr: the end, where the error is, and never more,
+// so a function that prints megabytes cannot grow the service's memory.
 const outputTailBytes = 64 * 1024;
-// Exit statuses of the wrapper: it cannot put itself into the cgroup; its stdin closed without a
-// config (the service discarded it, or is gone); the shell's own for a binary it cannot execute or
-// cannot find (after its exec event).
+// Exit statuses: the standby cannot put itself into the cgroup; the shell's own for a binary it
+// cannot execute or cannot find.
 const cgroupJoinFailed = 125;
-const noConfigGiven = 124;
 const shellCannotExecute = 126;
 const shellNotFound = 127;
 
-// How the wrapper (and so workerd) ended.
+// How the standby's shell ended.
 interface Exit {
   readonly code: number | null;
   readonly signal: NodeJS.Signals | null;
@@ -23,15 +22,29 @@ interface Exit {
   readonly error?: Error;
 }
 
-// Sends its stderr where its stdout goes (one pipe, in the order things were written), puts the
-// shell itself into every cgroup named before "--", then waits for the path of a config on stdin,
-// says {"event":"exec"} on the control fd and execs workerd with it in its place: workerd is
-// capped from its first instruction on, before it reads any user code. Joining ahead of the
-// request keeps its cost off the request: a write to cgroup.procs can wait ~10 ms for the kernel
-// (an RCU grace period), and the fork from the service's large process takes its share too.
-const joinCgroupsThenExec =
-  `exec 2>&1; while [ "$1" != -- ]; do echo $$ > "$1" || exit ${cgroupJoinFailed}; shift; done; shift; ` +
-  `IFS= read -r config || exit ${noConfigGiven}; echo '{"event":"exec"}' >&3; exec "$@" "$config" </dev/null`;
+// The standby: a shell that puts itself into every cgroup named before "--" (workerd is capped
+// from its first instruction on, before it reads any user code), then starts a fresh workerd for
+// each config path it reads on stdin, one at a time, and waits for it to end. Forking a workerd
+// from this small shell, already inside the cgroup, costs far less than forking the service's
+// large process and joining a cgroup for each request: a write to cgroup.procs can wait ~10 ms for
+// the kernel (an RCU grace period).
+// - fd 3: each workerd's process says {"event":"exec","turn":N,"pid":P} just before it becomes
+//   workerd (its pid, read from /proc, as dash has no $BASHPID), then workerd says
+//   {"event":"listen","socket":"http","port":40123} once it listens.
+// - stdout: workerd's output (its stderr too), then once it has ended a line
+//   "<marker> <turn> <status>". The marker is random, so a function's output cannot fake the end
+//   of its run. The shell's own stderr (e.g. "Killed" for each workerd stopped) goes nowhere.
+const standbyScript = [
+  'marker=$1; shift',
+  `while [ "$1" != -- ]; do echo $$ > "$1" || exit ${cgroupJoinFailed}; shift; done; shift`,
+  'turn=0',
+  'while IFS= read -r config; do',
+  '  turn=$((turn + 1))',
+  '  (exec 2>&1; read -r pid _ </proc/self/stat; echo "{\\"event\\":\\"exec\\",\\"turn\\":$turn,\\"pid\\":$pid}" >&3; exec "$@" "$config" </dev/null) &',
+  '  wait $!',
+  '  echo "$marker $turn $?"',
+  'done',
+].join('\n');
 
 export interface PrepareWorkerdOptions {
   /** The workerd binary. */
@@ -40,15 +53,17 @@ export interface PrepareWorkerdOptions {
   readonly cgroup: Cgroup;
 }
 
-// A process inside a cgroup (or on its way in) that turns into workerd once it is given a config.
+// A process of the service's inside a cgroup that starts a fresh workerd for each invocation, one
+// at a time, and outlives them.
 export interface WorkerdStandby {
   readonly cgroup: Cgroup;
+  /** The standby's own pid (each workerd has its own). */
   readonly pid: number | undefined;
-  /** Whether the process has ended, on its own or stopped. */
+  /** Whether the standby has ended, on its own or stopped. */
   readonly exited: boolean;
-  /** Makes it `workerd serve configPath` and resolves once that listens; never leaves it running on failure. Once only. */
+  /** Starts `workerd serve configPath` and resolves once it listens; never leaves it running on failure. One workerd at a time. */
   start(configPath: string, signal: AbortSignal): Promise<WorkerdProcess>;
-  /** Kills it, started or not, and waits until it is gone; safe to call more than once. */
+  /** Kills it and waits until it is gone; safe to call more than once. */
   stop(): Promise<void>;
 }
 
@@ -61,21 +76,35 @@ export interface WorkerdProcess {
   output(): string;
   /** Resolves true once the process has exited, or false if it still runs after timeoutMs. */
   exitsWithin(timeoutMs: number): Promise<boolean>;
-  /** Kills it and waits until it is gone; safe to call more than once. */
+  /** Kills it and waits until it is gone, its output read to the end; safe to call more than once. */
   stop(): Promise<void>;
 }
 
-// Spawns the process that will become workerd in a cgroup, ahead of the request that needs it.
+// One workerd of a standby's: its pid once known, its port once it listens, and its end.
+interface Run {
+  readonly turn: number;
+  pid: number | undefined;
+  /** Set once it must die: the pid is then killed as soon as it is known. */
+  killed: boolean;
+  ended: boolean;
+  readonly output: OutputTail;
+  readonly listening: Promise<number>;
+  listen(port: number): void;
+  /** Its exit status, or undefined when the standby ended before telling it. */
+  readonly end: Promise<number | undefined>;
+  finish(status: number | undefined): void;
+}
+
+// Spawns the process that starts workerd in a cgroup, ahead of the requests that need it.
 // Never throws: a standby that could not be spawned says why when it is started.
 export function prepareWorkerd(options: PrepareWorkerdOptions): WorkerdStandby {
-  const tail = new OutputTail(outputTailBytes);
-  // fd 3 carries the exec and listen events; --verbose makes workerd write the function's console
-  // output to stderr, which shares the output pipe with stdout, where the bounded tail keeps it for
-  // error answers.
+  const marker = randomBytes(16).toString('hex');
+  // --verbose makes workerd write the function's console output to stderr, which shares the
+  // output pipe with stdout, where a bounded tail keeps it for error answers.
   const workerd = [options.workerdPath, 'serve', '--control-fd=3', '--verbose'];
   let child: ChildProcess;
   try {
-    child = spawn('/bin/sh', ['-c', joinCgroupsThenExec, 'cgroup-exec', ...options.cgroup.procsFiles, '--', ...workerd], {
+    child = spawn('/bin/sh', ['-c', standbyScript, 'workerd-standby', marker, ...options.cgroup.procsFiles, '--', ...workerd], {
       stdio: ['pipe', 'pipe', 'ignore', 'pipe'],
       // workerd needs nothing from the service's environment, and user code must not see it.
       env: { PATH: '/usr/bin:/bin' },
@@ -84,78 +113,126 @@ export function prepareWorkerd(options: PrepareWorkerdOptions): WorkerdStandby {
     return unspawnedStandby(options.cgroup, error);
   }
   // Out of file descriptors, spawn() returns without pipes and reports the error as an event.
-  // A wrapper that is already gone makes the write fail; its exit says why.
+  // A standby that is already gone makes the write fail; its exit says why.
   child.stdin?.on('error', () => undefined);
+
+  let run: Run | undefined;
+  let turns = 0;
   let exited = false;
-  // 'close', not 'exit': it comes once its output is drained, so the tail and the control events are complete.
+  // 'exit', not 'close': a workerd it leaves behind holds its pipes open, and goes only once
+  // the standby's end is known.
   const exit = new Promise<Exit>((resolve) => {
     child.once('error', (error) => resolve({ code: null, signal: null, error }));
-    child.once('close', (code, signal) => resolve({ code, signal }));
+    child.once('exit', (code, signal) => resolve({ code, signal }));
   }).then((result) => {
     exited = true;
+    // A workerd whose standby is gone is nobody's child any more: it goes too.
+    if (run) {
+      killRun(run);
+      run.finish(undefined);
+    }
     return result;
   });
-  child.stdout?.on('data', (chunk: Buffer) => tail.push(chunk));
-  const control = watchControl((child.stdio[3] as Readable | null) ?? undefined);
-
   const stop = async () => {
     if (!exited) child.kill('SIGKILL');
     await exit;
   };
 
-  let started = false;
+  // Between runs the standby writes nothing.
+  const runs = splitRuns(marker, (chunk) => run?.output.push(chunk), (turn, status) => {
+    if (run?.turn === turn) run.finish(status);
+  });
+  child.stdout?.on('data', (chunk: Buffer) => runs.push(chunk));
+  watchControl((child.stdio[3] as Readable | null) ?? undefined, {
+    exec: (turn, pid) => {
+      if (run?.turn !== turn) return;
+      run.pid = pid;
+      if (run.killed) killRun(run);
+    },
+    // A listen event follows its own run's exec event on the same pipe, so one that comes before
+    // the current run's exec event is an earlier run's.
+    listen: (port) => {
+      if (run?.pid !== undefined) run.listen(port);
+    },
+  });
+
   const start = async (configPath: string, signal: AbortSignal): Promise<WorkerdProcess> => {
-    if (started) throw new Error('a workerd standby starts only once');
-    started = true;
+    if (run) throw new Error('a workerd standby starts one workerd at a time');
     // Out of time already: no workerd should read the code at all.
-    if (signal.aborted) {
-      await stop();
-      throw abortError(signal);
-    }
-    child.stdin?.end(`${configPath}\n`);
+    if (signal.aborted) throw abortError(signal);
+    const exitedBefore = exited ? await exit : undefined;
+    if (exitedBefore) throw standbyFailure(exitedBefore, options.cgroup);
+    const current = newRun((turns += 1));
+    run = current;
+    child.stdin?.write(`${configPath}\n`);
+
     const aborted = new Promise<never>((_, reject) => {
       const onAbort = () => reject(abortError(signal));
       signal.addEventListener('abort', onAbort, { once: true });
-      void exit.finally(() => signal.removeEventListener('abort', onAbort));
+      void current.end.finally(() => signal.removeEventListener('abort', onAbort));
     });
-    const exitedEarly = exit.then((result): never => {
-      if (result.error) throw new ServiceError('WORKERD_START_FAILED', { cause: result.error });
-      // Before its exec event the process was still the wrapper, and no user code was read.
-      if (!control.execed) {
-        throw new ServiceError('WORKERD_START_FAILED', { data: tail.text(), cause: new Error(standbyEnd(result, options.cgroup)) });
-      }
-      if (result.code === shellCannotExecute || result.code === shellNotFound) {
-        throw new ServiceError('WORKERD_START_FAILED', { data: tail.text(), cause: new Error(`cannot run ${options.workerdPath}`) });
+    const endedEarly = current.end.then(async (status): Promise<never> => {
+      if (status === undefined) throw standbyFailure(await exit, options.cgroup);
+      const output = current.output.text();
+      if (status === shellCannotExecute || status === shellNotFound) {
+        throw new ServiceError('WORKERD_START_FAILED', { data: output, cause: new Error(`cannot run ${options.workerdPath}`) });
       }
       // The usual reason workerd exits before it listens: the code does not compile. The caller
       // tells an out-of-memory kill apart by the cgroup's counters.
-      throw new ServiceError('USER_CODE_INVALID', { data: withoutAddressStacks(tail.text()) });
+      throw new ServiceError('USER_CODE_INVALID', { data: withoutAddressStacks(output) });
     });
-    // A control fd that closes without a listen event means workerd is exiting: its exit says why.
-    const listening = control.listening.then((port) => port ?? exitedEarly);
 
+    const stopRun = async () => {
+      killRun(current);
+      await current.end;
+    };
     try {
-      const port = await Promise.race([listening, exitedEarly, aborted]);
+      const port = await Promise.race([current.listening, endedEarly, aborted]);
       return {
         port,
         get exited() {
-          return exited;
+          return current.ended;
         },
-        output: () => withoutAddressStacks(tail.text()),
+        output: () => withoutAddressStacks(current.output.text()),
         exitsWithin: (timeoutMs) => {
           let timer: NodeJS.Timeout | undefined;
           const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(resolve, timeoutMs, false)));
-          return Promise.race([exit.then(() => true), timeout]).finally(() => clearTimeout(timer));
+          return Promise.race([current.end.then(() => true), timeout]).finally(() => clearTimeout(timer));
         },
-        stop,
+        stop: stopRun,
       };
     } catch (error) {
-      await stop();
+      await stopRun();
       throw error;
     } finally {
       // The losers of the race settle later; nobody awaits them.
-      for (const loser of [listening, exitedEarly, aborted]) loser.catch(() => undefined);
+      for (const loser of [endedEarly, aborted]) loser.catch(() => undefined);
     }
+  };
+
+  // A run is over once its end line has been read, with all of its output before it.
+  const newRun = (turn: number): Run => {
+    let listen!: (port: number) => void;
+    const listening = new Promise<number>((resolve) => (listen = resolve));
+    let finish!: (status: number | undefined) => void;
+    const end = new Promise<number | undefined>((resolve) => (finish = resolve));
+    const created: Run = {
+      turn,
+      pid: undefined,
+      killed: false,
+      ended: false,
+      output: new OutputTail(outputTailBytes),
+      listening,
+      listen,
+      end,
+      finish: (status) => {
+        if (created.ended) return;
+        created.ended = true;
+        if (run === created) run = undefined;
+        finish(status);
+      },
+    };
+    return created;
   };
 
   return {
@@ -169,6 +246,17 @@ export function prepareWorkerd(options: PrepareWorkerdOptions): WorkerdStandby {
   };
 }
 
+// Kills a run's workerd, now if its pid is known, else as soon as it is.
+function killRun(run: Run): void {
+  run.killed = true;
+  if (run.pid === undefined || run.ended) return;
+  try {
+    process.kill(run.pid, 'SIGKILL');
+  } catch {
+    // Already gone.
+  }
+}
+
 // A standby whose spawn() threw: nothing runs, and starting it reports the error.
 function unspawnedStandby(cgroup: Cgroup, error: unknown): WorkerdStandby {
   return {
@@ -180,35 +268,69 @@ function unspawnedStandby(cgroup: Cgroup, error: unknown): WorkerdStandby {
   };
 }
 
-// Why a wrapper ended before it became workerd.
-function standbyEnd(exit: Exit, cgroup: Cgroup): string {
-  if (exit.code === cgroupJoinFailed) return `cannot join cgroup ${cgroup.name}`;
-  if (exit.code === noConfigGiven) return 'the workerd standby ended before it got its config';
-  if (exit.signal) return `the workerd standby was ended by ${exit.signal} before it ran workerd`;
-  return `the workerd standby exited with ${exit.code} before it ran workerd`;
+// Why a standby cannot start workerd: it could not be spawned, or has ended.
+function standbyFailure(exit: Exit, cgroup: Cgroup): ServiceError {
+  return new ServiceError('WORKERD_START_FAILED', { cause: exit.error ?? new Error(standbyEnd(exit, cgroup)) });
 }
 
-// Follows the control fd, one JSON object per line: the wrapper's {"event":"exec"} just before it
-// becomes workerd, then workerd's {"event":"listen","socket":"http","port":40123}. Lines are
-// handled as they arrive, so by the process's close every one of them has been seen.
-function watchControl(controlFd: Readable | undefined): { readonly listening: Promise<number | undefined>; readonly execed: boolean } {
-  let execed = false;
-  if (!controlFd) return { listening: Promise.resolve(undefined), execed };
-  const listening = new Promise<number | undefined>((resolve) => {
-    const lines = createInterface({ input: controlFd, crlfDelay: Infinity });
-    lines.on('line', (line) => {
-      const message = parseJson(line) as { event?: unknown; port?: unknown } | undefined;
-      if (message?.event === 'exec') execed = true;
-      else if (message?.event === 'listen' && typeof message.port === 'number') resolve(message.port);
-    });
-    lines.once('close', () => resolve(undefined));
-  });
+// Why a standby ended.
+function standbyEnd(exit: Exit, cgroup: Cgroup): string {
+  if (exit.code === cgroupJoinFailed) return `cannot join cgroup ${cgroup.name}`;
+  if (exit.signal) return `the workerd standby was ended by ${exit.signal}`;
+  return `the workerd standby exited with ${exit.code}`;
+}
+
+// Splits the standby's output into its runs (exported for its tests): everything up to a line "<marker> <turn> <status>"
+// belongs to that turn's workerd. A marker cut across chunks is held back until it is whole.
+export function splitRuns(marker: string, onOutput: (chunk: Buffer) => void, onEnd: (turn: number, status: number) => void): { push(chunk: Buffer): void } {
+  const markerBytes = Buffer.from(marker);
+  const endLine = new RegExp(`^${marker} (\\d+) (\\d+)\n`);
+  let held = Buffer.alloc(0);
   return {
-    listening,
-    get execed() {
-      return execed;
+    push(chunk) {
+      let data = held.length === 0 ? chunk : Buffer.concat([held, chunk]);
+      for (;;) {
+        const at = data.indexOf(markerBytes);
+        if (at === -1) {
+          // The data may end in the first bytes of a marker: hold those back.
+          const keep = markerStartAtEnd(data, markerBytes);
+          if (data.length > keep) onOutput(data.subarray(0, data.length - keep));
+          held = Buffer.from(data.subarray(data.length - keep));
+          return;
+        }
+        if (at > 0) onOutput(data.subarray(0, at));
+        const newline = data.indexOf(10, at);
+        if (newline === -1) {
+          held = Buffer.from(data.subarray(at));
+          return;
+        }
+        const match = endLine.exec(data.subarray(at, newline + 1).toString('latin1'));
+        if (match) onEnd(Number(match[1]), Number(match[2]));
+        data = data.subarray(newline + 1);
+      }
     },
   };
+}
+
+// How many bytes at the end of data are the first bytes of the marker.
+function markerStartAtEnd(data: Buffer, marker: Buffer): number {
+  for (let length = Math.min(data.length, marker.length - 1); length > 0; length -= 1) {
+    if (data.subarray(data.length - length).equals(marker.subarray(0, length))) return length;
+  }
+  return 0;
+}
+
+// Follows the control fd, one JSON object per line: a run's {"event":"exec","turn":1,"pid":123}
+// just before its process becomes workerd, then workerd's
+// {"event":"listen","socket":"http","port":40123}.
+function watchControl(controlFd: Readable | undefined, on: { exec(turn: number, pid: number): void; listen(port: number): void }): void {
+  if (!controlFd) return;
+  const lines = createInterface({ input: controlFd, crlfDelay: Infinity });
+  lines.on('line', (line) => {
+    const message = parseJson(line) as { event?: unknown; turn?: unknown; pid?: unknown; port?: unknown } | undefined;
+    if (message?.event === 'exec' && typeof message.turn === 'number' && typeof message.pid === 'number') on.exec(message.turn, message.pid);
+    else if (message?.event === 'listen' && typeof message.port === 'number') on.listen(message.port);
+  });
 }
 
 function parseJson(line: string): unknown {

@@ -8,8 +8,9 @@ import { waitFor } from '../helpers/wait.js';
 const cgroups = await cgroupsOrSkip();
 
 // Each free cgroup of the pool holds a standby: a shell of the service's, already inside the
-// cgroup, that becomes the next invocation's workerd. The join (which can wait on the kernel) and
-// the fork happen between requests, not during one.
+// cgroup, that starts a fresh workerd for each invocation. The join (which can wait on the kernel)
+// happens once, not during a request, and each workerd is forked from the small shell, not from
+// the service.
 describe.runIf(cgroups)('standbys in the cgroup pool', () => {
   let stack: Stack;
   let pool: Cgroup[];
@@ -40,19 +41,21 @@ describe.runIf(cgroups)('standbys in the cgroup pool', () => {
     }
   });
 
-  test('an invocation runs workerd in place of the standby that waited in its cgroup', async () => {
+  test('an invocation runs a fresh workerd, started by the standby inside its cgroup, which stays for the next', async () => {
     const waiting = await standbysInPlace();
     const answer = stack.invoke({ code_id: 'slow', input: { ms: 300 } });
     const running = await waitFor('a workerd in the pool', async () => {
-      for (const pid of waiting) if (await isWorkerd(pid)) return pid;
+      for (const cgroup of pool) for (const pid of readPids(cgroup)) if (await isWorkerd(pid)) return { pid, cgroup };
       return undefined;
     });
+    const standby = readPids(running.cgroup).find((pid) => waiting.includes(pid));
+    expect(standby).toBeDefined();
+    expect(await childPids(standby!)).toContain(running.pid);
     expect((await answer).statusCode).toBe(200);
     await stack.app.settled();
-    // Its cgroup got a new standby; the process that ran the function is gone.
-    const after = await standbysInPlace();
-    expect(after).not.toContain(running);
-    expect(await isRunning(running)).toBe(false);
+    // The process that ran the function is gone; the standbys are the same as before.
+    expect(await isRunning(running.pid)).toBe(false);
+    expect((await standbysInPlace()).sort()).toEqual([...waiting].sort());
   });
 
   test('a request that fails before workerd starts leaves the standby waiting for the next one', async () => {

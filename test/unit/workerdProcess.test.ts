@@ -4,8 +4,8 @@ import path from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
 import type { Cgroup } from '../../src/cgroupPool.js';
 import { isServiceError } from '../../src/errors.js';
-import { OutputTail, prepareWorkerd, type WorkerdStandby } from '../../src/workerdProcess.js';
-import { isRunning, isWorkerd } from '../helpers/processes.js';
+import { OutputTail, prepareWorkerd, splitRuns, type WorkerdStandby } from '../../src/workerdProcess.js';
+import { childPids, isRunning, isWorkerd } from '../helpers/processes.js';
 import { waitFor } from '../helpers/wait.js';
 
 describe('OutputTail', () => {
@@ -30,6 +30,48 @@ describe('OutputTail', () => {
     expect(tail.text()).toBe('efgh');
   });
 });
+
+describe('splitRuns', () => {
+  const marker = 'f'.repeat(32);
+  const stream = `first run\n${marker} 1 0\nsecond, with no newline${marker} 2 137\nthird\n${marker} 3 1\n`;
+  const split = (chunks: string[]) => {
+    const output: string[] = [''];
+    const ends: Array<[number, number]> = [];
+    const runs = splitRuns(marker, (chunk) => (output[output.length - 1] += chunk.toString()), (turn, status) => {
+      ends.push([turn, status]);
+      output.push('');
+    });
+    for (const chunk of chunks) runs.push(Buffer.from(chunk));
+    return { output, ends };
+  };
+
+  test('cuts the output at each end line, wherever the chunks break', () => {
+    const whole = split([stream]);
+    expect(whole).toEqual({ output: ['first run\n', 'second, with no newline', 'third\n', ''], ends: [[1, 0], [2, 137], [3, 1]] });
+    for (let at = 1; at < stream.length; at += 1) expect(split([stream.slice(0, at), stream.slice(at)])).toEqual(whole);
+    expect(split([...stream])).toEqual(whole);
+  });
+
+  test('takes a line with the marker that is not an end line as neither output nor an end', () => {
+    expect(split([`a${marker} x\nb${marker} 1 0\n`])).toEqual({ output: ['ab', ''], ends: [[1, 0]] });
+  });
+
+  test('holds back only output that could be the start of a marker, until the next chunk', () => {
+    expect(split(['plain output']).output).toEqual(['plain output']);
+    expect(split([`output, then ${marker.slice(0, 5)}`]).output).toEqual(['output, then ']);
+  });
+});
+
+// A stand-in for workerd, run as \`workerd serve --control-fd=3 --verbose <config>\`: says it listens
+// on a port named by its config path, prints its pid and waits; a config path ending in "fail"
+// makes it exit 1 at once.
+const fakeWorkerd = `#!/bin/sh
+config=$4
+echo "run of $$ with $config"
+case $config in *fail) exit 1 ;; esac
+echo '{"event":"listen","socket":"http","port":'"\${config##*/}"'}' >&3
+exec sleep 30
+`;
 
 // A standby in a "cgroup" made of plain files: what it writes there is what the kernel would be told.
 describe('a workerd standby', () => {
@@ -69,11 +111,55 @@ describe('a workerd standby', () => {
     expect(await isRunning(standby.pid!)).toBe(false);
   });
 
+  const fake = async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'oyster-fake-workerd-'));
+    dirs.push(dir);
+    const file = path.join(dir, 'workerd');
+    await writeFile(file, fakeWorkerd, { mode: 0o755 });
+    return file;
+  };
+
+  test('starts a fresh workerd for each start, one after the other, each with its own output', async () => {
+    const { standby } = await prepare(await fake());
+    const first = await standby.start('/configs/4001', new AbortController().signal);
+    expect(first.port).toBe(4001);
+    await first.stop();
+    expect(first.exited).toBe(true);
+    expect(first.output()).toMatch(/^run of \d+ with \/configs\/4001\n$/);
+
+    const second = await standby.start('/configs/4002', new AbortController().signal);
+    expect(second.port).toBe(4002);
+    await second.stop();
+    expect(second.output()).toMatch(/^run of \d+ with \/configs\/4002\n$/);
+    expect(second.output()).not.toBe(first.output());
+    // The standby itself is still there, waiting for the next.
+    expect(standby.exited).toBe(false);
+    expect(await isRunning(standby.pid!)).toBe(true);
+  });
+
+  test('stopping a workerd kills it, not the standby', async () => {
+    const { standby } = await prepare(await fake());
+    const worker = await standby.start('/configs/4003', new AbortController().signal);
+    const [pid] = await childPids(standby.pid!);
+    expect(await isRunning(pid!)).toBe(true);
+    await worker.stop();
+    expect(await isRunning(pid!)).toBe(false);
+    expect(await isRunning(standby.pid!)).toBe(true);
+  });
+
+  test('a workerd that exits before it listens fails the start as the user\'s code, with its output', async () => {
+    const { standby } = await prepare(await fake());
+    const failure = await failureOf(standby.start('/configs/fail', new AbortController().signal));
+    expect(isServiceError(failure, 'USER_CODE_INVALID')).toBe(true);
+    expect((failure as { data: unknown }).data).toMatch(/run of \d+ with \/configs\/fail/);
+    expect(standby.exited).toBe(false);
+  });
+
   test('a binary that cannot run fails the start as WORKERD_START_FAILED', async () => {
     const { standby } = await prepare('/nonexistent/workerd');
     const failure = await failureOf(standby.start('/nonexistent/config.capnp', new AbortController().signal));
     expect(isServiceError(failure, 'WORKERD_START_FAILED')).toBe(true);
-    expect(standby.exited).toBe(true);
+    expect(String((failure as Error).cause)).toMatch(/cannot run \/nonexistent\/workerd/);
   });
 
   test('a cgroup it cannot join fails the start as WORKERD_START_FAILED, naming the cgroup', async () => {
@@ -83,29 +169,53 @@ describe('a workerd standby', () => {
     expect(String((failure as Error).cause)).toMatch(/cannot join cgroup fake/);
   });
 
-  test('a start whose time is up fails with the time limit and kills it', async () => {
-    const { standby } = await prepare();
+  test('a start whose time is up fails with the time limit and starts nothing', async () => {
+    const { standby } = await prepare(await fake());
     const controller = new AbortController();
     controller.abort(new DOMException('timed out', 'TimeoutError'));
-    const failure = await failureOf(standby.start('/nonexistent/config.capnp', controller.signal));
+    const failure = await failureOf(standby.start('/configs/4004', controller.signal));
     expect(isServiceError(failure, 'EXECUTION_TIMEOUT')).toBe(true);
-    expect(standby.exited).toBe(true);
-    expect(await isRunning(standby.pid!)).toBe(false);
+    // Nothing was started: the next start is the standby's first.
+    const worker = await standby.start('/configs/4005', new AbortController().signal);
+    expect(worker.port).toBe(4005);
+    await worker.stop();
   });
 
-  test('one killed before it ran workerd fails the start as WORKERD_START_FAILED, not as the user\'s code', async () => {
+  test('a time limit that runs out while workerd starts kills it', async () => {
+    const { standby } = await prepare(await fake());
+    const controller = new AbortController();
+    // The config path names no port: the stand-in never says it listens.
+    const starting = failureOf(standby.start('/configs/never', controller.signal));
+    await waitFor('a workerd of the standby', async () => (await childPids(standby.pid!)).length > 0);
+    const [pid] = await childPids(standby.pid!);
+    controller.abort(new DOMException('timed out', 'TimeoutError'));
+    expect(isServiceError(await starting, 'EXECUTION_TIMEOUT')).toBe(true);
+    expect(await isRunning(pid!)).toBe(false);
+    expect(await isRunning(standby.pid!)).toBe(true);
+  });
+
+  test('a standby killed from outside fails the start as WORKERD_START_FAILED, naming the signal', async () => {
     const { standby, files } = await prepare();
     await waitFor('it to join', async () => (await readFile(files[1]!, 'utf8')).trim() === String(standby.pid));
     process.kill(standby.pid!, 'SIGKILL');
     const failure = await failureOf(standby.start('/nonexistent/config.capnp', new AbortController().signal));
     expect(isServiceError(failure, 'WORKERD_START_FAILED')).toBe(true);
-    expect(String((failure as Error).cause)).toMatch(/ended by SIGKILL before it ran workerd/);
+    expect(String((failure as Error).cause)).toMatch(/ended by SIGKILL/);
   });
 
-  test('starts only once', async () => {
-    const { standby } = await prepare();
-    const first = failureOf(standby.start('/nonexistent/config.capnp', new AbortController().signal));
-    await expect(standby.start('/nonexistent/config.capnp', new AbortController().signal)).rejects.toThrow(/only once/);
-    await first;
+  test('a standby that dies while its workerd runs takes that workerd with it', async () => {
+    const { standby } = await prepare(await fake());
+    const worker = await standby.start('/configs/4006', new AbortController().signal);
+    const [pid] = await childPids(standby.pid!);
+    process.kill(standby.pid!, 'SIGKILL');
+    expect(await worker.exitsWithin(5_000)).toBe(true);
+    await waitFor('its workerd to be gone', async () => !(await isRunning(pid!)));
+  });
+
+  test('starts one workerd at a time', async () => {
+    const { standby } = await prepare(await fake());
+    const worker = await standby.start('/configs/4007', new AbortController().signal);
+    await expect(standby.start('/configs/4008', new AbortController().signal)).rejects.toThrow(/one workerd at a time/);
+    await worker.stop();
   });
 });
