@@ -46,6 +46,9 @@ const standbyScript = [
   'done',
 ].join('\n');
 
+// The standby shell's $0: `ps` shows it, and the tests look for stray standbys by it.
+export const standbyName = 'workerd-standby';
+
 export interface PrepareWorkerdOptions {
   /** The workerd binary. */
   readonly workerdPath: string;
@@ -104,7 +107,7 @@ export function prepareWorkerd(options: PrepareWorkerdOptions): WorkerdStandby {
   const workerd = [options.workerdPath, 'serve', '--control-fd=3', '--verbose'];
   let child: ChildProcess;
   try {
-    child = spawn('/bin/sh', ['-c', standbyScript, 'workerd-standby', marker, ...options.cgroup.procsFiles, '--', ...workerd], {
+    child = spawn('/bin/sh', ['-c', standbyScript, standbyName, marker, ...options.cgroup.procsFiles, '--', ...workerd], {
       stdio: ['pipe', 'pipe', 'ignore', 'pipe'],
       // workerd needs nothing from the service's environment, and user code must not see it.
       env: { PATH: '/usr/bin:/bin' },

@@ -9,6 +9,7 @@ import type { RunningServer } from '../../src/dev/listen.js';
 import { startStorageServer } from '../../src/dev/storageServer.js';
 import { loadSigner } from '../../src/signing.js';
 import { removeStaleWorkerFiles } from '../../src/workerdConfig.js';
+import { standbyName } from '../../src/workerdProcess.js';
 import { cgroupRoot, createTestPool, type TestPool, type TestPoolOptions } from './cgroups.js';
 import { childPids, commandLine } from './processes.js';
 
@@ -114,13 +115,13 @@ async function leftovers(config: Config, pool: CgroupPool, keptCodeDirs: readonl
 
 export const noLeftovers: Leftovers = { files: [], processesInPool: [], workerdProcesses: [], strayStandbys: [], reservedCgroups: 0 };
 
-// Children of this process that are still the wrapper shell for this stack's pool (their command
-// line names its cgroups), other than the standbys the pool keeps.
+// Children of this process that are standby shells for this stack's pool (their command line
+// names its cgroups), other than the standbys the pool keeps.
 async function strayStandbys(config: Config, waiting: ReadonlySet<number>): Promise<number[]> {
   const stray: number[] = [];
   for (const pid of await childPids(process.pid)) {
     const command = await commandLine(pid);
-    if (command.includes('cgroup-exec') && command.includes(config.cgroupPrefix) && !waiting.has(pid)) stray.push(pid);
+    if (command.includes(standbyName) && command.includes(config.cgroupPrefix) && !waiting.has(pid)) stray.push(pid);
   }
   return stray;
 }
