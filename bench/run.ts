@@ -43,7 +43,7 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
   const base = parseConfig({});
   const notes: string[] = [
     'limit: bare workerd spawned directly (no cgroup, no shell wrapper, no files per invocation) from a lean Node process; same binary, config shape and --control-fd readiness as the service',
-    'cgroup: the same, but joined to a cgroup of its own (100M, 100% of a core) per invocation by a shell wrapper (the service joins ahead of the request, in a standby)',
+    'cgroup: the same, but joined to a cgroup of its own (100M, 100% of a core) per invocation by a shell wrapper (in the service a standby shell joins its cgroup once and forks each workerd inside it)',
     `memory: "after warm-up" and "end (idle)" are read after ${settings.idleS} s without requests, long enough for the service's collection after a burst (IDLE_GC_MS, 10 s by default); "after latency" 1 s after the last request`,
     `Miniflare and both bare sides run in Node processes of their own, driven over IPC; the service runs as \`npm start\` runs it, \`node ${serviceNodeFlags.join(' ')} dist/src/main.js\` (LOG_LEVEL info, as deployed) with its own cgroup pool; the dev upstream servers run in another process`,
     'cold: the service with CODE_CACHE_MAX_BYTES=0 (every request calls the attestation and storage servers); warm: the cache on, after one priming request',
