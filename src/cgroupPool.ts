@@ -157,7 +157,7 @@ export class CgroupPool {
   // invocations' workerd: those free now get one at once, the others when they come back.
   keepStandbys(prepare: (cgroup: Cgroup) => WorkerdStandby): void {
     this.#prepare = prepare;
-    for (const cgroup of this.#free) if (!this.#standbys.has(cgroup)) this.#keepStandby(cgroup, undefined);
+    for (const cgroup of this.#free) if (!this.#standbys.has(cgroup)) void this.#keepStandby(cgroup, undefined);
   }
 
   // Hands over the standby waiting in a cgroup just reserved, unless it has died; the caller
@@ -178,15 +178,16 @@ export class CgroupPool {
   // is gone. For shutdown.
   async discardStandbys(): Promise<void> {
     this.#prepare = undefined;
-    for (const standby of this.#standbys.values()) this.#stop(standby);
+    for (const standby of this.#standbys.values()) void this.#stop(standby);
     this.#standbys.clear();
     await Promise.all(this.#stopping);
   }
 
-  #stop(standby: WorkerdStandby | undefined): void {
-    if (!standby) return;
+  #stop(standby: WorkerdStandby | undefined): Promise<void> {
+    if (!standby) return Promise.resolve();
     const stopping = standby.stop().finally(() => this.#stopping.delete(stopping));
     this.#stopping.add(stopping);
+    return stopping;
   }
 
   // Takes a free, empty cgroup, or undefined when none is left. Taking it is synchronous, so two
@@ -221,7 +222,7 @@ export class CgroupPool {
   // Keeps a cgroup that holds someone else's process out of the pool, with no standby in it.
   #occupy(cgroup: Cgroup): void {
     this.#occupied.add(cgroup);
-    this.#stop(this.#standbys.get(cgroup));
+    void this.#stop(this.#standbys.get(cgroup));
     this.#standbys.delete(cgroup);
   }
 
@@ -236,12 +237,14 @@ export class CgroupPool {
       const kept = standby ?? this.#standbys.get(cgroup);
       this.#standbys.delete(cgroup);
       const { remaining } = await this.#drain(cgroup, kept?.exited ? undefined : kept?.pid);
+      // A standby stopped here (after shutdown discarded the others, say) is gone before the
+      // release is over, so whoever waits for the release waits for it too.
       if (remaining === 0) {
         this.#free.push(cgroup);
-        this.#keepStandby(cgroup, kept);
+        await this.#keepStandby(cgroup, kept);
       } else {
         this.#occupied.add(cgroup);
-        this.#stop(kept);
+        await this.#stop(kept);
       }
     } finally {
       this.#releasing -= 1;
@@ -251,12 +254,13 @@ export class CgroupPool {
 
   // Puts a standby into a free cgroup: the one it has if that still waits, or a new one; none once
   // standbys are discarded.
-  #keepStandby(cgroup: Cgroup, standby: WorkerdStandby | undefined): void {
-    if (standby && !standby.exited && this.#prepare) this.#standbys.set(cgroup, standby);
-    else {
-      this.#stop(standby);
-      if (this.#prepare) this.#standbys.set(cgroup, this.#prepare(cgroup));
+  #keepStandby(cgroup: Cgroup, standby: WorkerdStandby | undefined): Promise<void> {
+    if (standby && !standby.exited && this.#prepare) {
+      this.#standbys.set(cgroup, standby);
+      return Promise.resolve();
     }
+    if (this.#prepare) this.#standbys.set(cgroup, this.#prepare(cgroup));
+    return this.#stop(standby);
   }
 
   // Kills every process in a cgroup and waits (bounded) until they have left; says how many it

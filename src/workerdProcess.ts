@@ -8,6 +8,7 @@ import { abortError, ServiceError } from './errors.js';
 // What is kept of each workerd's stdout and stderr: the end, where the error is, and never more,
 // so a function that prints megabytes cannot grow the service's memory.
 const outputTailBytes = 64 * 1024;
+const standbyOutputBytes = 4 * 1024;
 // Exit statuses: the standby cannot put itself into the cgroup; the shell's own for a binary it
 // cannot execute or cannot find.
 const cgroupJoinFailed = 125;
@@ -33,7 +34,7 @@ interface Exit {
 //   {"event":"listen","socket":"http","port":40123} once it listens.
 // - stdout: workerd's output (its stderr too), then once it has ended a line
 //   "<marker> <turn> <status>". The marker is random, so a function's output cannot fake the end
-//   of its run. The shell's own stderr (e.g. "Killed" for each workerd stopped) goes nowhere.
+//   of its run. The shell's own stderr is a pipe of its own.
 const standbyScript = [
   'marker=$1; shift',
   `while [ "$1" != -- ]; do echo $$ > "$1" || exit ${cgroupJoinFailed}; shift; done; shift`,
@@ -108,7 +109,7 @@ export function prepareWorkerd(options: PrepareWorkerdOptions): WorkerdStandby {
   let child: ChildProcess;
   try {
     child = spawn('/bin/sh', ['-c', standbyScript, standbyName, marker, ...options.cgroup.procsFiles, '--', ...workerd], {
-      stdio: ['pipe', 'pipe', 'ignore', 'pipe'],
+      stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
       // workerd needs nothing from the service's environment, and user code must not see it.
       env: { PATH: '/usr/bin:/bin' },
     });
@@ -119,23 +120,28 @@ export function prepareWorkerd(options: PrepareWorkerdOptions): WorkerdStandby {
   // A standby that is already gone makes the write fail; its exit says why.
   child.stdin?.on('error', () => undefined);
 
+  // The standby's own stderr: why it could not join its cgroup, say (and dash's "Killed" for
+  // each workerd stopped).
+  const ownOutput = new OutputTail(standbyOutputBytes);
+  child.stderr?.on('data', (chunk: Buffer) => ownOutput.push(chunk));
   let run: Run | undefined;
   let turns = 0;
   let exited = false;
-  // 'exit', not 'close': a workerd it leaves behind holds its pipes open, and goes only once
-  // the standby's end is known.
   const exit = new Promise<Exit>((resolve) => {
     child.once('error', (error) => resolve({ code: null, signal: null, error }));
     child.once('exit', (code, signal) => resolve({ code, signal }));
   }).then((result) => {
     exited = true;
-    // A workerd whose standby is gone is nobody's child any more: it goes too.
-    if (run) {
-      killRun(run);
-      run.finish(undefined);
-    }
+    // A workerd whose standby is gone is nobody's child any more: it goes too, now or as soon as
+    // its exec event tells its pid. Until it has, it holds the pipes open.
+    if (run) killRun(run);
+    // A standby that never ran has no pipes to close and no workerd to wait for.
+    if (result.error) run?.finish(undefined);
     return result;
   });
+  // Once the pipes have closed, every line the standby and its workerd wrote has been read: a run
+  // still going ends here, with its output complete.
+  child.once('close', () => run?.finish(undefined));
   const stop = async () => {
     if (!exited) child.kill('SIGKILL');
     await exit;
@@ -164,7 +170,7 @@ export function prepareWorkerd(options: PrepareWorkerdOptions): WorkerdStandby {
     // Out of time already: no workerd should read the code at all.
     if (signal.aborted) throw abortError(signal);
     const exitedBefore = exited ? await exit : undefined;
-    if (exitedBefore) throw standbyFailure(exitedBefore, options.cgroup);
+    if (exitedBefore) throw standbyFailure(exitedBefore, ownOutput, options.cgroup);
     const current = newRun((turns += 1));
     run = current;
     child.stdin?.write(`${configPath}\n`);
@@ -175,7 +181,7 @@ export function prepareWorkerd(options: PrepareWorkerdOptions): WorkerdStandby {
       void current.end.finally(() => signal.removeEventListener('abort', onAbort));
     });
     const endedEarly = current.end.then(async (status): Promise<never> => {
-      if (status === undefined) throw standbyFailure(await exit, options.cgroup);
+      if (status === undefined) throw standbyFailure(await exit, ownOutput, options.cgroup);
       const output = current.output.text();
       if (status === shellCannotExecute || status === shellNotFound) {
         throw new ServiceError('WORKERD_START_FAILED', { data: output, cause: new Error(`cannot run ${options.workerdPath}`) });
@@ -249,7 +255,10 @@ export function prepareWorkerd(options: PrepareWorkerdOptions): WorkerdStandby {
   };
 }
 
-// Kills a run's workerd, now if its pid is known, else as soon as it is.
+// Kills a run's workerd, now if its pid is known, else as soon as it is. The standby reaps its
+// workerd just before it writes the end line, so a kill in between reaches a pid that is free;
+// the kernel hands a freed pid out again only after all the others (up to pid_max, 4 million
+// here), not within that moment.
 function killRun(run: Run): void {
   run.killed = true;
   if (run.pid === undefined || run.ended) return;
@@ -272,8 +281,9 @@ function unspawnedStandby(cgroup: Cgroup, error: unknown): WorkerdStandby {
 }
 
 // Why a standby cannot start workerd: it could not be spawned, or has ended.
-function standbyFailure(exit: Exit, cgroup: Cgroup): ServiceError {
-  return new ServiceError('WORKERD_START_FAILED', { cause: exit.error ?? new Error(standbyEnd(exit, cgroup)) });
+function standbyFailure(exit: Exit, output: OutputTail, cgroup: Cgroup): ServiceError {
+  if (exit.error) return new ServiceError('WORKERD_START_FAILED', { cause: exit.error });
+  return new ServiceError('WORKERD_START_FAILED', { data: output.text(), cause: new Error(standbyEnd(exit, cgroup)) });
 }
 
 // Why a standby ended.

@@ -208,6 +208,24 @@ describe('standbys', () => {
     expect(taken.exited).toBe(true);
     expect(made).toHaveLength(2);
   });
+
+  test('a standby given back after discarding is gone once its release is over', async () => {
+    const pool = await CgroupPool.open({ root: await v2Root(['w1']), version: 2, prefix: 'w' });
+    // One that takes a while to die, as a killed process does.
+    pool.keepStandbys((cgroup) => {
+      const standby = fakeStandby(cgroup);
+      standby.stop = async () => {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        standby.stopped = true;
+      };
+      return standby;
+    });
+    const cgroup = (await pool.reserve())!;
+    const taken = pool.takeStandby(cgroup)!;
+    await pool.discardStandbys();
+    await pool.release(cgroup, Promise.resolve(), taken);
+    expect(taken.exited).toBe(true);
+  });
 });
 
 describe('OOM counters', () => {

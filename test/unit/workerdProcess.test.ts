@@ -1,3 +1,4 @@
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -61,6 +62,23 @@ describe('splitRuns', () => {
     expect(split([`output, then ${marker.slice(0, 5)}`]).output).toEqual(['output, then ']);
   });
 });
+
+// The children of a process, read from /proc without giving the event loop a turn.
+function childPidsSync(ppid: number): number[] {
+  return readdirSync('/proc')
+    .filter((entry) => /^\d+$/.test(entry))
+    .filter((entry) => {
+      const stat = (() => {
+        try {
+          return readFileSync(`/proc/${entry}/stat`, 'utf8');
+        } catch {
+          return '';
+        }
+      })();
+      return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === ppid;
+    })
+    .map(Number);
+}
 
 // A stand-in for workerd, run as \`workerd serve --control-fd=3 --verbose <config>\`: says it listens
 // on a port named by its config path, prints its pid and waits; a config path ending in "fail"
@@ -162,11 +180,12 @@ describe('a workerd standby', () => {
     expect(String((failure as Error).cause)).toMatch(/cannot run \/nonexistent\/workerd/);
   });
 
-  test('a cgroup it cannot join fails the start as WORKERD_START_FAILED, naming the cgroup', async () => {
+  test('a cgroup it cannot join fails the start as WORKERD_START_FAILED, naming the cgroup, with the shell\'s reason', async () => {
     const { standby } = await prepare('/bin/false', ['/nonexistent/cgroup.procs']);
     const failure = await failureOf(standby.start('/nonexistent/config.capnp', new AbortController().signal));
     expect(isServiceError(failure, 'WORKERD_START_FAILED')).toBe(true);
     expect(String((failure as Error).cause)).toMatch(/cannot join cgroup fake/);
+    expect((failure as { data: unknown }).data).toMatch(/\/nonexistent\/cgroup\.procs/);
   });
 
   test('a start whose time is up fails with the time limit and starts nothing', async () => {
@@ -203,13 +222,26 @@ describe('a workerd standby', () => {
     expect(String((failure as Error).cause)).toMatch(/ended by SIGKILL/);
   });
 
-  test('a standby that dies while its workerd runs takes that workerd with it', async () => {
+  test('a standby that dies while its workerd runs takes that workerd with it, its output complete', async () => {
     const { standby } = await prepare(await fake());
     const worker = await standby.start('/configs/4006', new AbortController().signal);
     const [pid] = await childPids(standby.pid!);
     process.kill(standby.pid!, 'SIGKILL');
     expect(await worker.exitsWithin(5_000)).toBe(true);
-    await waitFor('its workerd to be gone', async () => !(await isRunning(pid!)));
+    expect(await isRunning(pid!)).toBe(false);
+    expect(worker.output()).toMatch(/^run of \d+ with \/configs\/4006\n$/);
+  });
+
+  test('a workerd forked just before its standby died does not outlive the failed start', async () => {
+    const { standby } = await prepare(await fake());
+    const starting = failureOf(standby.start('/configs/never', new AbortController().signal));
+    // Without letting the event loop run: the standby dies while its exec event may still be unread.
+    const deadline = Date.now() + 5_000;
+    let forked: number[] = [];
+    while (forked.length === 0 && Date.now() < deadline) forked = childPidsSync(standby.pid!);
+    process.kill(standby.pid!, 'SIGKILL');
+    expect(isServiceError(await starting, 'WORKERD_START_FAILED')).toBe(true);
+    await waitFor('its workerd to be gone', async () => !(await isRunning(forked[0]!)));
   });
 
   test('starts one workerd at a time', async () => {
