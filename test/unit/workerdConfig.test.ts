@@ -81,6 +81,15 @@ describe('worker files', () => {
     expect(await readFile(first.configPath, 'utf8')).toContain('embed "worker.js"');
   });
 
+  test('of large code are written the same way', async () => {
+    const script = Buffer.alloc(1024 * 1024, 'x');
+    const files = await writeWorkerFiles({ runtimePath, code: { format: 'service-worker', script }, compatibilityDate: '2026-04-26', allowPublicEgress: true });
+    expect((await stat(files.dir)).mode & 0o777).toBe(0o700);
+    for (const file of await readdir(files.dir)) expect((await stat(path.join(files.dir, file))).mode & 0o777).toBe(0o600);
+    expect((await readFile(path.join(files.dir, 'worker.js'))).equals(script)).toBe(true);
+    expect(await readFile(files.configPath, 'utf8')).toContain('embed "worker.js"');
+  });
+
   test('of a bundle are numbered files, never named after the modules', async () => {
     const files = await writeWorkerFiles({
       runtimePath,
