@@ -18,6 +18,8 @@ import { prepareWorkerd } from './workerdProcess.js';
 // Seconds a client (or load balancer) is asked to wait before retrying a busy server.
 const retryAfterSeconds = 1;
 const maxCodeIdLength = 256;
+// The route that runs functions; the only one whose requests are invocations.
+const invokeRoute = '/api/serverless';
 
 // The request body of POST /api/serverless.
 const payloadSchema = z.object({
@@ -109,8 +111,8 @@ export function buildApp(config: Config, deps: AppDependencies): App {
   const inFlight = new Map<AbortController, Promise<void>>();
   let shuttingDown = false;
 
-  // Each free cgroup holds the process its next invocation runs in, from the start (after main has
-  // cleared what a previous run left) until the end.
+  // Each cgroup holds the standby that starts its invocations' workerd, from the start (after
+  // main has cleared what a previous run left) until the end.
   app.addHook('onReady', async () => pool.keepStandbys((cgroup) => prepareWorkerd({ workerdPath: config.workerdPath, cgroup })));
   app.addHook('onClose', async () => {
     idleCollector.close();
@@ -122,7 +124,7 @@ export function buildApp(config: Config, deps: AppDependencies): App {
   app.decorateRequest('failureCode', undefined);
   app.addHook('onRequest', async (request) => {
     request.stages = new StageTimer();
-    if (request.routeOptions.url === '/api/serverless') idleCollector.activity();
+    if (request.routeOptions.url === invokeRoute) idleCollector.activity();
     if (shuttingDown) throw new ServiceError('SHUTTING_DOWN');
   });
   app.addHook('onSend', async (request, reply) => {
@@ -135,7 +137,7 @@ export function buildApp(config: Config, deps: AppDependencies): App {
     const { statusCode, elapsedTime } = reply;
     request.log.info({ method, url, statusCode, responseTimeMs: elapsedTime, code: request.failureCode }, 'request completed');
     // Health checks and metric scrapes grow nothing worth a collection.
-    if (request.routeOptions.url !== '/api/serverless') return;
+    if (request.routeOptions.url !== invokeRoute) return;
     idleCollector.activity();
     metrics.recordRequest(reply.statusCode, request.failureCode ?? 'OK', request.stages.durations);
   });
@@ -153,7 +155,7 @@ export function buildApp(config: Config, deps: AppDependencies): App {
     return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
 
-  app.post('/api/serverless', { schema: { body: payloadSchema } }, async (request, reply) => {
+  app.post(invokeRoute, { schema: { body: payloadSchema } }, async (request, reply) => {
     const abandon = abandonOnClose(reply);
     let finished!: () => void;
     inFlight.set(abandon, new Promise((resolve) => (finished = resolve)));
