@@ -18,6 +18,9 @@ import { prepareWorkerd } from './workerdProcess.js';
 // Seconds a client (or load balancer) is asked to wait before retrying a busy server.
 const retryAfterSeconds = 1;
 const maxCodeIdLength = 256;
+// Deepest nesting of objects and arrays accepted in `input`: the function receives it as JSON,
+// and a deeper value would overflow JSON.stringify only after a workerd had been started for it.
+export const maxInputDepth = 64;
 // The route that runs functions; the only one whose requests are invocations.
 const invokeRoute = '/api/serverless';
 
@@ -31,7 +34,10 @@ const payloadSchema = z.object({
     .regex(/^[^\u0000-\u001f\u007f]*$/, 'must not contain control characters')
     // A lone surrogate has no UTF-8 form: two such code_ids would be the same bytes to a signature.
     .refine((codeId) => Buffer.from(codeId, 'utf8').toString('utf8') === codeId, 'must be well-formed Unicode'),
-  input: z.record(z.string(), z.unknown()).optional(),
+  input: z
+    .record(z.string(), z.unknown())
+    .refine((input) => depthWithin(input, maxInputDepth), `must not nest objects and arrays more than ${maxInputDepth} deep`)
+    .optional(),
 });
 
 export interface AppDependencies {
@@ -207,6 +213,18 @@ export function buildApp(config: Config, deps: AppDependencies): App {
     await background.settled();
   };
   return Object.assign(app, { shutdown, settled: () => background.settled(), keptCodeDirs: () => workerFiles.sharedDirs }) as unknown as App;
+}
+
+// Whether a parsed JSON value nests no deeper than maxDepth; iterative, so any depth is safe to check.
+function depthWithin(value: unknown, maxDepth: number): boolean {
+  const pending: Array<readonly [unknown, number]> = [[value, 1]];
+  for (let next = pending.pop(); next; next = pending.pop()) {
+    const [current, depth] = next;
+    if (typeof current !== 'object' || current === null) continue;
+    if (depth > maxDepth) return false;
+    for (const child of Object.values(current)) pending.push([child, depth + 1]);
+  }
+  return true;
 }
 
 // A controller that aborts when the client goes away before its answer is sent; shutdown aborts it too.

@@ -1,6 +1,6 @@
 import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { type App, buildApp } from '../../src/app.js';
+import { type App, buildApp, maxInputDepth } from '../../src/app.js';
 import { CgroupPool } from '../../src/cgroupPool.js';
 import { parseConfig } from '../../src/config.js';
 import { fakeCgroupV2Root } from '../helpers/fakeCgroupfs.js';
@@ -50,6 +50,23 @@ describe('bad requests get a clear 4xx', () => {
     const response = await post('{"code_id": "a",');
     expect(response.statusCode).toBe(400);
     expect(response.json().message).toBe('Invalid payload');
+  });
+
+  // Objects nested `depth` deep, counting input itself as the first level.
+  const nested = (depth: number) => `{"code_id": "a", "input": ${'{"a":'.repeat(depth)}1${'}'.repeat(depth)}}`;
+
+  test(`input nested deeper than ${maxInputDepth} levels answers 400 naming the limit, before anything is spent`, async () => {
+    for (const depth of [maxInputDepth + 1, 600]) {
+      const response = await post(nested(depth));
+      expect(response.statusCode, `depth ${depth}`).toBe(400);
+      expect(JSON.stringify(response.json().data)).toContain(`more than ${maxInputDepth} deep`);
+    }
+  });
+
+  test(`input nested ${maxInputDepth} levels deep is accepted (and goes on to the upstreams)`, async () => {
+    const response = await post(nested(maxInputDepth));
+    // The closed upstream port makes it a 500 once validation has let it through.
+    expect(response.statusCode).toBe(500);
   });
 
   test.each([
