@@ -11,9 +11,21 @@ export interface CachedCode {
   readonly hit: boolean;
 }
 
+// What one cached piece of code costs the machine beyond its bytes: its kept directory, its config
+// and its files rounded up to whole blocks under RUNTIME_PATH, and the service's bookkeeping for
+// it (docs/ has the measurement). Without it a million tiny entries would fit the byte budget.
+export const entryOverheadBytes = 20 * 1024;
+
+// An entry's cost: its bytes twice (in memory, and as files that workerd reads) and the overhead.
+export function entryCost(code: StoredCode): number {
+  return 2 * code.bytes.length + entryOverheadBytes;
+}
+
 export interface CodeCacheOptions {
-  /** Most bytes of code kept; 0 keeps nothing and every request fetches. */
+  /** Most the cached entries may cost together, in bytes; 0 keeps nothing and every request fetches. */
   readonly maxBytes: number;
+  /** What one entry costs, in bytes; entryCost unless told otherwise. */
+  readonly cost?: (code: StoredCode) => number;
   /** Told of each piece of code the cache lets go of (evicted, found corrupt or replaced). */
   readonly onEvict?: (code: StoredCode) => void;
 }
@@ -22,9 +34,10 @@ export interface CodeCacheOptions {
 // and one fetch shared by concurrent first requests for the same code_id.
 export class CodeCache {
   readonly #maxBytes: number;
+  readonly #cost: (code: StoredCode) => number;
   readonly #onEvict: ((code: StoredCode) => void) | undefined;
   /** Map order is use order: the first entry is the least recently used. */
-  readonly #entries = new Map<string, { readonly code: StoredCode; readonly sha256: Buffer }>();
+  readonly #entries = new Map<string, { readonly code: StoredCode; readonly sha256: Buffer; readonly cost: number }>();
   readonly #inFlight = new Map<string, Promise<StoredCode>>();
   #bytes = 0;
   hits = 0;
@@ -32,10 +45,11 @@ export class CodeCache {
 
   constructor(options: CodeCacheOptions) {
     this.#maxBytes = options.maxBytes;
+    this.#cost = options.cost ?? entryCost;
     this.#onEvict = options.onEvict;
   }
 
-  /** Bytes of code held now. */
+  /** What the entries held now cost together, in bytes. */
   get bytes(): number {
     return this.#bytes;
   }
@@ -58,7 +72,7 @@ export class CodeCache {
         this.#entries.delete(codeId);
         this.#entries.set(codeId, entry);
         this.hits += 1;
-        return { ...entry, hit: true };
+        return { code: entry.code, sha256: entry.sha256, hit: true };
       }
       this.#remove(codeId);
     }
@@ -91,7 +105,8 @@ export class CodeCache {
   }
 
   #store(codeId: string, code: StoredCode, digest: Buffer): void {
-    if (code.bytes.length > this.#maxBytes) return;
+    const cost = this.#cost(code);
+    if (cost > this.#maxBytes) return;
     // Every request that joined a fetch stores what it got: a download already held is not
     // evicted and put back, only marked as just used.
     const held = this.#entries.get(codeId);
@@ -101,8 +116,8 @@ export class CodeCache {
       return;
     }
     this.#remove(codeId);
-    this.#entries.set(codeId, { code, sha256: digest });
-    this.#bytes += code.bytes.length;
+    this.#entries.set(codeId, { code, sha256: digest, cost });
+    this.#bytes += cost;
     for (const oldest of this.#entries.keys()) {
       if (this.#bytes <= this.#maxBytes) break;
       this.#remove(oldest);
@@ -113,7 +128,7 @@ export class CodeCache {
     const entry = this.#entries.get(codeId);
     if (!entry) return;
     this.#entries.delete(codeId);
-    this.#bytes -= entry.code.bytes.length;
+    this.#bytes -= entry.cost;
     this.#onEvict?.(entry.code);
   }
 }

@@ -73,7 +73,7 @@ export class Metrics {
     };
     counter('oyster_code_cache_hits_total', 'Requests whose code came from the code cache', () => sources.codeCache.hits);
     counter('oyster_code_cache_misses_total', 'Requests whose code was fetched from the storage server', () => sources.codeCache.misses);
-    gauge('oyster_code_cache_bytes', 'Bytes of code held by the code cache', () => sources.codeCache.bytes);
+    gauge('oyster_code_cache_bytes', 'What the code cache holds costs, in bytes: its code in memory and on disk, and each entry\'s overhead', () => sources.codeCache.bytes);
   }
 
   // Counts one garbage collection after a burst.

@@ -94,8 +94,8 @@ describe.runIf(cgroups)('POST /api/serverless runs the stored code in a fresh wo
 describe.runIf(cgroups)('the files of cached code', () => {
   let stack: Stack;
   beforeAll(async () => {
-    // Room for primes.js (707 bytes) or hello.js (279), not both.
-    stack = await startStack({ env: { CODE_CACHE_MAX_BYTES: '800' }, pool: { count: 2 } });
+    // Room for primes.js (707 bytes, costing 2 × 707 + 20 KiB) or hello.js (279), not both.
+    stack = await startStack({ env: { CODE_CACHE_MAX_BYTES: '30000' }, pool: { count: 2 } });
   });
   afterAll(() => stack?.close());
   const onDisk = () => readdir(stack.config.runtimePath);

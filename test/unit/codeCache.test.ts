@@ -1,12 +1,14 @@
 import { describe, expect, test, vi } from 'vitest';
-import { CodeCache, sha256 } from '../../src/codeCache.js';
+import { CodeCache, entryCost, entryOverheadBytes, sha256 } from '../../src/codeCache.js';
 import { ServiceError } from '../../src/errors.js';
 
 const code = (text: string) => ({ bytes: Buffer.from(text), contentType: 'application/javascript' });
+// Costs in plain bytes of code, so that the tests of its order can count in bytes.
+const byLength = { cost: (stored: { bytes: Buffer }) => stored.bytes.length };
 
 describe('the code cache', () => {
   test('fetches a code_id once and serves it from memory afterwards', async () => {
-    const cache = new CodeCache({ maxBytes: 1024 });
+    const cache = new CodeCache({ ...byLength, maxBytes: 1024 });
     const fetch = vi.fn(async () => code('A'));
     const first = await cache.get('a', fetch);
     const second = await cache.get('a', fetch);
@@ -16,8 +18,20 @@ describe('the code cache', () => {
     expect(second.sha256).toEqual(sha256(Buffer.from('A')));
   });
 
+  test('counts what an entry really costs: tiny code cannot make a budget hold a million entries', async () => {
+    const tiny = 'x'.repeat(67);
+    expect(entryCost(code(tiny))).toBe(2 * 67 + entryOverheadBytes);
+    const maxBytes = 1024 * 1024;
+    const cache = new CodeCache({ maxBytes });
+    for (let i = 0; i < 1000; i += 1) await cache.get(`code-${i}`, async () => code(tiny));
+    expect(cache.size).toBe(Math.floor(maxBytes / entryCost(code(tiny))));
+    expect(cache.bytes).toBeLessThanOrEqual(maxBytes);
+    // The default budget, 64 MiB, holds a few thousand such entries, not a million.
+    expect(Math.floor((64 * 1024 * 1024) / entryCost(code(tiny)))).toBeLessThan(4000);
+  });
+
   test('with maxBytes 0 keeps nothing', async () => {
-    const cache = new CodeCache({ maxBytes: 0 });
+    const cache = new CodeCache({ ...byLength, maxBytes: 0 });
     const fetch = vi.fn(async () => code('A'));
     await cache.get('a', fetch);
     await cache.get('a', fetch);
@@ -26,7 +40,7 @@ describe('the code cache', () => {
   });
 
   test('evicts the least recently used code when over its byte limit', async () => {
-    const cache = new CodeCache({ maxBytes: 10 });
+    const cache = new CodeCache({ ...byLength, maxBytes: 10 });
     await cache.get('a', async () => code('aaaa'));
     await cache.get('b', async () => code('bbbb'));
     await cache.get('a', async () => code('never'));
@@ -40,7 +54,7 @@ describe('the code cache', () => {
 
   test('tells which download it holds for a code_id, and of each one it lets go of', async () => {
     const evicted: string[] = [];
-    const cache = new CodeCache({ maxBytes: 8, onEvict: (stored) => evicted.push(stored.bytes.toString()) });
+    const cache = new CodeCache({ ...byLength, maxBytes: 8, onEvict: (stored) => evicted.push(stored.bytes.toString()) });
     const a = (await cache.get('a', async () => code('aaaa'))).code;
     expect(cache.holds('a', a)).toBe(true);
     expect(cache.holds('a', code('aaaa'))).toBe(false);
@@ -53,14 +67,14 @@ describe('the code cache', () => {
   });
 
   test('does not keep code larger than the whole cache', async () => {
-    const cache = new CodeCache({ maxBytes: 3 });
+    const cache = new CodeCache({ ...byLength, maxBytes: 3 });
     await cache.get('big', async () => code('toolarge'));
     expect(cache.size).toBe(0);
     expect(cache.bytes).toBe(0);
   });
 
   test('refetches an entry whose bytes no longer match their sha256', async () => {
-    const cache = new CodeCache({ maxBytes: 1024 });
+    const cache = new CodeCache({ ...byLength, maxBytes: 1024 });
     const stored = code('original');
     await cache.get('a', async () => stored);
     stored.bytes.write('corrupt!');
@@ -72,7 +86,7 @@ describe('the code cache', () => {
 
   test('concurrent first requests for one code_id share a single fetch, kept once', async () => {
     const onEvict = vi.fn();
-    const cache = new CodeCache({ maxBytes: 1024, onEvict });
+    const cache = new CodeCache({ ...byLength, maxBytes: 1024, onEvict });
     let release!: (value: ReturnType<typeof code>) => void;
     const fetch = vi.fn(() => new Promise<ReturnType<typeof code>>((resolve) => (release = resolve)));
     const all = Promise.all([cache.get('a', fetch), cache.get('a', fetch), cache.get('a', fetch)]);
@@ -86,7 +100,7 @@ describe('the code cache', () => {
   });
 
   test('a failed fetch is shared by its joiners and not cached', async () => {
-    const cache = new CodeCache({ maxBytes: 1024 });
+    const cache = new CodeCache({ ...byLength, maxBytes: 1024 });
     const failing = vi.fn(async () => {
       throw new ServiceError('CODE_NOT_FOUND');
     });
@@ -97,7 +111,7 @@ describe('the code cache', () => {
   });
 
   test('a fetch abandoned by its client does not fail the requests that joined it', async () => {
-    const cache = new CodeCache({ maxBytes: 1024 });
+    const cache = new CodeCache({ ...byLength, maxBytes: 1024 });
     let abandon!: (error: Error) => void;
     const first = cache.get('a', () => new Promise<ReturnType<typeof code>>((_, reject) => (abandon = reject)));
     const joined = cache.get('a', async () => code('A'));
