@@ -5,6 +5,7 @@ import { BackgroundWork } from './backgroundWork.js';
 import type { CgroupPool } from './cgroupPool.js';
 import { CodeCache } from './codeCache.js';
 import type { Config } from './config.js';
+import { egressDenyList } from './egress.js';
 import { type ErrorCode, ServiceError, toServiceError } from './errors.js';
 import { IdleCollector } from './idleCollector.js';
 import { Metrics } from './metrics.js';
@@ -86,8 +87,9 @@ export function buildApp(config: Config, deps: AppDependencies): App {
   const metrics = new Metrics({ pool, codeCache });
   const background = new BackgroundWork();
   const { runtimePath, compatibilityDate, allowPublicEgress } = config;
+  const deniedEgress = egressDenyList();
   const workerFiles = new WorkerFileStore({
-    write: (code) => writeWorkerFiles({ runtimePath, code, compatibilityDate, allowPublicEgress }),
+    write: (code) => writeWorkerFiles({ runtimePath, code, compatibilityDate, allowPublicEgress, deniedEgress }),
     isCached: (codeId, stored) => codeCache.holds(codeId, stored),
     onRemoveFailed: (error) => app.log.error({ stage: 'cleanup', err: error }, 'removing the files of evicted code failed'),
   });

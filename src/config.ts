@@ -22,7 +22,7 @@ const flag = z.enum(['true', 'false', '1', '0']).transform((value) => value === 
 // The environment variables the service reads, with their defaults. Parsed once, at start-up.
 const schema = z.object({
   PORT: port.default(6000),
-  HOST: z.string().min(1).default('0.0.0.0'),
+  HOST: z.string().min(1).default('127.0.0.1'),
   CGROUP_VERSION: z.enum(['1', '2']).transform(Number).optional(),
   CGROUP_ROOT: z.string().min(1).default('/sys/fs/cgroup'),
   CGROUP_PREFIX: z

@@ -22,13 +22,17 @@ export interface WorkerdConfigOptions {
   readonly compatibilityDate: string;
   /** Whether the worker may fetch public internet addresses. Private and loopback ones are never allowed. */
   readonly allowPublicEgress: boolean;
+  /** Address blocks the worker may never reach, even when they count as public (src/egress.ts). */
+  readonly deniedEgress: readonly string[];
 }
 
 // Renders the capnp config for one worker, served over HTTP on loopback.
 export function renderWorkerdConfig(options: WorkerdConfigOptions): string {
-  // "public" excludes loopback, private and link-local ranges: user code can never reach the
-  // attestation server, the storage server or this service.
+  // "public" excludes loopback, private and link-local ranges, and the deny list the rest of what
+  // leads back to this machine: user code can never reach the attestation server, the storage
+  // server or this service.
   const allow = options.allowPublicEgress ? '"public"' : '';
+  const deny = options.deniedEgress.map(quote).join(', ');
   // Port 0: the kernel picks a free port at bind time, and workerd reports it on the control fd,
   // so there is no window in which another process can take the port.
   return `using Workerd = import "/workerd/workerd.capnp";
@@ -36,7 +40,7 @@ export function renderWorkerdConfig(options: WorkerdConfigOptions): string {
 const config :Workerd.Config = (
   services = [
     (name = "main", worker = .worker),
-    (name = "egress", network = (allow = [${allow}], tlsOptions = (trustBrowserCas = true))),
+    (name = "egress", network = (allow = [${allow}], deny = [${deny}], tlsOptions = (trustBrowserCas = true))),
   ],
   sockets = [(name = "http", address = "127.0.0.1:0", http = (), service = "main")],
 );

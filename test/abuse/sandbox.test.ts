@@ -1,7 +1,10 @@
 import { readdir, readFile, stat } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { discoverCgroups } from '../../src/cgroupPool.js';
+import { listen } from '../../src/dev/listen.js';
 import { cgroupsOrSkip } from '../helpers/cgroups.js';
 import { noLeftovers, type Stack, startStack } from '../helpers/stack.js';
 import { waitFor } from '../helpers/wait.js';
@@ -22,6 +25,25 @@ describe.runIf(cgroups)('the user\'s code stays in its box', () => {
       const response = await stack.invoke({ code_id: 'fetch', input: { url } });
       expect(response.statusCode, url).toBe(200);
       expect(response.body.data, url).toMatch(/^blocked /);
+    }
+  });
+
+  test('it cannot reach this machine through its interface addresses, even with the service on all of them', async () => {
+    const outside = Object.values(os.networkInterfaces())
+      .flatMap((addresses) => addresses ?? [])
+      .filter((address) => !address.internal && address.family === 'IPv4');
+    expect(outside.length, 'this test needs a network interface other than loopback').toBeGreaterThan(0);
+    // A second server on every interface stands for this service listening on 0.0.0.0.
+    const exposed = await listen(createServer((_request, response) => response.end('exposed')), '0.0.0.0', 0);
+    try {
+      const port = new URL(exposed.url).port;
+      const urls = [...outside.map(({ address }) => `http://${address}:${port}/`), `http://0.0.0.0:${port}/`];
+      for (const url of urls) {
+        const response = await stack.invoke({ code_id: 'fetch', input: { url } });
+        expect(response.body.data, url).toMatch(/^blocked /);
+      }
+    } finally {
+      await exposed.close();
     }
   });
 

@@ -8,7 +8,7 @@ describe('parseConfig', () => {
     const config = parseConfig({});
     expect(config).toMatchObject({
       port: 6000,
-      host: '0.0.0.0',
+      host: '127.0.0.1',
       cgroupVersion: undefined,
       cgroupRoot: '/sys/fs/cgroup',
       cgroupPrefix: 'workerd',

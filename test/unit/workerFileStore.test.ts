@@ -21,7 +21,7 @@ describe('the worker file store', () => {
     runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-files-'));
     cached = new Set();
     removeFailures = [];
-    write = vi.fn((workerCode: WorkerCode) => writeWorkerFiles({ runtimePath, code: workerCode, compatibilityDate: '2026-04-26', allowPublicEgress: false }));
+    write = vi.fn((workerCode: WorkerCode) => writeWorkerFiles({ runtimePath, code: workerCode, compatibilityDate: '2026-04-26', allowPublicEgress: false, deniedEgress: [] }));
     store = new WorkerFileStore({ write, isCached: (_codeId, download) => cached.has(download), onRemoveFailed: (error) => removeFailures.push(error) });
   });
   afterEach(async () => {

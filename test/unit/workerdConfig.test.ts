@@ -6,7 +6,7 @@ import { removeStaleWorkerFiles, removeWorkerFiles, renderWorkerdConfig, writeWo
 
 describe('renderWorkerdConfig', () => {
   const serviceWorker = { format: 'service-worker', file: 'worker.js' } as const;
-  const config = renderWorkerdConfig({ code: serviceWorker, compatibilityDate: '2026-04-26', allowPublicEgress: true });
+  const config = renderWorkerdConfig({ code: serviceWorker, compatibilityDate: '2026-04-26', allowPublicEgress: true, deniedEgress: [] });
 
   test('embeds the script as a service worker with the given compatibility date', () => {
     expect(config).toContain('serviceWorkerScript = embed "worker.js"');
@@ -21,8 +21,13 @@ describe('renderWorkerdConfig', () => {
   test('lets the worker reach public addresses only, or none', () => {
     expect(config).toContain('allow = ["public"]');
     expect(config).toContain('globalOutbound = "egress"');
-    const closed = renderWorkerdConfig({ code: serviceWorker, compatibilityDate: '2026-04-26', allowPublicEgress: false });
+    const closed = renderWorkerdConfig({ code: serviceWorker, compatibilityDate: '2026-04-26', allowPublicEgress: false, deniedEgress: [] });
     expect(closed).toContain('allow = []');
+  });
+
+  test('denies the given address blocks even where "public" would let them through', () => {
+    const denying = renderWorkerdConfig({ code: serviceWorker, compatibilityDate: '2026-04-26', allowPublicEgress: true, deniedEgress: ['192.0.2.2/32', '2002::/16'] });
+    expect(denying).toContain('allow = ["public"], deny = ["192.0.2.2/32", "2002::/16"]');
   });
 
   test('declares modules in order, the main one first, each by its own kind', () => {
@@ -37,6 +42,7 @@ describe('renderWorkerdConfig', () => {
       },
       compatibilityDate: '2026-04-26',
       allowPublicEgress: true,
+      deniedEgress: [],
     });
     expect(modules).toContain(
       'modules = [\n    (name = "index.js", esModule = embed "module0"),\n    (name = "add.wasm", wasm = embed "module1"),\n    (name = "config.json", json = embed "module2"),\n  ]',
@@ -49,6 +55,7 @@ describe('renderWorkerdConfig', () => {
       code: { format: 'service-worker', file: 'a"b.js' },
       compatibilityDate: '2026-04-26',
       allowPublicEgress: true,
+      deniedEgress: [],
     });
     expect(odd).toContain('embed "a\\"b.js"');
   });
@@ -67,6 +74,7 @@ describe('worker files', () => {
       code: { format: 'service-worker', script: Buffer.from('// code') },
       compatibilityDate: '2026-04-26',
       allowPublicEgress: true,
+      deniedEgress: [],
     });
 
   test('go into a new private directory with a random name, readable by the owner only', async () => {
@@ -83,7 +91,7 @@ describe('worker files', () => {
 
   test('of large code are written the same way', async () => {
     const script = Buffer.alloc(1024 * 1024, 'x');
-    const files = await writeWorkerFiles({ runtimePath, code: { format: 'service-worker', script }, compatibilityDate: '2026-04-26', allowPublicEgress: true });
+    const files = await writeWorkerFiles({ runtimePath, code: { format: 'service-worker', script }, compatibilityDate: '2026-04-26', allowPublicEgress: true, deniedEgress: [] });
     expect((await stat(files.dir)).mode & 0o777).toBe(0o700);
     for (const file of await readdir(files.dir)) expect((await stat(path.join(files.dir, file))).mode & 0o777).toBe(0o600);
     expect((await readFile(path.join(files.dir, 'worker.js'))).equals(script)).toBe(true);
@@ -102,6 +110,7 @@ describe('worker files', () => {
       },
       compatibilityDate: '2026-04-26',
       allowPublicEgress: true,
+      deniedEgress: [],
     });
     expect((await readdir(files.dir)).sort()).toEqual(['config.capnp', 'module0', 'module1']);
     expect(await readFile(path.join(files.dir, 'module1'), 'utf8')).toBe('hi');
