@@ -22,6 +22,8 @@ const maxCodeIdLength = 256;
 // Deepest nesting of objects and arrays accepted in `input`: the function receives it as JSON,
 // and a deeper value would overflow JSON.stringify only after a workerd had been started for it.
 export const maxInputDepth = 64;
+// How often Node looks for connections past their request or headers time-out.
+const connectionsCheckMs = 500;
 // The route that runs functions; the only one whose requests are invocations.
 const invokeRoute = '/api/serverless';
 
@@ -105,10 +107,17 @@ export function buildApp(config: Config, deps: AppDependencies): App {
   const app = Fastify({
     logger: { level: config.logLevel },
     bodyLimit: config.maxBodyBytes,
+    // A client that sends its request slowly, or not at all, holds a connection and a file
+    // descriptor: it gets a 408 once the time is up. Node checks its connections' timers only
+    // every connectionsCheckingInterval, 30 s unless told otherwise.
+    requestTimeout: config.requestTimeoutMs,
+    keepAliveTimeout: config.keepAliveTimeoutMs,
+    http: { headersTimeout: config.requestTimeoutMs, connectionsCheckingInterval: connectionsCheckMs },
     // Answers during shutdown come from our own hook, in the usual envelope.
     return503OnClosing: false,
     logController: new OneLinePerRequest(),
   }).withTypeProvider<ZodTypeProvider>();
+  app.server.maxConnections = config.maxConnections;
   // JSON only: Fastify's default text/plain parser would turn other bodies into a 400, not a 415.
   app.removeContentTypeParser('text/plain');
   app.setValidatorCompiler(validatorCompiler);

@@ -41,6 +41,9 @@ const schema = z.object({
   EXECUTION_TIMEOUT_MS: positiveMs.default(30_000),
   UPSTREAM_TIMEOUT_MS: positiveMs.default(5_000),
   SHUTDOWN_GRACE_MS: positiveMs.default(10_000),
+  REQUEST_TIMEOUT_MS: positiveMs.default(10_000),
+  KEEP_ALIVE_TIMEOUT_MS: positiveMs.default(5_000),
+  MAX_CONNECTIONS: z.coerce.number().int().positive().default(1_000),
   MAX_BODY_BYTES: bytes.default(1024 * 1024),
   MAX_CODE_BYTES: bytes.default(10 * 1024 * 1024),
   MAX_RESPONSE_BYTES: bytes.default(1024 * 1024),
@@ -77,6 +80,12 @@ export interface Config {
   readonly upstreamTimeoutMs: number;
   /** How long SIGTERM waits for in-flight requests before it kills their workers. */
   readonly shutdownGraceMs: number;
+  /** Time a client has to send a whole request, headers and body; then it gets a 408. */
+  readonly requestTimeoutMs: number;
+  /** How long an idle kept-alive connection stays open. */
+  readonly keepAliveTimeoutMs: number;
+  /** Most client connections open at once; more are closed as they come. */
+  readonly maxConnections: number;
   readonly maxBodyBytes: number;
   readonly maxCodeBytes: number;
   readonly maxResponseBytes: number;
@@ -114,6 +123,9 @@ export function parseConfig(env: Readonly<Record<string, string | undefined>>): 
     executionTimeoutMs: e.EXECUTION_TIMEOUT_MS,
     upstreamTimeoutMs: e.UPSTREAM_TIMEOUT_MS,
     shutdownGraceMs: e.SHUTDOWN_GRACE_MS,
+    requestTimeoutMs: e.REQUEST_TIMEOUT_MS,
+    keepAliveTimeoutMs: e.KEEP_ALIVE_TIMEOUT_MS,
+    maxConnections: e.MAX_CONNECTIONS,
     maxBodyBytes: e.MAX_BODY_BYTES,
     maxCodeBytes: e.MAX_CODE_BYTES,
     maxResponseBytes: e.MAX_RESPONSE_BYTES,

@@ -22,6 +22,9 @@ describe('parseConfig', () => {
       maxResponseBytes: 1024 * 1024,
       allowPublicEgress: true,
       idleGcMs: 10_000,
+      requestTimeoutMs: 10_000,
+      keepAliveTimeoutMs: 5_000,
+      maxConnections: 1_000,
       logLevel: 'info',
     });
     expect(config.workerdPath).toMatch(/workerd$/);
@@ -37,6 +40,9 @@ describe('parseConfig', () => {
       EXECUTION_TIMEOUT_MS: '1500',
       ALLOW_PUBLIC_EGRESS: 'false',
       IDLE_GC_MS: '0',
+      REQUEST_TIMEOUT_MS: '2000',
+      KEEP_ALIVE_TIMEOUT_MS: '1000',
+      MAX_CONNECTIONS: '64',
     });
     expect(config).toMatchObject({
       port: 7000,
@@ -46,6 +52,9 @@ describe('parseConfig', () => {
       executionTimeoutMs: 1500,
       allowPublicEgress: false,
       idleGcMs: 0,
+      requestTimeoutMs: 2000,
+      keepAliveTimeoutMs: 1000,
+      maxConnections: 64,
     });
   });
 

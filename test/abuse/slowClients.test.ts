@@ -1,0 +1,109 @@
+import net from 'node:net';
+import { request } from 'undici';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { cgroupsOrSkip } from '../helpers/cgroups.js';
+import { noLeftovers, type Stack, startStack } from '../helpers/stack.js';
+
+const cgroups = await cgroupsOrSkip();
+const requestTimeoutMs = 1_000;
+const keepAliveTimeoutMs = 500;
+const maxConnections = 12;
+
+// A raw client connection: what it received, and when the server closed it.
+interface RawClient {
+  readonly socket: net.Socket;
+  received(): string;
+  /** Resolves with the milliseconds from connecting until the server closed the connection. */
+  readonly closed: Promise<number>;
+}
+
+function connect(port: number, firstBytes: string): Promise<RawClient> {
+  return new Promise((resolve, reject) => {
+    const started = Date.now();
+    const socket = net.connect(port, '127.0.0.1');
+    let received = '';
+    socket.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
+    // A reset is the server closing too.
+    socket.on('error', () => undefined);
+    const closed = new Promise<number>((done) => socket.once('close', () => done(Date.now() - started)));
+    socket.once('connect', () => {
+      socket.write(firstBytes);
+      resolve({ socket, received: () => received, closed });
+    });
+    socket.once('error', reject);
+  });
+}
+
+const stalledHead = 'POST /api/serverless HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n';
+
+// Slow and idle clients against the real HTTP server on loopback.
+describe.runIf(cgroups)('slow clients', () => {
+  let stack: Stack;
+  let port: number;
+  beforeAll(async () => {
+    stack = await startStack({
+      pool: { count: 2 },
+      env: {
+        REQUEST_TIMEOUT_MS: String(requestTimeoutMs),
+        KEEP_ALIVE_TIMEOUT_MS: String(keepAliveTimeoutMs),
+        MAX_CONNECTIONS: String(maxConnections),
+      },
+    });
+    await stack.app.listen({ host: '127.0.0.1', port: 0 });
+    port = (stack.app.server.address() as net.AddressInfo).port;
+  });
+  afterAll(() => stack?.close());
+
+  const invokeOverHttp = async () => {
+    const response = await request(`http://127.0.0.1:${port}/api/serverless`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ code_id: 'hello', input: { name: 'neighbour' } }),
+    });
+    return { statusCode: response.statusCode, body: await response.body.text() };
+  };
+
+  test('a body that never comes gets a 408 at REQUEST_TIMEOUT_MS, while everyone else is answered', async () => {
+    const stalled = await Promise.all(Array.from({ length: 6 }, () => connect(port, stalledHead)));
+    for (let i = 0; i < 3; i += 1) expect((await invokeOverHttp()).statusCode).toBe(200);
+    const closedAfter = await Promise.all(stalled.map((client) => client.closed));
+    for (const [i, client] of stalled.entries()) {
+      expect(client.received()).toMatch(/^HTTP\/1\.1 408 /);
+      expect(closedAfter[i]).toBeGreaterThanOrEqual(requestTimeoutMs - 50);
+      // Node looks for expired requests twice a second.
+      expect(closedAfter[i]).toBeLessThan(requestTimeoutMs + 1_500);
+    }
+    expect(await stack.leftovers()).toEqual(noLeftovers);
+  });
+
+  test('a chunked body dripping a byte at a time gets its 408 all the same: the time-out is for the whole request', async () => {
+    const client = await connect(port, 'POST /api/serverless HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n');
+    const drip = setInterval(() => client.socket.write('1\r\n \r\n'), 100);
+    try {
+      const closedAfter = await client.closed;
+      expect(client.received()).toMatch(/^HTTP\/1\.1 408 /);
+      expect(closedAfter).toBeLessThan(requestTimeoutMs + 1_500);
+    } finally {
+      clearInterval(drip);
+    }
+  });
+
+  test('an idle kept-alive connection is closed after KEEP_ALIVE_TIMEOUT_MS', async () => {
+    const client = await connect(port, 'GET /health HTTP/1.1\r\nHost: x\r\n\r\n');
+    const closedAfter = await client.closed;
+    expect(client.received()).toMatch(/^HTTP\/1\.1 200 /);
+    expect(closedAfter).toBeGreaterThanOrEqual(keepAliveTimeoutMs - 50);
+    expect(closedAfter).toBeLessThan(requestTimeoutMs + 1_500);
+  });
+
+  test('connections beyond MAX_CONNECTIONS are closed at once; the service serves again once the slow ones time out', async () => {
+    const held = await Promise.all(Array.from({ length: maxConnections }, () => connect(port, stalledHead)));
+    // Give the server a moment to accept every one of them.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const extra = await connect(port, 'GET /health HTTP/1.1\r\nHost: x\r\n\r\n');
+    expect(await extra.closed).toBeLessThan(requestTimeoutMs / 2);
+    expect(extra.received()).toBe('');
+    await Promise.all(held.map((client) => client.closed));
+    expect((await invokeOverHttp()).statusCode).toBe(200);
+  });
+});
