@@ -21,8 +21,8 @@ describe('isEsModule', () => {
     ['a named export', 'export const answer = 42;'],
     ['an import', "import x from 'y';"],
     ['a re-export', "export * from './lib.js';"],
-  ])('is true for %s', (_name, code) => {
-    expect(isEsModule(script(code))).toBe(true);
+  ])("is true for %s", async (_name, code) => {
+    expect(await isEsModule(script(code))).toBe(true);
   });
 
   test.each([
@@ -30,8 +30,8 @@ describe('isEsModule', () => {
     ['the words in strings and comments', "// export default\nconst s = 'import x from y'; addEventListener('fetch', () => {});"],
     ['a dynamic import()', "addEventListener('fetch', () => import('x'));"],
     ['code that does not parse', 'export default {'],
-  ])('is false for %s', (_name, code) => {
-    expect(isEsModule(script(code))).toBe(false);
+  ])("is false for %s", async (_name, code) => {
+    expect(await isEsModule(script(code))).toBe(false);
   });
 });
 
