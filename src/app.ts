@@ -10,6 +10,7 @@ import { type ErrorCode, ServiceError, toServiceError } from './errors.js';
 import { IdleCollector } from './idleCollector.js';
 import { Metrics } from './metrics.js';
 import { runFunction } from './pipeline.js';
+import { createResponseGuard, guardWorkerSource } from './responseGuard.js';
 import type { Signer } from './signing.js';
 import { type StageName, StageTimer } from './stages.js';
 import { writeWorkerFiles } from './workerdConfig.js';
@@ -90,12 +91,14 @@ export function buildApp(config: Config, deps: AppDependencies): App {
   const background = new BackgroundWork();
   const { runtimePath, compatibilityDate, allowPublicEgress } = config;
   const deniedEgress = egressDenyList();
+  const guard = createResponseGuard(config.maxResponseBytes);
+  const guardSource = guardWorkerSource(guard);
   const workerFiles = new WorkerFileStore({
-    write: (code) => writeWorkerFiles({ runtimePath, code, compatibilityDate, allowPublicEgress, deniedEgress }),
+    write: (code) => writeWorkerFiles({ runtimePath, code, compatibilityDate, allowPublicEgress, deniedEgress, guardSource }),
     isCached: (codeId, stored) => codeCache.holds(codeId, stored),
     onRemoveFailed: (error) => app.log.error({ stage: 'cleanup', err: error }, 'removing the files of evicted code failed'),
   });
-  const pipeline = { config, pool, codeCache, workerFiles, background, onCleanup: (ms: number) => metrics.observeStage('cleanup', ms) };
+  const pipeline = { config, pool, codeCache, workerFiles, guard, background, onCleanup: (ms: number) => metrics.observeStage('cleanup', ms) };
   const idleCollector = new IdleCollector({
     idleMs: config.idleGcMs,
     collect: deps.collectGarbage,

@@ -1,5 +1,6 @@
 import { abortError, ServiceError } from './errors.js';
 import { BodyTooLargeError, readCapped, send } from './http.js';
+import { guardHeader, guardVerdict, type ResponseGuard } from './responseGuard.js';
 
 export interface InvokeOptions {
   /** The port workerd listens on, on 127.0.0.1. */
@@ -8,6 +9,8 @@ export interface InvokeOptions {
   readonly body: Buffer;
   /** A response larger than this is refused. */
   readonly maxResponseBytes: number;
+  /** The guard worker in front of the function, whose refusals are told apart by its secret. */
+  readonly guard: ResponseGuard;
   /** Fires at the time limit or when the request is abandoned. */
   readonly signal: AbortSignal;
 }
@@ -29,11 +32,19 @@ export async function invokeWorker(options: InvokeOptions): Promise<Invocation> 
       // This workerd is about to be killed: a kept-alive connection to it would be useless.
       keepAlive: false,
     });
+    const refused = guardVerdict(options.guard, response.headers[guardHeader]);
+    if (refused) {
+      response.destroy();
+      // The function threw, or its body stream failed: no part of such an answer is passed on.
+      if (refused !== 'too-large') throw new ServiceError('USER_CODE_FAILED', { cause: new Error(`the guard refused the answer: ${refused}`) });
+      throw new BodyTooLargeError(options.maxResponseBytes);
+    }
     return { statusCode: response.statusCode!, body: await readCapped(response, options.maxResponseBytes) };
   } catch (error) {
     if (error instanceof BodyTooLargeError) {
       throw new ServiceError('RESPONSE_TOO_LARGE', { data: { max_response_bytes: error.maxBytes }, cause: error });
     }
+    if (error instanceof ServiceError) throw error;
     if (options.signal.aborted) throw abortError(options.signal);
     // The connection failed: workerd died (killed, out of memory) or never answered.
     throw new ServiceError('INVOCATION_FAILED', { cause: error });

@@ -9,6 +9,7 @@ import type { Config } from './config.js';
 import { isServiceError, ServiceError, toServiceError } from './errors.js';
 import { type Deadline, startDeadline } from './http.js';
 import { invokeWorker } from './invocation.js';
+import type { ResponseGuard } from './responseGuard.js';
 import type { StageTimer } from './stages.js';
 import type { FilesLease, WorkerFileStore } from './workerFileStore.js';
 import { prepareWorkerd, type WorkerdProcess, type WorkerdStandby } from './workerdProcess.js';
@@ -24,6 +25,8 @@ export interface PipelineDependencies {
   readonly codeCache: CodeCache;
   /** The code and config files workerd reads, kept for cached code. */
   readonly workerFiles: WorkerFileStore;
+  /** What tells a complete answer of the function's from one it did not finish. */
+  readonly guard: ResponseGuard;
   /** Where each invocation's cleanup runs once its answer is on its way. */
   readonly background: BackgroundWork;
   /** Told how long each cleanup took. */
@@ -104,7 +107,7 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
     // 6. The input, to the function; its answer back.
     const input = Buffer.from(JSON.stringify(request.input ?? {}));
     const result = await stages
-      .run('execution', () => invokeWorker({ port, body: input, maxResponseBytes: config.maxResponseBytes, signal: limit }))
+      .run('execution', () => invokeWorker({ port, body: input, maxResponseBytes: config.maxResponseBytes, guard: deps.guard, signal: limit }))
       .catch((error: unknown) => explainFailure(error, worker, oomKilled));
     if (result.statusCode !== 200) await explainFailure(new ServiceError('USER_CODE_FAILED'), worker, oomKilled);
     return { output: result.body, input, codeSha256 };

@@ -55,6 +55,20 @@ describe.runIf(cgroups)('signed results', () => {
     expect(response.headers['x-oyster-signature']).toBeUndefined();
   });
 
+  test('an answer whose body stream fails half-way is a 500 with the function\'s error, never a signed 200', async () => {
+    const response = await signed.invoke({ code_id: 'broken-stream' });
+    expect(response.statusCode).toBe(500);
+    expect(response.body.message).toContain('exception handling');
+    expect(response.body.data).toContain('stream broke');
+    expect(response.headers['x-oyster-signature']).toBeUndefined();
+  });
+
+  test('a function cannot pass its own answer off as a refusal of the guard\'s', async () => {
+    const response = await signed.invoke({ code_id: 'forged-guard' });
+    expect(response.statusCode).toBe(200);
+    expect(response.body.data).toBe('all mine');
+  });
+
   test('without a key there are no signature headers', async () => {
     const response = await unsigned.invoke({ code_id: 'hello' });
     expect(response.statusCode).toBe(200);

@@ -6,6 +6,9 @@ import type { StoredCode } from '../../src/codeDownload.js';
 import type { WorkerCode } from '../../src/codeFormat.js';
 import { type WorkerFiles, writeWorkerFiles } from '../../src/workerdConfig.js';
 import { WorkerFileStore } from '../../src/workerFileStore.js';
+import { createResponseGuard, guardWorkerSource } from '../../src/responseGuard.js';
+
+const guardSource = guardWorkerSource(createResponseGuard(1024 * 1024));
 
 const code: WorkerCode = { format: 'service-worker', script: Buffer.from('addEventListener("fetch", () => {})') };
 const stored = (): StoredCode => ({ bytes: Buffer.from('x'), contentType: 'application/javascript' });
@@ -21,7 +24,7 @@ describe('the worker file store', () => {
     runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-files-'));
     cached = new Set();
     removeFailures = [];
-    write = vi.fn((workerCode: WorkerCode) => writeWorkerFiles({ runtimePath, code: workerCode, compatibilityDate: '2026-04-26', allowPublicEgress: false, deniedEgress: [] }));
+    write = vi.fn((workerCode: WorkerCode) => writeWorkerFiles({ runtimePath, code: workerCode, compatibilityDate: '2026-04-26', allowPublicEgress: false, deniedEgress: [], guardSource }));
     store = new WorkerFileStore({ write, isCached: (_codeId, download) => cached.has(download), onRemoveFailed: (error) => removeFailures.push(error) });
   });
   afterEach(async () => {

@@ -3,10 +3,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { removeStaleWorkerFiles, removeWorkerFiles, renderWorkerdConfig, writeWorkerFiles } from '../../src/workerdConfig.js';
+import { createResponseGuard, guardWorkerSource } from '../../src/responseGuard.js';
+
+const guardSource = guardWorkerSource(createResponseGuard(1024 * 1024));
 
 describe('renderWorkerdConfig', () => {
   const serviceWorker = { format: 'service-worker', file: 'worker.js' } as const;
-  const config = renderWorkerdConfig({ code: serviceWorker, compatibilityDate: '2026-04-26', allowPublicEgress: true, deniedEgress: [] });
+  const config = renderWorkerdConfig({ code: serviceWorker, compatibilityDate: '2026-04-26', allowPublicEgress: true, deniedEgress: [], guardSource });
 
   test('embeds the script as a service worker with the given compatibility date', () => {
     expect(config).toContain('serviceWorkerScript = embed "worker.js"');
@@ -21,12 +24,12 @@ describe('renderWorkerdConfig', () => {
   test('lets the worker reach public addresses only, or none', () => {
     expect(config).toContain('allow = ["public"]');
     expect(config).toContain('globalOutbound = "egress"');
-    const closed = renderWorkerdConfig({ code: serviceWorker, compatibilityDate: '2026-04-26', allowPublicEgress: false, deniedEgress: [] });
+    const closed = renderWorkerdConfig({ code: serviceWorker, compatibilityDate: '2026-04-26', allowPublicEgress: false, deniedEgress: [], guardSource });
     expect(closed).toContain('allow = []');
   });
 
   test('denies the given address blocks even where "public" would let them through', () => {
-    const denying = renderWorkerdConfig({ code: serviceWorker, compatibilityDate: '2026-04-26', allowPublicEgress: true, deniedEgress: ['192.0.2.2/32', '2002::/16'] });
+    const denying = renderWorkerdConfig({ code: serviceWorker, compatibilityDate: '2026-04-26', allowPublicEgress: true, deniedEgress: ["192.0.2.2/32", "2002::/16"], guardSource });
     expect(denying).toContain('allow = ["public"], deny = ["192.0.2.2/32", "2002::/16"]');
   });
 
@@ -43,6 +46,7 @@ describe('renderWorkerdConfig', () => {
       compatibilityDate: '2026-04-26',
       allowPublicEgress: true,
       deniedEgress: [],
+      guardSource,
     });
     expect(modules).toContain(
       'modules = [\n    (name = "index.js", esModule = embed "module0"),\n    (name = "add.wasm", wasm = embed "module1"),\n    (name = "config.json", json = embed "module2"),\n  ]',
@@ -56,6 +60,7 @@ describe('renderWorkerdConfig', () => {
       compatibilityDate: '2026-04-26',
       allowPublicEgress: true,
       deniedEgress: [],
+      guardSource,
     });
     expect(odd).toContain('embed "a\\"b.js"');
   });
@@ -75,6 +80,7 @@ describe('worker files', () => {
       compatibilityDate: '2026-04-26',
       allowPublicEgress: true,
       deniedEgress: [],
+      guardSource,
     });
 
   test('go into a new private directory with a random name, readable by the owner only', async () => {
@@ -91,7 +97,7 @@ describe('worker files', () => {
 
   test('of large code are written the same way', async () => {
     const script = Buffer.alloc(1024 * 1024, 'x');
-    const files = await writeWorkerFiles({ runtimePath, code: { format: 'service-worker', script }, compatibilityDate: '2026-04-26', allowPublicEgress: true, deniedEgress: [] });
+    const files = await writeWorkerFiles({ runtimePath, code: { format: 'service-worker', script }, compatibilityDate: '2026-04-26', allowPublicEgress: true, deniedEgress: [], guardSource });
     expect((await stat(files.dir)).mode & 0o777).toBe(0o700);
     for (const file of await readdir(files.dir)) expect((await stat(path.join(files.dir, file))).mode & 0o777).toBe(0o600);
     expect((await readFile(path.join(files.dir, 'worker.js'))).equals(script)).toBe(true);
@@ -111,6 +117,7 @@ describe('worker files', () => {
       compatibilityDate: '2026-04-26',
       allowPublicEgress: true,
       deniedEgress: [],
+      guardSource,
     });
     expect((await readdir(files.dir)).sort()).toEqual(['config.capnp', 'module0', 'module1']);
     expect(await readFile(path.join(files.dir, 'module1'), 'utf8')).toBe('hi');
