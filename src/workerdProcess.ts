@@ -32,18 +32,20 @@ interface Exit {
 // - fd 3: each workerd's process says {"event":"exec","turn":N,"pid":P} just before it becomes
 //   workerd (its pid, read from /proc, as dash has no $BASHPID), then workerd says
 //   {"event":"listen","socket":"http","port":40123} once it listens.
-// - stdout: workerd's output (its stderr too), then once it has ended a line
-//   "<marker> <turn> <status>". The marker is random, so a function's output cannot fake the end
-//   of its run. The shell's own stderr is a pipe of its own.
+// - stdout: once a workerd has ended, the last bytes of what it wrote (its stderr too), then a line
+//   "<marker> <turn> <status>". Its output goes through `tail`, in the cgroup, which keeps only
+//   those last bytes: a function that prints without end costs its own cgroup the CPU, and the
+//   service reads at most outputTailBytes of it. The marker is random, so a function's output
+//   cannot fake the end of its run. The shell's own stderr is a pipe of its own.
 const standbyScript = [
   'marker=$1; shift',
   `while [ "$1" != -- ]; do echo $$ > "$1" || exit ${cgroupJoinFailed}; shift; done; shift`,
   'turn=0',
   'while IFS= read -r config; do',
   '  turn=$((turn + 1))',
-  '  (exec 2>&1; read -r pid _ </proc/self/stat; echo "{\\"event\\":\\"exec\\",\\"turn\\":$turn,\\"pid\\":$pid}" >&3; exec "$@" "$config" </dev/null) &',
+  '  { (exec 2>&1; read -r pid _ </proc/self/stat; echo "{\\"event\\":\\"exec\\",\\"turn\\":$turn,\\"pid\\":$pid}" >&3; exec "$@" "$config" </dev/null)',
+  `    echo "$marker $turn $?"; } | tail -c ${outputTailBytes} &`,
   '  wait $!',
-  '  echo "$marker $turn $?"',
   'done',
 ].join('\n');
 
@@ -181,7 +183,8 @@ export function prepareWorkerd(options: PrepareWorkerdOptions): WorkerdStandby {
       void current.end.finally(() => signal.removeEventListener('abort', onAbort));
     });
     const endedEarly = current.end.then(async (status): Promise<never> => {
-      if (status === undefined) throw standbyFailure(await exit, ownOutput, options.cgroup);
+      // A standby that died during the start killed its workerd, whose end is then no verdict on the code.
+      if (status === undefined || exited) throw standbyFailure(await exit, ownOutput, options.cgroup);
       const output = current.output.text();
       if (status === shellCannotExecute || status === shellNotFound) {
         throw new ServiceError('WORKERD_START_FAILED', { data: output, cause: new Error(`cannot run ${options.workerdPath}`) });
@@ -255,8 +258,8 @@ export function prepareWorkerd(options: PrepareWorkerdOptions): WorkerdStandby {
   };
 }
 
-// Kills a run's workerd, now if its pid is known, else as soon as it is. The standby reaps its
-// workerd just before it writes the end line, so a kill in between reaches a pid that is free;
+// Kills a run's workerd, now if its pid is known, else as soon as it is. Its parent reaps it just
+// before the end line is written, so a kill in between reaches a pid that is free;
 // the kernel hands a freed pid out again only after the others up to pid_max (32,768 at the
 // least), which takes as many new processes, not one moment.
 function killRun(run: Run): void {

@@ -78,6 +78,32 @@ describe.runIf(cgroups)('the user\'s code stays in its box', () => {
   });
 });
 
+describe.runIf(cgroups)('printing', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack({ pool: { count: 1 }, env: { EXECUTION_TIMEOUT_MS: '10000' } });
+  });
+  afterAll(() => stack?.close());
+
+  test('a function printing in a loop costs the service little CPU: the printing is paid for in its cgroup', async () => {
+    const printMs = 2_000;
+    const started = performance.now();
+    const cpuBefore = process.cpuUsage();
+    const response = await stack.invoke({ code_id: 'print-loop', input: { ms: printMs } });
+    const cpu = process.cpuUsage(cpuBefore);
+    const wallMs = performance.now() - started;
+    const serviceCpuMs = (cpu.user + cpu.system) / 1000;
+    console.log(`service CPU while a function printed for ${printMs} ms: ${serviceCpuMs.toFixed(0)} ms of ${wallMs.toFixed(0)} ms`);
+    expect(response.statusCode).toBe(500);
+    expect(response.body.data).toContain('last words');
+    expect(response.body.data).toMatch(/printed \d+ lines/);
+    expect(wallMs).toBeGreaterThanOrEqual(printMs);
+    // Reading every line the function printed took the service about a core for as long.
+    expect(serviceCpuMs).toBeLessThan(printMs / 5);
+    expect(await stack.leftovers()).toEqual(noLeftovers);
+  });
+});
+
 describe.runIf(cgroups)('the CPU cap', () => {
   let stack: Stack;
   beforeAll(async () => {

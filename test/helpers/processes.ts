@@ -27,6 +27,12 @@ export async function childPids(ppid: number): Promise<number[]> {
   return children;
 }
 
+// The children of a process's children: a standby's workerd, forked by the subshell that pipes
+// its output to tail.
+export async function grandchildPids(pid: number): Promise<number[]> {
+  return (await Promise.all((await childPids(pid)).map(childPids))).flat();
+}
+
 // A process's children, their children and so on, deepest last.
 export async function descendantPids(pid: number): Promise<number[]> {
   const found: number[] = [];

@@ -6,7 +6,7 @@ import { afterEach, describe, expect, test } from 'vitest';
 import type { Cgroup } from '../../src/cgroupPool.js';
 import { isServiceError } from '../../src/errors.js';
 import { OutputTail, prepareWorkerd, splitRuns, type WorkerdStandby } from '../../src/workerdProcess.js';
-import { childPids, isRunning, isWorkerd } from '../helpers/processes.js';
+import { grandchildPids, isRunning, isWorkerd } from '../helpers/processes.js';
 import { waitFor } from '../helpers/wait.js';
 
 describe('OutputTail', () => {
@@ -158,7 +158,7 @@ describe('a workerd standby', () => {
   test('stopping a workerd kills it, not the standby', async () => {
     const { standby } = await prepare(await fake());
     const worker = await standby.start('/configs/4003', new AbortController().signal);
-    const [pid] = await childPids(standby.pid!);
+    const [pid] = await grandchildPids(standby.pid!);
     expect(await isRunning(pid!)).toBe(true);
     await worker.stop();
     expect(await isRunning(pid!)).toBe(false);
@@ -205,8 +205,10 @@ describe('a workerd standby', () => {
     const controller = new AbortController();
     // The config path names no port: the stand-in never says it listens.
     const starting = failureOf(standby.start('/configs/never', controller.signal));
-    await waitFor('a workerd of the standby', async () => (await childPids(standby.pid!)).length > 0);
-    const [pid] = await childPids(standby.pid!);
+    const [pid] = await waitFor('a workerd of the standby', async () => {
+      const pids = await grandchildPids(standby.pid!);
+      return pids.length > 0 && pids;
+    });
     controller.abort(new DOMException('timed out', 'TimeoutError'));
     expect(isServiceError(await starting, 'EXECUTION_TIMEOUT')).toBe(true);
     expect(await isRunning(pid!)).toBe(false);
@@ -225,7 +227,7 @@ describe('a workerd standby', () => {
   test('a standby that dies while its workerd runs takes that workerd with it, its output complete', async () => {
     const { standby } = await prepare(await fake());
     const worker = await standby.start('/configs/4006', new AbortController().signal);
-    const [pid] = await childPids(standby.pid!);
+    const [pid] = await grandchildPids(standby.pid!);
     process.kill(standby.pid!, 'SIGKILL');
     expect(await worker.exitsWithin(5_000)).toBe(true);
     expect(await isRunning(pid!)).toBe(false);
@@ -238,7 +240,7 @@ describe('a workerd standby', () => {
     // Without letting the event loop run: the standby dies while its exec event may still be unread.
     const deadline = Date.now() + 5_000;
     let forked: number[] = [];
-    while (forked.length === 0 && Date.now() < deadline) forked = childPidsSync(standby.pid!);
+    while (forked.length === 0 && Date.now() < deadline) forked = childPidsSync(standby.pid!).flatMap(childPidsSync);
     process.kill(standby.pid!, 'SIGKILL');
     expect(isServiceError(await starting, 'WORKERD_START_FAILED')).toBe(true);
     await waitFor('its workerd to be gone', async () => !(await isRunning(forked[0]!)));
