@@ -1,7 +1,7 @@
 // Real cgroup pools for one bench run, under a unique ob… prefix.
-import { createScratchPool, type ScratchPool } from '../src/dev/scratchPool.js';
+import { createScratchPool, type ScratchPool } from '../test/helpers/scratchPool.js';
 
-export { cgroupRoot, cgroupUnavailableReason } from '../src/dev/scratchPool.js';
+export { cgroupRoot, cgroupUnavailableReason } from '../test/helpers/scratchPool.js';
 
 // Same limits a deployment gets from the setup scripts' defaults.
 const memoryLimit = '100M';

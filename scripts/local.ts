@@ -3,7 +3,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import path from 'node:path';
 import 'dotenv/config';
-import { CgroupPool, detectCgroupVersion } from '../src/cgroupPool.js';
+import { CgroupPool, detectCgroupVersion } from '../src/sandbox/cgroupPool.js';
 import { serviceNodeFlags } from '../src/nodeFlags.js';
 import { parseConfig } from '../src/config.js';
 import { startDevServers } from '../src/dev/devServers.js';

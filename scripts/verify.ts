@@ -2,7 +2,7 @@
 // Prints the address; with --expect, exits 1 when another key signed it. Exits 2 on bad usage.
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { sha256 } from '../src/codeCache.js';
+import { sha256 } from '../src/code/codeCache.js';
 import { recoverSigner, type SignedFields, signatureHeader, timestampHeader } from '../src/signing.js';
 
 const usage = `Usage: npm run verify -- [options]

@@ -1,12 +1,12 @@
 import { constants } from 'node:fs';
 import { access } from 'node:fs/promises';
 import 'dotenv/config';
-import { buildApp } from './app.js';
-import { CgroupPool } from './cgroupPool.js';
+import { buildApp } from './http/app.js';
+import { CgroupPool } from './sandbox/cgroupPool.js';
 import { type Config, parseConfig } from './config.js';
 import { StartupError } from './errors.js';
 import { compactingCollection } from './idleCollector.js';
-import { removeStaleWorkerFiles } from './workerdConfig.js';
+import { removeStaleWorkerFiles } from './code/workerdConfig.js';
 
 // Starts the service from the environment (and .env), as supervisord runs it; exits 0 after SIGTERM.
 async function main(): Promise<void> {

@@ -1,7 +1,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { CgroupPool } from './cgroupPool.js';
-import type { CodeCache } from './codeCache.js';
-import type { StageName } from './stages.js';
+import type { CgroupPool } from './sandbox/cgroupPool.js';
+import type { CodeCache } from './code/codeCache.js';
+import type { StageName } from './pipeline/stages.js';
 
 // From 1 ms (a cache hit, a cgroup reservation) to 30 s (the default time limit).
 const durationBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];

@@ -11,7 +11,7 @@ const heapLimitMb = 64;
 // word check cannot spare it), and prints the answer. Run from the build, in a Node whose heap is
 // capped: a parser that built a syntax tree needed over 300 MB for it.
 const decideHugeScript = `
-import { isEsModule } from ${JSON.stringify(pathToFileURL(path.join(projectRoot, 'dist/src/codeFormat.js')).href)};
+import { isEsModule } from ${JSON.stringify(pathToFileURL(path.join(projectRoot, 'dist/src/code/codeFormat.js')).href)};
 const line = 'x = "export"; // import { a } from "b"\\nx = [x, /import/g, \\\`export \${x}\\\`].length;\\n';
 const script = Buffer.from(line.repeat(Math.ceil(9.5e6 / line.length)));
 console.log(await isEsModule(script), await isEsModule(Buffer.concat([script, Buffer.from('export default {};')])));

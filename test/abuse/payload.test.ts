@@ -1,7 +1,7 @@
 import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { type App, buildApp, maxInputDepth } from '../../src/app.js';
-import { CgroupPool } from '../../src/cgroupPool.js';
+import { type App, buildApp, maxInputDepth } from '../../src/http/app.js';
+import { CgroupPool } from '../../src/sandbox/cgroupPool.js';
 import { parseConfig } from '../../src/config.js';
 import { fakeCgroupV2Root } from '../helpers/fakeCgroupfs.js';
 

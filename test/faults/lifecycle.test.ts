@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
-import { discoverCgroups, readPids } from '../../src/cgroupPool.js';
+import { discoverCgroups, readPids } from '../../src/sandbox/cgroupPool.js';
 import { devAttestationDocument, startAttestationServer } from '../../src/dev/attestationServer.js';
 import type { RunningServer } from '../../src/dev/listen.js';
 import { startStorageServer } from '../../src/dev/storageServer.js';
@@ -96,11 +96,12 @@ describe.runIf(cgroups)('the service process: shutdown and recovery', () => {
     crashed.child.kill('SIGKILL');
     await crashed.exited;
     // Its idle standbys end by themselves once their stdin, the service's end of a pipe, closes;
-    // the workerd it was running, and the standby waiting for that workerd, stay until the next start.
+    // the workerd it was running stays until the next start, with the standby waiting for it, the
+    // subshell that forked it and the tail of its output.
     const leftBehind = await waitFor('the idle standbys to end', async () => {
       const pids = await processesInPool();
       const workerds = await Promise.all(pids.map(isWorkerd));
-      return pids.length === 2 && workerds.filter(Boolean).length === 1 && pids;
+      return pids.length === 4 && workerds.filter(Boolean).length === 1 && pids;
     });
     expect((await readdir(runtimePath)).length).toBe(1);
 

@@ -1,15 +1,15 @@
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { type App, buildApp } from '../../src/app.js';
-import { CgroupPool, discoverCgroups, readPids } from '../../src/cgroupPool.js';
+import { type App, buildApp } from '../../src/http/app.js';
+import { CgroupPool, discoverCgroups, readPids } from '../../src/sandbox/cgroupPool.js';
 import { type Config, parseConfig } from '../../src/config.js';
 import { devAttestationDocument, startAttestationServer } from '../../src/dev/attestationServer.js';
 import type { RunningServer } from '../../src/dev/listen.js';
 import { startStorageServer } from '../../src/dev/storageServer.js';
 import { loadSigner } from '../../src/signing.js';
-import { removeStaleWorkerFiles } from '../../src/workerdConfig.js';
-import { standbyName } from '../../src/workerdProcess.js';
+import { removeStaleWorkerFiles } from '../../src/code/workerdConfig.js';
+import { standbyName } from '../../src/sandbox/standby.js';
 import { cgroupRoot, createTestPool, type TestPool, type TestPoolOptions } from './cgroups.js';
 import { childPids, commandLine } from './processes.js';
 

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { secp256k1 } from '@noble/curves/secp256k1.js';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { sha256 } from '../../src/codeCache.js';
+import { sha256 } from '../../src/code/codeCache.js';
 import { loadSigner, type Signer, signatureHeader, timestampHeader } from '../../src/signing.js';
 
 const projectRoot = path.resolve(import.meta.dirname, '../..');

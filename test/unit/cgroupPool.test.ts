@@ -3,9 +3,9 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
-import { type Cgroup, CgroupPool, detectCgroupVersion, discoverCgroups, readOomKills, watchOom } from '../../src/cgroupPool.js';
+import { type Cgroup, CgroupPool, detectCgroupVersion, discoverCgroups, readOomKills, watchOom } from '../../src/sandbox/cgroupPool.js';
 import { StartupError } from '../../src/errors.js';
-import type { WorkerdStandby } from '../../src/workerdProcess.js';
+import type { WorkerdStandby } from '../../src/sandbox/standby.js';
 import { fakeCgroupV2Root } from '../helpers/fakeCgroupfs.js';
 
 const roots: string[] = [];

@@ -1,5 +1,5 @@
 import { describe, expect, test, vi } from 'vitest';
-import { CodeCache, entryCost, entryOverheadBytes, sha256 } from '../../src/codeCache.js';
+import { CodeCache, entryCost, entryOverheadBytes, sha256 } from '../../src/code/codeCache.js';
 import { ServiceError } from '../../src/errors.js';
 
 const code = (text: string) => ({ bytes: Buffer.from(text), contentType: 'application/javascript' });

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { isEsModule, maxModules, parseWorkerCode } from '../../src/codeFormat.js';
+import { isEsModule, maxModules, parseWorkerCode } from '../../src/code/codeFormat.js';
 
 const script = (text: string) => Buffer.from(text);
 

@@ -1,6 +1,6 @@
 import os from 'node:os';
 import { describe, expect, test } from 'vitest';
-import { deniedRanges, egressDenyList, hostAddressBlocks } from '../../src/egress.js';
+import { deniedRanges, egressDenyList, hostAddressBlocks } from '../../src/code/egress.js';
 
 describe('the egress deny list', () => {
   test('holds every address of every interface of this machine, as single-address blocks', () => {

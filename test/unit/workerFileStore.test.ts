@@ -2,11 +2,11 @@ import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
-import type { StoredCode } from '../../src/codeDownload.js';
-import type { WorkerCode } from '../../src/codeFormat.js';
-import { type WorkerFiles, writeWorkerFiles } from '../../src/workerdConfig.js';
-import { WorkerFileStore } from '../../src/workerFileStore.js';
-import { createResponseGuard, guardWorkerSource } from '../../src/responseGuard.js';
+import type { StoredCode } from '../../src/pipeline/codeDownload.js';
+import type { WorkerCode } from '../../src/code/codeFormat.js';
+import { type WorkerFiles, writeWorkerFiles } from '../../src/code/workerdConfig.js';
+import { WorkerFileStore } from '../../src/code/workerFileStore.js';
+import { createResponseGuard, guardWorkerSource } from '../../src/code/responseGuard.js';
 
 const guardSource = guardWorkerSource(createResponseGuard(1024 * 1024));
 

@@ -2,8 +2,8 @@ import { mkdir, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
-import { removeStaleWorkerFiles, removeWorkerFiles, renderWorkerdConfig, writeWorkerFiles } from '../../src/workerdConfig.js';
-import { createResponseGuard, guardWorkerSource } from '../../src/responseGuard.js';
+import { removeStaleWorkerFiles, removeWorkerFiles, renderWorkerdConfig, writeWorkerFiles } from '../../src/code/workerdConfig.js';
+import { createResponseGuard, guardWorkerSource } from '../../src/code/responseGuard.js';
 
 const guardSource = guardWorkerSource(createResponseGuard(1024 * 1024));
 

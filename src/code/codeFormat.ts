@@ -1,5 +1,5 @@
 import { init as initLexer, parse as lexModule } from 'es-module-lexer';
-import { ServiceError } from './errors.js';
+import { ServiceError } from '../errors.js';
 
 // The kinds of module a worker can be made of, by the capnp field that declares each one.
 export type ModuleType = 'esModule' | 'wasm' | 'json' | 'text' | 'data';

@@ -3,7 +3,7 @@ import { mkdirSync, rmdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { ModuleType, WorkerCode } from './codeFormat.js';
-import { ServiceError } from './errors.js';
+import { ServiceError } from '../errors.js';
 
 // Invocation directories are named by randomUUID(); nothing else in RUNTIME_PATH is ever deleted.
 const invocationDirName = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;

@@ -1,5 +1,5 @@
-import { BodyTooLargeError, readCapped, send, upstreamFailure, withDeadline } from './http.js';
-import { ServiceError } from './errors.js';
+import { BodyTooLargeError, readCapped, send, upstreamFailure, withDeadline } from './upstream.js';
+import { ServiceError } from '../errors.js';
 
 export interface CodeDownloadOptions {
   /** The storage server's load endpoint. */

@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { access, readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { StartupError } from './errors.js';
-import type { WorkerdStandby } from './workerdProcess.js';
+import { StartupError } from '../errors.js';
+import type { WorkerdStandby } from './standby.js';
 
 // How often release() looks again while the processes it killed are still leaving the cgroup.
 const drainPollMs = 5;

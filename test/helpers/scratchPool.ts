@@ -6,8 +6,8 @@ import { randomBytes } from 'node:crypto';
 import { access, constants, readdir, readFile, rmdir } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { type Cgroup, discoverCgroups } from '../cgroupPool.js';
-import { projectRoot } from './projectRoot.js';
+import { type Cgroup, discoverCgroups } from '../../src/sandbox/cgroupPool.js';
+import { projectRoot } from '../../src/dev/projectRoot.js';
 
 const run = promisify(execFile);
 export const cgroupRoot = '/sys/fs/cgroup';

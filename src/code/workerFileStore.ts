@@ -1,4 +1,4 @@
-import type { StoredCode } from './codeDownload.js';
+import type { StoredCode } from '../pipeline/codeDownload.js';
 import type { WorkerCode } from './codeFormat.js';
 import { removeWorkerFiles, type WorkerFiles } from './workerdConfig.js';
 

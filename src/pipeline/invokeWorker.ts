@@ -1,6 +1,6 @@
-import { abortError, ServiceError } from './errors.js';
-import { BodyTooLargeError, readCapped, send } from './http.js';
-import { guardHeader, guardVerdict, type ResponseGuard } from './responseGuard.js';
+import { abortError, ServiceError } from '../errors.js';
+import { BodyTooLargeError, readCapped, send } from './upstream.js';
+import { guardHeader, guardVerdict, type ResponseGuard } from '../code/responseGuard.js';
 
 export interface InvokeOptions {
   /** The port workerd listens on, on 127.0.0.1. */

@@ -1,21 +1,21 @@
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify';
 import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { BackgroundWork } from './backgroundWork.js';
-import type { CgroupPool } from './cgroupPool.js';
-import { CodeCache } from './codeCache.js';
-import type { Config } from './config.js';
-import { egressDenyList } from './egress.js';
-import { type ErrorCode, ServiceError, toServiceError } from './errors.js';
-import { IdleCollector } from './idleCollector.js';
-import { Metrics } from './metrics.js';
-import { runFunction } from './pipeline.js';
-import { createResponseGuard, guardWorkerSource } from './responseGuard.js';
-import type { Signer } from './signing.js';
-import { type StageName, StageTimer } from './stages.js';
-import { writeWorkerFiles } from './workerdConfig.js';
-import { WorkerFileStore } from './workerFileStore.js';
-import { prepareWorkerd } from './workerdProcess.js';
+import { BackgroundWork } from '../pipeline/backgroundWork.js';
+import type { CgroupPool } from '../sandbox/cgroupPool.js';
+import { CodeCache } from '../code/codeCache.js';
+import type { Config } from '../config.js';
+import { egressDenyList } from '../code/egress.js';
+import { type ErrorCode, ServiceError, toServiceError } from '../errors.js';
+import { IdleCollector } from '../idleCollector.js';
+import { Metrics } from '../metrics.js';
+import { runFunction } from '../pipeline/runFunction.js';
+import { createResponseGuard, guardWorkerSource } from '../code/responseGuard.js';
+import type { Signer } from '../signing.js';
+import { type StageName, StageTimer } from '../pipeline/stages.js';
+import { writeWorkerFiles } from '../code/workerdConfig.js';
+import { WorkerFileStore } from '../code/workerFileStore.js';
+import { prepareWorkerd } from '../sandbox/standby.js';
 
 // Seconds a client (or load balancer) is asked to wait before retrying a busy server.
 const retryAfterSeconds = 1;

@@ -1,5 +1,5 @@
-import { readCapped, send, upstreamFailure, withDeadline } from './http.js';
-import { ServiceError } from './errors.js';
+import { readCapped, send, upstreamFailure, withDeadline } from './upstream.js';
+import { ServiceError } from '../errors.js';
 
 // An attestation document is a few KiB of CBOR; anything far larger is not one.
 const maxAttestationBytes = 64 * 1024;

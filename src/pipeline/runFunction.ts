@@ -1,18 +1,18 @@
 import { performance } from 'node:perf_hooks';
 import { fetchAttestation } from './attestation.js';
 import type { BackgroundWork } from './backgroundWork.js';
-import { type Cgroup, type CgroupPool, watchOom } from './cgroupPool.js';
-import type { CodeCache } from './codeCache.js';
+import { type Cgroup, type CgroupPool, watchOom } from '../sandbox/cgroupPool.js';
+import type { CodeCache } from '../code/codeCache.js';
 import { downloadCode } from './codeDownload.js';
-import { parseWorkerCode } from './codeFormat.js';
-import type { Config } from './config.js';
-import { isServiceError, ServiceError, toServiceError } from './errors.js';
-import { type Deadline, startDeadline } from './http.js';
-import { invokeWorker } from './invocation.js';
-import type { ResponseGuard } from './responseGuard.js';
+import { parseWorkerCode } from '../code/codeFormat.js';
+import type { Config } from '../config.js';
+import { isServiceError, ServiceError, toServiceError } from '../errors.js';
+import { type Deadline, startDeadline } from './upstream.js';
+import { invokeWorker } from './invokeWorker.js';
+import type { ResponseGuard } from '../code/responseGuard.js';
 import type { StageTimer } from './stages.js';
-import type { FilesLease, WorkerFileStore } from './workerFileStore.js';
-import { prepareWorkerd, type WorkerdProcess, type WorkerdStandby } from './workerdProcess.js';
+import type { FilesLease, WorkerFileStore } from '../code/workerFileStore.js';
+import { prepareWorkerd, type WorkerdProcess, type WorkerdStandby } from '../sandbox/standby.js';
 
 // How long a lost connection to workerd waits for workerd's exit before calling it a crash.
 const exitWaitMs = 200;

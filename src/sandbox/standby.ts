@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import type { Cgroup } from './cgroupPool.js';
-import { abortError, ServiceError } from './errors.js';
+import { abortError, ServiceError } from '../errors.js';
 
 // What is kept of each workerd's stdout and stderr: the end, where the error is, and never more,
 // so a function that prints megabytes cannot grow the service's memory.
