@@ -1,10 +1,11 @@
 import { constants } from 'node:fs';
 import { access } from 'node:fs/promises';
 import 'dotenv/config';
-import { buildApp } from './http/app.js';
+import { buildApp, shutdown } from './http/app.js';
 import { CgroupPool } from './sandbox/cgroupPool.js';
 import { type Config, parseConfig } from './config.js';
 import { StartupError } from './errors.js';
+import { createService } from './service.js';
 import { compactingCollection } from './idleCollector.js';
 import { removeStaleWorkerFiles } from './code/workerdConfig.js';
 
@@ -17,9 +18,10 @@ async function main(): Promise<void> {
   const pool = await CgroupPool.open({ root: config.cgroupRoot, version: config.cgroupVersion, prefix: config.cgroupPrefix });
   // gc() is there when the service runs with its own Node flags (src/nodeFlags.ts).
   const collectGarbage = globalThis.gc && compactingCollection(globalThis.gc);
-  const app = buildApp(config, { pool, signer, collectGarbage });
+  const service = createService(config, { pool, signer, collectGarbage });
+  const app = buildApp(service);
   if (!collectGarbage && config.idleGcMs > 0) {
-    app.log.warn('gc() is not exposed, so nothing is collected after a burst (IDLE_GC_MS): start the service with --expose-gc, as npm start does');
+    service.log.warn('gc() is not exposed, so nothing is collected after a burst (IDLE_GC_MS): start the service with --expose-gc, as npm start does');
   }
 
   // A previous run may have been killed with workers running: clear what it left.
@@ -38,7 +40,7 @@ async function main(): Promise<void> {
       if (stopping) return;
       stopping = true;
       app.log.info({ signal, graceMs: config.shutdownGraceMs }, 'shutting down');
-      app.shutdown(config.shutdownGraceMs).then(
+      shutdown(app, service, config.shutdownGraceMs).then(
         () => process.exit(0),
         (error: unknown) => {
           app.log.error({ err: error }, 'shutdown failed');

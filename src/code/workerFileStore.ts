@@ -12,15 +12,12 @@ export interface FilesLease {
 export interface WorkerFileStoreOptions {
   /** Writes the files of some code into a new directory of their own. */
   readonly write: (code: WorkerCode) => Promise<WorkerFiles>;
-  /** Whether the code cache holds this download for the code_id now: only then are its files kept. */
-  readonly isCached: (codeId: string, stored: StoredCode) => boolean;
   /** Told when files that no invocation was waiting on could not be removed. */
   readonly onRemoveFailed: (error: unknown) => void;
 }
 
 // The files of one cached download, and the invocations using them.
 interface Shared {
-  readonly codeId: string;
   readonly written: Promise<WorkerFiles>;
   files: WorkerFiles | undefined;
   users: number;
@@ -43,19 +40,20 @@ export class WorkerFileStore {
 
   /** The directories kept for code the cache still holds; a leftover of code it let go of is not one of them. */
   get sharedDirs(): string[] {
-    return [...this.#shared].flatMap(([stored, shared]) =>
-      shared.files && this.#options.isCached(shared.codeId, stored) ? [shared.files.dir] : [],
-    );
+    return [...this.#shared.values()].flatMap((shared) => (shared.files ? [shared.files.dir] : []));
   }
 
-  // Hands out the files of some code, writing them if they are not there yet; concurrent first
-  // invocations of the same code share one write.
-  async acquire(codeId: string, stored: StoredCode, code: WorkerCode): Promise<FilesLease> {
-    if (this.#closed || !this.#options.isCached(codeId, stored)) {
+  /**
+   * Hands out the files of some code, writing them if they are not there yet; concurrent first
+   * invocations of the same code share one write. `cached` says whether the code cache holds this
+   * download for the code_id now: only then are its files kept.
+   */
+  async acquire(stored: StoredCode, code: WorkerCode, cached: boolean): Promise<FilesLease> {
+    if (this.#closed || !cached) {
       const files = await this.#options.write(code);
       return { configPath: files.configPath, release: once(() => removeWorkerFiles(files)) };
     }
-    const shared = this.#shared.get(stored) ?? this.#startWriting(codeId, stored, code);
+    const shared = this.#shared.get(stored) ?? this.#startWriting(stored, code);
     shared.users += 1;
     let files: WorkerFiles;
     try {
@@ -73,8 +71,8 @@ export class WorkerFileStore {
     };
   }
 
-  #startWriting(codeId: string, stored: StoredCode, code: WorkerCode): Shared {
-    const shared: Shared = { codeId, written: this.#options.write(code), files: undefined, users: 0, retired: false };
+  #startWriting(stored: StoredCode, code: WorkerCode): Shared {
+    const shared: Shared = { written: this.#options.write(code), files: undefined, users: 0, retired: false };
     this.#shared.set(stored, shared);
     shared.written.then(
       (files) => (shared.files = files),

@@ -92,7 +92,7 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
     // 4. The code (one script, or a bundle of modules) and its workerd config, in a private
     //    directory with a random name: written once while the code is cached, else for this run.
     const code = await parseWorkerCode(stored.bytes, stored.contentType);
-    files = await stages.run('files', () => workerFiles.acquire(codeId, stored, code));
+    files = await stages.run('files', () => workerFiles.acquire(stored, code, codeCache.holds(codeId, stored)));
     const configPath = files.configPath;
 
     // 5. workerd, started by the standby inside the cgroup, until it listens. The time limit runs from here to the answer.

@@ -1,6 +1,9 @@
 import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { type App, buildApp, maxInputDepth } from '../../src/http/app.js';
+import type { FastifyInstance } from 'fastify';
+import { buildApp } from '../../src/http/app.js';
+import { maxInputDepth } from '../../src/http/invokeRoute.js';
+import { createService } from '../../src/service.js';
 import { CgroupPool } from '../../src/sandbox/cgroupPool.js';
 import { parseConfig } from '../../src/config.js';
 import { fakeCgroupV2Root } from '../helpers/fakeCgroupfs.js';
@@ -9,7 +12,7 @@ const maxBodyBytes = 4096;
 
 // Requests that must be refused before anything is fetched, written or started.
 describe('bad requests get a clear 4xx', () => {
-  let app: App;
+  let app: FastifyInstance;
   let root: string;
   beforeAll(async () => {
     root = await fakeCgroupV2Root(['workerd1']);
@@ -21,7 +24,7 @@ describe('bad requests get a clear 4xx', () => {
       ATTESTATION_URL: 'http://127.0.0.1:9',
       LOG_LEVEL: 'silent',
     });
-    app = buildApp(config, { pool });
+    app = buildApp(createService(config, { pool }));
   });
   afterAll(async () => {
     await app.close();

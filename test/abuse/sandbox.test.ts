@@ -49,7 +49,7 @@ describe.runIf(cgroups)('the user\'s code stays in its box', () => {
 
   test('its files are private to the service while it runs, and gone afterwards', async () => {
     // The earlier tests' files are gone, so the one directory is this invocation's.
-    await stack.app.settled();
+    await stack.service.background.settled();
     const answer = stack.invoke({ code_id: 'slow', input: { ms: 1500 } });
     const dir = await waitFor('the invocation directory', async () => (await readdir(stack.config.runtimePath))[0]);
     const full = path.join(stack.config.runtimePath, dir);

@@ -1,7 +1,9 @@
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { type App, buildApp } from '../../src/http/app.js';
+import type { FastifyInstance } from 'fastify';
+import { buildApp } from '../../src/http/app.js';
+import { createService, type Service } from '../../src/service.js';
 import { CgroupPool, discoverCgroups, readPids } from '../../src/sandbox/cgroupPool.js';
 import { type Config, parseConfig } from '../../src/config.js';
 import { devAttestationDocument, startAttestationServer } from '../../src/dev/attestationServer.js';
@@ -37,7 +39,8 @@ export interface Leftovers {
 // The whole service in-process, with the dev attestation and storage servers on loopback and a
 // real cgroup pool of its own.
 export interface Stack {
-  readonly app: App;
+  readonly app: FastifyInstance;
+  readonly service: Service;
   readonly config: Config;
   readonly pool: CgroupPool;
   readonly attestation: RunningServer;
@@ -72,11 +75,13 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   await removeStaleWorkerFiles(config.runtimePath);
   const pool = await CgroupPool.open({ root: config.cgroupRoot, version: config.cgroupVersion, prefix: config.cgroupPrefix });
   const signer = config.signerKeyPath === undefined ? undefined : await loadSigner(config.signerKeyPath);
-  const app = buildApp(config, { pool, signer });
+  const service = createService(config, { pool, signer });
+  const app = buildApp(service);
   await app.ready();
 
   return {
     app,
+    service,
     config,
     pool,
     attestation,
@@ -86,8 +91,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       return { statusCode: response.statusCode, headers: response.headers, body: response.json<Envelope>() };
     },
     leftovers: async () => {
-      await app.settled();
-      return leftovers(config, pool, app.keptCodeDirs());
+      await service.background.settled();
+      return leftovers(config, pool, service.workerFiles.sharedDirs);
     },
     close: async () => {
       await app.close();

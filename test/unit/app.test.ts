@@ -3,7 +3,9 @@ import { rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
-import { type App, buildApp } from '../../src/http/app.js';
+import type { FastifyInstance } from 'fastify';
+import { buildApp, shutdown } from '../../src/http/app.js';
+import { createService, type Service } from '../../src/service.js';
 import { CgroupPool } from '../../src/sandbox/cgroupPool.js';
 import { parseConfig } from '../../src/config.js';
 import { listen, type RunningServer } from '../../src/dev/listen.js';
@@ -12,7 +14,8 @@ import { waitFor } from '../helpers/wait.js';
 
 // The API's answers that come before any cgroup is used, against a pool in a fake cgroupfs.
 describe('the HTTP API', () => {
-  let app: App;
+  let app: FastifyInstance;
+  let service: Service;
   let pool: CgroupPool;
   let root: string;
   let upstream: RunningServer;
@@ -30,7 +33,8 @@ describe('the HTTP API', () => {
       0,
     );
     const config = parseConfig({ CGROUP_ROOT: root, ATTESTATION_URL: upstream.url, LOG_LEVEL: 'silent'});
-    app = buildApp(config, { pool });
+    service = createService(config, { pool });
+    app = buildApp(service);
   });
   afterAll(async () => {
     await app.close();
@@ -86,7 +90,7 @@ describe('the HTTP API', () => {
     const response = await post('{"code_id": "hello"}');
     expect(response.statusCode).toBe(500);
     expect(response.json().message).toBe('There was a problem in generating the attestation document');
-    await app.settled();
+    await service.background.settled();
     expect(pool.free).toBe(2);
   });
 });
@@ -99,10 +103,11 @@ describe('GET /health while shutting down', () => {
     try {
       const pool = await CgroupPool.open({ root, version: 2, prefix: 'workerd' });
       const config = parseConfig({ CGROUP_ROOT: root, ATTESTATION_URL: silent.url, UPSTREAM_TIMEOUT_MS: '500', LOG_LEVEL: 'silent' });
-      const app = buildApp(config, { pool });
+      const service = createService(config, { pool });
+      const app = buildApp(service);
       const inFlight = app.inject({ method: 'POST', url: '/api/serverless', payload: { code_id: 'a' } });
       await new Promise((resolve) => setTimeout(resolve, 50));
-      const stopping = app.shutdown(5_000);
+      const stopping = shutdown(app, service, 5_000);
       const health = await app.inject({ method: 'GET', url: '/health' });
       expect(health.statusCode).toBe(503);
       expect(health.json()).toMatchObject({ status: 'error', message: 'Server is shutting down' });
@@ -122,7 +127,7 @@ describe('GET /health with no usable cgroup', () => {
     try {
       await writeFile(path.join(root, 'workerd1', 'cgroup.procs'), `${stranger.pid}\n`);
       const pool = await CgroupPool.open({ root, version: 2, prefix: 'workerd' });
-      const app = buildApp(parseConfig({ CGROUP_ROOT: root, LOG_LEVEL: 'silent' }), { pool });
+      const app = buildApp(createService(parseConfig({ CGROUP_ROOT: root, LOG_LEVEL: 'silent' }), { pool }));
       expect(await pool.reserve()).toBeUndefined();
       const health = await app.inject({ method: 'GET', url: '/health' });
       expect(health.statusCode).toBe(503);
@@ -145,7 +150,7 @@ describe('the collection after a burst of invocations', () => {
       // Long enough that no invocation of the burst, on a busy machine, outlasts it.
       const idleMs = 500;
       const config = parseConfig({ CGROUP_ROOT: root, ATTESTATION_URL: 'http://127.0.0.1:9', LOG_LEVEL: 'silent', IDLE_GC_MS: String(idleMs) });
-      const app = buildApp(config, { pool, collectGarbage });
+      const app = buildApp(createService(config, { pool, collectGarbage }));
       const invoke = () => app.inject({ method: 'POST', url: '/api/serverless', payload: { code_id: 'a' } });
       for (let i = 0; i < 3; i++) expect((await invoke()).statusCode).toBe(500);
       expect(collectGarbage).not.toHaveBeenCalled();

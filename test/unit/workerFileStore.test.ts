@@ -25,7 +25,7 @@ describe('the worker file store', () => {
     cached = new Set();
     removeFailures = [];
     write = vi.fn((workerCode: WorkerCode) => writeWorkerFiles({ runtimePath, code: workerCode, compatibilityDate: '2026-04-26', allowPublicEgress: false, deniedEgress: [], guardSource }));
-    store = new WorkerFileStore({ write, isCached: (_codeId, download) => cached.has(download), onRemoveFailed: (error) => removeFailures.push(error) });
+    store = new WorkerFileStore({ write, onRemoveFailed: (error) => removeFailures.push(error) });
   });
   afterEach(async () => {
     await rm(runtimePath, { recursive: true, force: true });
@@ -36,23 +36,20 @@ describe('the worker file store', () => {
   test('writes the files of cached code once, for concurrent and later invocations alike', async () => {
     const download = stored();
     cached.add(download);
-    const [first, second] = await Promise.all([store.acquire('a', download, code), store.acquire('a', download, code)]);
+    const [first, second] = await Promise.all([store.acquire(download, code, cached.has(download)), store.acquire(download, code, cached.has(download))]);
     first.release();
     second.release();
-    const third = await store.acquire('a', download, code);
+    const third = await store.acquire(download, code, cached.has(download));
     expect(write).toHaveBeenCalledTimes(1);
     expect(new Set([first.configPath, second.configPath, third.configPath]).size).toBe(1);
     third.release();
     expect(await dirs()).toHaveLength(1);
     expect(store.sharedDirs).toEqual([path.dirname(first.configPath)]);
-    // Files kept for code the cache no longer holds (it failed to say so) are not passed off as kept.
-    cached.delete(download);
-    expect(store.sharedDirs).toEqual([]);
   });
 
   test('gives code the cache does not hold files of its own, removed when released', async () => {
     const download = stored();
-    const [first, second] = await Promise.all([store.acquire('a', download, code), store.acquire('a', download, code)]);
+    const [first, second] = await Promise.all([store.acquire(download, code, cached.has(download)), store.acquire(download, code, cached.has(download))]);
     expect(first.configPath).not.toBe(second.configPath);
     first.release();
     expect(await dirs()).toHaveLength(1);
@@ -64,7 +61,7 @@ describe('the worker file store', () => {
   test('removes the files of code the cache let go of at once when unused', async () => {
     const download = stored();
     cached.add(download);
-    (await store.acquire('a', download, code)).release();
+    (await store.acquire(download, code, cached.has(download))).release();
     store.retire(download);
     expect(await dirs()).toEqual([]);
     expect(store.sharedDirs).toEqual([]);
@@ -73,8 +70,8 @@ describe('the worker file store', () => {
   test('keeps the files of code the cache let go of until the last invocation using them releases them', async () => {
     const download = stored();
     cached.add(download);
-    const first = await store.acquire('a', download, code);
-    const second = await store.acquire('a', download, code);
+    const first = await store.acquire(download, code, cached.has(download));
+    const second = await store.acquire(download, code, cached.has(download));
     store.retire(download);
     first.release();
     first.release();
@@ -93,7 +90,7 @@ describe('the worker file store', () => {
       await gate;
       return writeFiles(workerCode);
     });
-    const acquiring = store.acquire('a', download, code);
+    const acquiring = store.acquire(download, code, cached.has(download));
     store.retire(download);
     open();
     const lease = await acquiring;
@@ -106,11 +103,11 @@ describe('the worker file store', () => {
   test('writes again for code fetched anew after the cache let go of the old copy', async () => {
     const old = stored();
     cached.add(old);
-    const lease = await store.acquire('a', old, code);
+    const lease = await store.acquire(old, code, cached.has(old));
     store.retire(old);
     const fresh = stored();
     cached.add(fresh);
-    const again = await store.acquire('a', fresh, code);
+    const again = await store.acquire(fresh, code, cached.has(fresh));
     expect(again.configPath).not.toBe(lease.configPath);
     expect(write).toHaveBeenCalledTimes(2);
     lease.release();
@@ -122,9 +119,9 @@ describe('the worker file store', () => {
     const download = stored();
     cached.add(download);
     write.mockRejectedValueOnce(new Error('disk full'));
-    const results = await Promise.allSettled([store.acquire('a', download, code), store.acquire('a', download, code)]);
+    const results = await Promise.allSettled([store.acquire(download, code, cached.has(download)), store.acquire(download, code, cached.has(download))]);
     expect(results.map((result) => result.status)).toEqual(['rejected', 'rejected']);
-    const lease = await store.acquire('a', download, code);
+    const lease = await store.acquire(download, code, cached.has(download));
     expect(write).toHaveBeenCalledTimes(2);
     lease.release();
     store.retire(download);
@@ -135,20 +132,20 @@ describe('the worker file store', () => {
     const idle = stored();
     const busy = stored();
     cached.add(idle).add(busy);
-    (await store.acquire('idle', idle, code)).release();
-    const running = await store.acquire('busy', busy, code);
+    (await store.acquire(idle, code, cached.has(idle))).release();
+    const running = await store.acquire(busy, code, cached.has(busy));
     store.retireAll();
     expect(await dirs()).toHaveLength(1);
     running.release();
     expect(await dirs()).toEqual([]);
-    (await store.acquire('idle', idle, code)).release();
+    (await store.acquire(idle, code, cached.has(idle))).release();
     expect(await dirs()).toEqual([]);
   });
 
   test('reports files it could not remove when the cache let go of them', async () => {
     const download = stored();
     cached.add(download);
-    const lease = await store.acquire('a', download, code);
+    const lease = await store.acquire(download, code, cached.has(download));
     lease.release();
     await rm(path.dirname(lease.configPath), { recursive: true });
     // Where the directory was, a file: unlinking what was in it fails with ENOTDIR.

@@ -1,0 +1,141 @@
+import pino, { type Logger } from 'pino';
+import { CodeCache } from './code/codeCache.js';
+import { egressDenyList } from './code/egress.js';
+import { createResponseGuard, guardWorkerSource } from './code/responseGuard.js';
+import { writeWorkerFiles } from './code/workerdConfig.js';
+import { WorkerFileStore } from './code/workerFileStore.js';
+import type { Config } from './config.js';
+import { ServiceError } from './errors.js';
+import { IdleCollector } from './idleCollector.js';
+import { Metrics } from './metrics.js';
+import { BackgroundWork } from './pipeline/backgroundWork.js';
+import { type RunRequest, type RunResult, runFunction } from './pipeline/runFunction.js';
+import type { CgroupPool } from './sandbox/cgroupPool.js';
+import { prepareWorkerd } from './sandbox/standby.js';
+import type { Signer } from './signing.js';
+
+/** What the service is built from that is made outside it: the pool on disk, the key, gc(). */
+export interface ServiceDependencies {
+  /** The cgroups workers run in. */
+  readonly pool: CgroupPool;
+  /** Signs every successful answer when set (SIGNER_KEY_PATH). */
+  readonly signer?: Signer;
+  /** A full garbage collection (Node's gc() under --expose-gc), run once the service is idle after a burst. */
+  readonly collectGarbage?: () => void;
+  /** Where the service's own lines go; the HTTP layer writes to the same logger. */
+  readonly log?: Logger;
+}
+
+/** The service without its HTTP layer: every object a request needs, made and wired once. */
+export interface Service {
+  readonly config: Config;
+  readonly log: Logger;
+  readonly pool: CgroupPool;
+  readonly signer: Signer | undefined;
+  readonly metrics: Metrics;
+  /** The files of code the cache holds, kept between its invocations. */
+  readonly workerFiles: WorkerFileStore;
+  /** Every invocation's cleanup, which goes on after its answer. */
+  readonly background: BackgroundWork;
+  /** Whether drain() has begun: new invocations are refused. */
+  readonly draining: boolean;
+  /** Puts a standby into every free cgroup; from then on each cgroup gets one back with it. */
+  start(): void;
+  /** Runs one invocation (src/pipeline/runFunction.ts); refused with SHUTTING_DOWN once draining. */
+  invoke(request: RunRequest): Promise<RunResult>;
+  /** Refuses new invocations, lets those in flight finish for up to graceMs, aborts the rest, and waits for every cleanup. */
+  drain(graceMs: number): Promise<void>;
+  /** Lets go of everything kept between invocations: the standbys, the kept files, the idle timer. */
+  close(): Promise<void>;
+}
+
+/** Creates the service's objects and wires them to each other. */
+export function createService(config: Config, deps: ServiceDependencies): Service {
+  const { pool, signer } = deps;
+  const log = deps.log ?? pino({ level: config.logLevel });
+  const background = new BackgroundWork();
+  const guard = createResponseGuard(config.maxResponseBytes);
+  const fileSettings = {
+    runtimePath: config.runtimePath,
+    compatibilityDate: config.compatibilityDate,
+    allowPublicEgress: config.allowPublicEgress,
+    deniedEgress: egressDenyList(),
+    guardSource: guardWorkerSource(guard),
+  };
+  const workerFiles = new WorkerFileStore({
+    write: (code) => writeWorkerFiles({ ...fileSettings, code }),
+    onRemoveFailed: (error) => log.error({ stage: 'cleanup', err: error }, 'removing the files of evicted code failed'),
+  });
+  const codeCache = new CodeCache({ maxBytes: config.codeCacheMaxBytes, onEvict: (code) => workerFiles.retire(code) });
+  const metrics = new Metrics({ pool, codeCache });
+  const idleCollector = new IdleCollector({
+    idleMs: config.idleGcMs,
+    collect: deps.collectGarbage,
+    onCollected: (durationMs) => {
+      metrics.countIdleCollection();
+      log.debug({ durationMs }, 'collected garbage after a burst of invocations');
+    },
+  });
+  const pipeline = { config, pool, codeCache, workerFiles, guard, background, onCleanup: (ms: number) => metrics.observeStage('cleanup', ms) };
+
+  // Every invocation in flight with a promise of its end, so drain() can wait for them, then abort
+  // the rest; aborting kills their workerd.
+  const inFlight = new Map<AbortController, Promise<void>>();
+  let draining = false;
+
+  const invoke = async (request: RunRequest): Promise<RunResult> => {
+    if (draining) throw new ServiceError('SHUTTING_DOWN');
+    const controller = new AbortController();
+    const forward = () => controller.abort(request.signal.reason);
+    if (request.signal.aborted) forward();
+    else request.signal.addEventListener('abort', forward, { once: true });
+    idleCollector.activity();
+    const running = runFunction(pipeline, { ...request, signal: controller.signal });
+    inFlight.set(
+      controller,
+      running.then(
+        () => undefined,
+        () => undefined,
+      ),
+    );
+    try {
+      return await running;
+    } finally {
+      inFlight.delete(controller);
+      request.signal.removeEventListener('abort', forward);
+      idleCollector.activity();
+    }
+  };
+
+  const drain = async (graceMs: number): Promise<void> => {
+    draining = true;
+    let timer: NodeJS.Timeout | undefined;
+    const graceOver = new Promise((resolve) => (timer = setTimeout(resolve, graceMs)));
+    await Promise.race([Promise.all(inFlight.values()), graceOver]);
+    clearTimeout(timer);
+    for (const controller of inFlight.keys()) controller.abort(new ServiceError('SHUTTING_DOWN'));
+    await Promise.all(inFlight.values());
+    await background.settled();
+  };
+
+  return {
+    config,
+    log,
+    pool,
+    signer,
+    metrics,
+    workerFiles,
+    background,
+    get draining() {
+      return draining;
+    },
+    start: () => pool.keepStandbys((cgroup) => prepareWorkerd({ workerdPath: config.workerdPath, cgroup })),
+    invoke,
+    drain,
+    close: async () => {
+      idleCollector.close();
+      workerFiles.retireAll();
+      await pool.discardStandbys();
+    },
+  };
+}
