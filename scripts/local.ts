@@ -3,7 +3,8 @@
 import { execFileSync, spawn } from 'node:child_process';
 import path from 'node:path';
 import 'dotenv/config';
-import { CgroupPool, detectCgroupVersion } from '../src/sandbox/cgroupPool.js';
+import { CgroupPool } from '../src/sandbox/cgroupPool.js';
+import { detectCgroupVersion } from '../src/sandbox/cgroups.js';
 import { serviceNodeFlags } from '../src/nodeFlags.js';
 import { parseConfig } from '../src/config.js';
 import { startDevServers } from '../src/dev/devServers.js';

@@ -1,7 +1,8 @@
 import { performance } from 'node:perf_hooks';
 import { fetchAttestation } from './attestation.js';
 import type { BackgroundWork } from './backgroundWork.js';
-import { type Cgroup, type CgroupPool, watchOom } from '../sandbox/cgroupPool.js';
+import type { CgroupPool, Lease } from '../sandbox/cgroupPool.js';
+import { watchOom } from '../sandbox/cgroups.js';
 import type { CodeCache } from '../code/codeCache.js';
 import { downloadCode } from './codeDownload.js';
 import { parseWorkerCode } from '../code/codeFormat.js';
@@ -12,7 +13,7 @@ import { invokeWorker } from './invokeWorker.js';
 import type { ResponseGuard } from '../code/responseGuard.js';
 import type { StageTimer } from './stages.js';
 import type { FilesLease, WorkerFileStore } from '../code/workerFileStore.js';
-import { prepareWorkerd, type WorkerdProcess, type WorkerdStandby } from '../sandbox/standby.js';
+import type { WorkerdProcess } from '../sandbox/standby.js';
 
 // How long a lost connection to workerd waits for workerd's exit before calling it a crash.
 const exitWaitMs = 200;
@@ -61,23 +62,19 @@ export interface RunResult {
 export async function runFunction(deps: PipelineDependencies, request: RunRequest): Promise<RunResult> {
   const { config, pool, codeCache, workerFiles } = deps;
   const { codeId, signal, stages } = request;
-  let cgroup: Cgroup | undefined;
-  let standby: WorkerdStandby | undefined;
+  let lease: Lease | undefined;
   let files: FilesLease | undefined;
   let worker: WorkerdProcess | undefined;
   let deadline: Deadline | undefined;
   let userCodeStarted = false;
   try {
     // 1. A free cgroup first: a busy server answers 503 without bothering the upstreams.
-    cgroup = await stages.run('admission', () => pool.reserve());
-    if (!cgroup) throw new ServiceError('SERVER_BUSY', { data: { pool_size: pool.size } });
-    const reserved = cgroup;
-    // The process that starts workerd in the cgroup, waiting there since the cgroup was last
-    // released; made now if there is none, so it joins the cgroup while the next steps run.
-    standby = pool.takeStandby(reserved) ?? prepareWorkerd({ workerdPath: config.workerdPath, cgroup: reserved });
-    const ready = standby;
+    //    The lease holds the cgroup and the standby waiting in it, the process that starts workerd there.
+    lease = await stages.run('admission', () => pool.reserve());
+    if (!lease) throw new ServiceError('SERVER_BUSY', { data: { pool_size: pool.size } });
+    const { cgroup, standby } = lease;
     // The cgroup's OOM count before this invocation.
-    const oomKilled = watchOom(reserved);
+    const oomKilled = watchOom(cgroup);
 
     // 2–3. The code: from the cache, or from the storage server on presenting a fresh attestation document.
     const { code: stored, sha256: codeSha256 } = await codeCache.get(codeId, async () => {
@@ -100,7 +97,7 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
     deadline = startDeadline(signal, config.executionTimeoutMs);
     const limit = deadline.signal;
     worker = await stages
-      .run('start', () => ready.start(configPath, limit))
+      .run('start', () => standby.start(configPath, limit))
       .catch((error: unknown) => explainFailure(error, undefined, oomKilled));
     const port = worker.port;
 
@@ -121,11 +118,11 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
     const started = performance.now();
     // The standby goes back with the cgroup: it starts the next invocation's workerd.
     const stopped = worker?.stop();
-    const released = cgroup && pool.release(cgroup, Promise.resolve(stopped), standby);
-    const lease = files;
+    const released = lease?.release(Promise.resolve(stopped));
+    const used = files;
     deps.background.run(async () => {
       // The answer is written in this turn of the event loop; its files go in the next one.
-      const removed = lease && new Promise((resolve) => setImmediate(resolve)).then(() => lease.release());
+      const removed = used && new Promise((resolve) => setImmediate(resolve)).then(() => used.release());
       // Each part finishes (or fails) on its own, and each failure is told.
       const outcomes = await Promise.allSettled([stopped, removed, released]);
       for (const outcome of outcomes) {

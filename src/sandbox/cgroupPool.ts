@@ -1,7 +1,5 @@
-import { readFileSync } from 'node:fs';
-import { access, readdir, readFile } from 'node:fs/promises';
-import path from 'node:path';
 import { StartupError } from '../errors.js';
+import { type Cgroup, detectCgroupVersion, discoverCgroups, readPids } from './cgroups.js';
 import type { WorkerdStandby } from './standby.js';
 
 // How often release() looks again while the processes it killed are still leaving the cgroup.
@@ -18,81 +16,20 @@ export interface CgroupPoolOptions {
   readonly prefix: string;
 }
 
-// One pool member. A process joins it by writing its pid into every file of procsFiles.
-export interface Cgroup {
-  readonly name: string;
-  /** cgroup.procs of each controller: memory and cpu on v1, the single unified one on v2. */
-  readonly procsFiles: readonly string[];
-  /** The file whose oom_kill counter says the memory limit killed a process. */
-  readonly oomFile: string;
+/** A cgroup handed out for one invocation, with the standby waiting in it to start its workerd. */
+export interface Lease {
+  readonly cgroup: Cgroup;
+  readonly standby: WorkerdStandby;
+  /**
+   * Gives the cgroup back once nothing of the invocation is left in it: after `ended` (the
+   * invocation's own cleanup) settles, whatever else is still inside is killed, and the standby
+   * stays for the next invocation if it still waits. From the call on, the cgroup counts as on its
+   * way back, so reserve() waits for it instead of giving up.
+   */
+  release(ended?: Promise<unknown>): Promise<void>;
 }
 
-// Finds out which cgroup version a root holds: v2 only if its unified hierarchy has the memory controller.
-export async function detectCgroupVersion(root: string): Promise<1 | 2> {
-  const controllers = await readFile(path.join(root, 'cgroup.controllers'), 'utf8').catch(() => '');
-  if (controllers.split(/\s+/).includes('memory')) return 2;
-  if (await exists(path.join(root, 'memory'))) return 1;
-  throw new StartupError(
-    `No cgroup memory controller under CGROUP_ROOT=${root}: neither a v2 hierarchy with memory nor a v1 memory mount`,
-  );
-}
-
-// Lists the pool's cgroups in name order (workerd1, workerd2, … workerd10).
-export async function discoverCgroups(root: string, version: 1 | 2, prefix: string): Promise<Cgroup[]> {
-  const byNumber = (a: string, b: string) => a.localeCompare(b, 'en', { numeric: true });
-  if (version === 2) {
-    const names = (await subdirectories(root)).filter((name) => name.startsWith(prefix)).sort(byNumber);
-    return names.map((name) => ({
-      name,
-      procsFiles: [path.join(root, name, 'cgroup.procs')],
-      oomFile: path.join(root, name, 'memory.events'),
-    }));
-  }
-  // v1: a pool member needs both controllers, or its CPU (or memory) would go uncapped.
-  const inCpu = new Set(await subdirectories(path.join(root, 'cpu')));
-  const names = (await subdirectories(path.join(root, 'memory')))
-    .filter((name) => name.startsWith(prefix) && inCpu.has(name))
-    .sort(byNumber);
-  return names.map((name) => ({
-    name,
-    procsFiles: [path.join(root, 'memory', name, 'cgroup.procs'), path.join(root, 'cpu', name, 'cgroup.procs')],
-    oomFile: path.join(root, 'memory', name, 'memory.oom_control'),
-  }));
-}
-
-// The files of a cgroup are read synchronously: the kernel answers them from memory in about
-// 10 µs, where an asynchronous read's trips through the thread pool cost about 300 µs of CPU, and a
-// request reads five of them.
-
-// Reads the number of processes the memory limit has killed in a cgroup since it was made.
-export function readOomKills(cgroup: Cgroup): number {
-  const text = readFileSync(cgroup.oomFile, 'utf8');
-  const match = /^oom_kill (\d+)$/m.exec(text);
-  return match ? Number(match[1]) : 0;
-}
-
-// Notes a cgroup's OOM-kill count now; the function it returns tells whether the memory limit has
-// killed a process since. The cgroup's own counter, not a guess from the exit signal.
-export function watchOom(cgroup: Cgroup): () => boolean {
-  const before = readOomKills(cgroup);
-  return () => readOomKills(cgroup) > before;
-}
-
-// Lists the pids in a cgroup, across all of its controllers.
-export function readPids(cgroup: Cgroup): number[] {
-  const texts = cgroup.procsFiles.map((file) => {
-    try {
-      return readFileSync(file, 'utf8');
-    } catch {
-      return '';
-    }
-  });
-  const pids = new Set<number>();
-  for (const line of texts.join('\n').split('\n')) if (line.trim() !== '') pids.add(Number(line));
-  return [...pids];
-}
-
-// The pre-made cgroups that cap each workerd's memory and CPU, handed out one per invocation.
+/** The pre-made cgroups that cap each workerd's memory and CPU, handed out one per invocation. */
 export class CgroupPool {
   readonly version: 1 | 2;
   readonly #all: readonly Cgroup[];
@@ -160,15 +97,6 @@ export class CgroupPool {
     for (const cgroup of this.#free) if (!this.#standbys.has(cgroup)) void this.#keepStandby(cgroup, undefined);
   }
 
-  // Hands over the standby waiting in a cgroup just reserved, unless it has died; the caller
-  // starts or stops it.
-  takeStandby(cgroup: Cgroup): WorkerdStandby | undefined {
-    const standby = this.#standbys.get(cgroup);
-    this.#standbys.delete(cgroup);
-    if (standby?.exited) return undefined;
-    return standby;
-  }
-
   /** The pids of the standbys waiting in free cgroups. */
   get standbyPids(): number[] {
     return [...this.#standbys.values()].flatMap((standby) => (standby.pid === undefined ? [] : [standby.pid]));
@@ -190,16 +118,30 @@ export class CgroupPool {
     return stopping;
   }
 
-  // Takes a free, empty cgroup, or undefined when none is left. Taking it is synchronous, so two
-  // concurrent callers can never get the same one. A cgroup whose previous invocation is still
-  // being cleaned up is worth the few milliseconds' wait: the caller would otherwise answer 503.
-  async reserve(): Promise<Cgroup | undefined> {
+  /**
+   * Takes a free, empty cgroup with its standby, or undefined when none is left. Taking it is
+   * synchronous, so two concurrent callers can never get the same one. A cgroup whose previous
+   * invocation is still being cleaned up is worth the few milliseconds' wait: the caller would
+   * otherwise answer 503. Only between keepStandbys() and discardStandbys().
+   */
+  async reserve(): Promise<Lease | undefined> {
     for (;;) {
+      const prepare = this.#prepare;
+      if (!prepare) throw new Error('the pool hands out cgroups only while it keeps standbys');
       const cgroup = this.#takeEmpty();
-      if (cgroup) return cgroup;
+      if (cgroup) return this.#lease(cgroup, prepare);
       if (this.#releasing === 0) return undefined;
       await new Promise<void>((resolve) => this.#waiting.push(resolve));
     }
+  }
+
+  // The standby waiting in a cgroup just taken, unless it has died; made now if there is none, so
+  // that it joins the cgroup while the invocation fetches its code.
+  #lease(cgroup: Cgroup, prepare: (cgroup: Cgroup) => WorkerdStandby): Lease {
+    const waiting = this.#standbys.get(cgroup);
+    this.#standbys.delete(cgroup);
+    const standby = waiting && !waiting.exited ? waiting : prepare(cgroup);
+    return { cgroup, standby, release: (ended) => this.#release(cgroup, ended ?? Promise.resolve(), standby) };
   }
 
   #takeEmpty(): Cgroup | undefined {
@@ -226,17 +168,11 @@ export class CgroupPool {
     this.#standbys.delete(cgroup);
   }
 
-  // Gives a cgroup back once nothing of the invocation is left in it: after `ended` (the
-  // invocation's own cleanup) settles, whatever is still inside is killed, except the cgroup's
-  // standby (`standby`, or one never taken), which stays for the next invocation. From the call
-  // on, the cgroup counts as on its way back, so reserve() waits for it instead of giving up.
-  async release(cgroup: Cgroup, ended: Promise<unknown> = Promise.resolve(), standby?: WorkerdStandby): Promise<void> {
+  async #release(cgroup: Cgroup, ended: Promise<unknown>, kept: WorkerdStandby): Promise<void> {
     this.#releasing += 1;
     try {
       await ended.catch(() => undefined);
-      const kept = standby ?? this.#standbys.get(cgroup);
-      this.#standbys.delete(cgroup);
-      const { remaining } = await this.#drain(cgroup, kept?.exited ? undefined : kept?.pid);
+      const { remaining } = await this.#drain(cgroup, kept.exited ? undefined : kept.pid);
       // A standby stopped here (after shutdown discarded the others, say) is gone before the
       // release is over, so whoever waits for the release waits for it too.
       if (remaining === 0) {
@@ -285,14 +221,3 @@ export class CgroupPool {
   }
 }
 
-async function subdirectories(dir: string): Promise<string[]> {
-  const entries = await readdir(dir, { withFileTypes: true });
-  return entries.filter((entry) => entry.isDirectory()).map((entry) => entry.name);
-}
-
-async function exists(file: string): Promise<boolean> {
-  return access(file).then(
-    () => true,
-    () => false,
-  );
-}

@@ -2,7 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
-import type { Cgroup } from './cgroupPool.js';
+import type { Cgroup } from './cgroups.js';
 import { abortError, ServiceError } from '../errors.js';
 
 // What is kept of each workerd's stdout and stderr: the end, where the error is, and never more,

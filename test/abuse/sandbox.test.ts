@@ -3,7 +3,7 @@ import { createServer } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { discoverCgroups } from '../../src/sandbox/cgroupPool.js';
+import { discoverCgroups } from '../../src/sandbox/cgroups.js';
 import { listen } from '../../src/dev/listen.js';
 import { cgroupsOrSkip } from '../helpers/cgroups.js';
 import { noLeftovers, type Stack, startStack } from '../helpers/stack.js';

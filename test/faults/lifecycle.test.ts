@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
-import { discoverCgroups, readPids } from '../../src/sandbox/cgroupPool.js';
+import { discoverCgroups, readPids } from '../../src/sandbox/cgroups.js';
 import { devAttestationDocument, startAttestationServer } from '../../src/dev/attestationServer.js';
 import type { RunningServer } from '../../src/dev/listen.js';
 import { startStorageServer } from '../../src/dev/storageServer.js';

@@ -3,7 +3,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { discoverCgroups } from '../../src/sandbox/cgroupPool.js';
+import { discoverCgroups } from '../../src/sandbox/cgroups.js';
 import { cgroupsOrSkip } from '../helpers/cgroups.js';
 import { isWorkerd } from '../helpers/processes.js';
 import { noLeftovers, type Stack, startStack } from '../helpers/stack.js';

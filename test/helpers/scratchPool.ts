@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { access, constants, readdir, readFile, rmdir } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { type Cgroup, discoverCgroups } from '../../src/sandbox/cgroupPool.js';
+import { type Cgroup, discoverCgroups } from '../../src/sandbox/cgroups.js';
 import { projectRoot } from '../../src/dev/projectRoot.js';
 
 const run = promisify(execFile);

@@ -175,15 +175,18 @@ describe.runIf(cgroups)('concurrency', () => {
       const inUse = new Set<string>();
       let sharing = 0;
       stack.pool.reserve = async () => {
-        const cgroup = await reserve();
-        if (cgroup && inUse.has(cgroup.name)) sharing += 1;
-        if (cgroup) inUse.add(cgroup.name);
-        return cgroup;
-      };
-      const release = stack.pool.release.bind(stack.pool);
-      stack.pool.release = async (cgroup, ...rest) => {
-        await release(cgroup, ...rest);
-        inUse.delete(cgroup.name);
+        const lease = await reserve();
+        if (!lease) return lease;
+        const { name } = lease.cgroup;
+        if (inUse.has(name)) sharing += 1;
+        inUse.add(name);
+        return {
+          ...lease,
+          release: async (ended) => {
+            await lease.release(ended);
+            inUse.delete(name);
+          },
+        };
       };
 
       const responses = await Promise.all(

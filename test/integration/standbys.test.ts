@@ -1,5 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
-import { type Cgroup, discoverCgroups, readPids } from '../../src/sandbox/cgroupPool.js';
+import { type Cgroup, discoverCgroups, readPids } from '../../src/sandbox/cgroups.js';
 import { cgroupsOrSkip } from '../helpers/cgroups.js';
 import { childPids, grandchildPids, isRunning, isWorkerd } from '../helpers/processes.js';
 import { noLeftovers, type Stack, startStack } from '../helpers/stack.js';

@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import getPort from 'get-port';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { discoverCgroups, readPids } from '../../src/sandbox/cgroupPool.js';
+import { discoverCgroups, readPids } from '../../src/sandbox/cgroups.js';
 import { cgroupRoot, cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
 import { invoke, statusOf } from '../helpers/http.js';
 import { childPids, isRunning, isWorkerd, signal, waitFor } from '../helpers/processes.js';

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { discoverCgroups, readPids } from '../../src/sandbox/cgroupPool.js';
+import { discoverCgroups, readPids } from '../../src/sandbox/cgroups.js';
 import { devAttestationDocument, startAttestationServer } from '../../src/dev/attestationServer.js';
 import type { RunningServer } from '../../src/dev/listen.js';
 import { startStorageServer } from '../../src/dev/storageServer.js';

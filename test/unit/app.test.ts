@@ -35,6 +35,7 @@ describe('the HTTP API', () => {
     const config = parseConfig({ CGROUP_ROOT: root, ATTESTATION_URL: upstream.url, LOG_LEVEL: 'silent'});
     service = createService(config, { pool });
     app = buildApp(service);
+    await app.ready();
   });
   afterAll(async () => {
     await app.close();
@@ -82,7 +83,7 @@ describe('the HTTP API', () => {
       expect(response.json()).toMatchObject({ status: 'error', message: 'Server busy' });
       expect(upstreamCalls).toBe(callsBefore);
     } finally {
-      for (const cgroup of held) await pool.release(cgroup!);
+      for (const lease of held) await lease!.release();
     }
   });
 
@@ -128,6 +129,7 @@ describe('GET /health with no usable cgroup', () => {
       await writeFile(path.join(root, 'workerd1', 'cgroup.procs'), `${stranger.pid}\n`);
       const pool = await CgroupPool.open({ root, version: 2, prefix: 'workerd' });
       const app = buildApp(createService(parseConfig({ CGROUP_ROOT: root, LOG_LEVEL: 'silent' }), { pool }));
+      await app.ready();
       expect(await pool.reserve()).toBeUndefined();
       const health = await app.inject({ method: 'GET', url: '/health' });
       expect(health.statusCode).toBe(503);

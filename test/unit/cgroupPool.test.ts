@@ -3,7 +3,8 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
-import { type Cgroup, CgroupPool, detectCgroupVersion, discoverCgroups, readOomKills, watchOom } from '../../src/sandbox/cgroupPool.js';
+import { CgroupPool } from '../../src/sandbox/cgroupPool.js';
+import { type Cgroup, detectCgroupVersion, discoverCgroups, readOomKills, watchOom } from '../../src/sandbox/cgroups.js';
 import { StartupError } from '../../src/errors.js';
 import type { WorkerdStandby } from '../../src/sandbox/standby.js';
 import { fakeCgroupV2Root } from '../helpers/fakeCgroupfs.js';
@@ -73,31 +74,62 @@ describe('cgroup discovery', () => {
   });
 });
 
+// Standbys stand in for the shells the service keeps in free cgroups: a pid, whether it has
+// ended, and a stop that ends it.
+let nextPid = 1_000_000;
+const made: Array<WorkerdStandby & { stopped: boolean }> = [];
+const fakeStandby = (cgroup: Cgroup) => {
+  const standby = {
+    cgroup,
+    pid: nextPid++,
+    stopped: false,
+    get exited() {
+      return this.stopped;
+    },
+    start: () => Promise.reject(new Error('not in these tests')),
+    stop: async () => {
+      standby.stopped = true;
+    },
+  };
+  made.push(standby);
+  return standby;
+};
+afterEach(() => {
+  made.length = 0;
+});
+
+// A pool in a fake v2 cgroupfs, keeping fake standbys.
+async function openPool(names: string[], root?: string): Promise<CgroupPool> {
+  const pool = await CgroupPool.open({ root: root ?? (await v2Root(names)), version: 2, prefix: 'w' });
+  pool.keepStandbys(fakeStandby);
+  return pool;
+}
+
 describe('reservation', () => {
   test('concurrent callers never get the same cgroup, and the one too many gets none', async () => {
-    const pool = await CgroupPool.open({ root: await v2Root(['w1', 'w2', 'w3']), version: 2, prefix: 'w' });
+    const pool = await openPool(['w1', 'w2', 'w3']);
     const taken = await Promise.all(Array.from({ length: 4 }, () => pool.reserve()));
-    const names = taken.filter((cgroup) => cgroup !== undefined).map((cgroup) => cgroup.name);
+    const names = taken.filter((lease) => lease !== undefined).map((lease) => lease.cgroup.name);
     expect(names.sort()).toEqual(['w1', 'w2', 'w3']);
-    expect(taken.filter((cgroup) => cgroup === undefined)).toHaveLength(1);
+    expect(taken.filter((lease) => lease === undefined)).toHaveLength(1);
     expect(pool.free).toBe(0);
   });
 
   test('a released cgroup can be taken again', async () => {
-    const pool = await CgroupPool.open({ root: await v2Root(['w1']), version: 2, prefix: 'w' });
-    const cgroup = await pool.reserve();
+    const pool = await openPool(['w1']);
+    const lease = await pool.reserve();
     expect(await pool.reserve()).toBeUndefined();
-    await pool.release(cgroup!);
-    expect((await pool.reserve())?.name).toBe('w1');
+    await lease!.release();
+    expect((await pool.reserve())?.cgroup.name).toBe('w1');
   });
 
   test('a caller finding every cgroup busy waits for one that is on its way back, instead of giving up', async () => {
-    const pool = await CgroupPool.open({ root: await v2Root(['w1']), version: 2, prefix: 'w' });
-    const cgroup = (await pool.reserve())!;
+    const pool = await openPool(['w1']);
+    const lease = (await pool.reserve())!;
     let cleanedUp!: () => void;
-    const releasing = pool.release(cgroup, new Promise<void>((resolve) => (cleanedUp = resolve)));
+    const releasing = lease.release(new Promise<void>((resolve) => (cleanedUp = resolve)));
     let got: string | undefined;
-    const waiting = pool.reserve().then((next) => (got = next?.name));
+    const waiting = pool.reserve().then((next) => (got = next?.cgroup.name));
     await new Promise((resolve) => setTimeout(resolve, 20));
     expect(got).toBeUndefined();
     cleanedUp();
@@ -107,88 +139,66 @@ describe('reservation', () => {
 
   test('a cgroup holding someone else\'s process is not handed out until it is empty', async () => {
     const root = await v2Root(['w1', 'w2']);
-    const pool = await CgroupPool.open({ root, version: 2, prefix: 'w' });
+    const pool = await openPool([], root);
     const stranger = spawn('sleep', ['30']);
     try {
       await writeFile(path.join(root, 'w1', 'cgroup.procs'), `${stranger.pid}\n`);
-      expect((await pool.reserve())?.name).toBe('w2');
+      expect((await pool.reserve())?.cgroup.name).toBe('w2');
       expect(await pool.reserve()).toBeUndefined();
       expect(pool.usable).toBe(1);
       await writeFile(path.join(root, 'w1', 'cgroup.procs'), '');
-      expect((await pool.reserve())?.name).toBe('w1');
+      expect((await pool.reserve())?.cgroup.name).toBe('w1');
     } finally {
       stranger.kill('SIGKILL');
     }
   });
+
+  test('hands out nothing before it keeps standbys, rather than a cgroup without one', async () => {
+    const pool = await CgroupPool.open({ root: await v2Root(['w1']), version: 2, prefix: 'w' });
+    await expect(pool.reserve()).rejects.toThrow(/only while it keeps standbys/);
+    expect(pool.free).toBe(1);
+  });
 });
 
-// Standbys stand in for the shells the service keeps in free cgroups: a pid, whether it has
-// ended, and a stop that ends it.
 describe('standbys', () => {
-  let nextPid = 1_000_000;
-  const made: Array<WorkerdStandby & { stopped: boolean }> = [];
-  const fakeStandby = (cgroup: Cgroup) => {
-    const standby = {
-      cgroup,
-      pid: nextPid++,
-      stopped: false,
-      get exited() {
-        return this.stopped;
-      },
-      start: () => Promise.reject(new Error('not in these tests')),
-      stop: async () => {
-        standby.stopped = true;
-      },
-    };
-    made.push(standby);
-    return standby;
-  };
-  afterEach(() => {
-    made.length = 0;
-  });
-
-  test('every free cgroup gets one, handed over once with its reservation', async () => {
-    const pool = await CgroupPool.open({ root: await v2Root(['w1', 'w2']), version: 2, prefix: 'w' });
-    pool.keepStandbys(fakeStandby);
+  test('every free cgroup gets one, handed over once with its lease', async () => {
+    const pool = await openPool(['w1', 'w2']);
     expect(made.map((standby) => standby.cgroup.name)).toEqual(['w1', 'w2']);
-    const cgroup = (await pool.reserve())!;
-    const standby = pool.takeStandby(cgroup);
-    expect(standby).toBe(made[0]);
-    expect(pool.takeStandby(cgroup)).toBeUndefined();
+    const lease = (await pool.reserve())!;
+    expect(lease.standby).toBe(made[0]);
     expect(pool.standbyPids).toEqual([made[1]!.pid]);
   });
 
-  test('a cgroup given back after its invocation gets a new one; one never started stays', async () => {
-    const pool = await CgroupPool.open({ root: await v2Root(['w1']), version: 2, prefix: 'w' });
-    pool.keepStandbys(fakeStandby);
-    const used = (await pool.reserve())!;
-    pool.takeStandby(used);
-    await pool.release(used);
+  test('a cgroup given back after its invocation keeps its standby while it still waits, and gets a new one if not', async () => {
+    const pool = await openPool(['w1']);
+    const first = (await pool.reserve())!;
+    await first.release();
+    expect(made).toHaveLength(1);
+    expect(first.standby.exited).toBe(false);
+    const second = (await pool.reserve())!;
+    expect(second.standby).toBe(first.standby);
+    await second.standby.stop();
+    await second.release();
     expect(made).toHaveLength(2);
-    const again = (await pool.reserve())!;
-    const unused = pool.takeStandby(again)!;
-    await pool.release(again, Promise.resolve(), unused);
-    expect(made).toHaveLength(2);
-    expect(unused.exited).toBe(false);
-    expect(pool.takeStandby((await pool.reserve())!)).toBe(unused);
+    expect((await pool.reserve())!.standby).toBe(made[1]);
   });
 
-  test('a dead one is not handed over', async () => {
-    const pool = await CgroupPool.open({ root: await v2Root(['w1']), version: 2, prefix: 'w' });
-    pool.keepStandbys(fakeStandby);
+  test('a dead one is not handed over: the lease gets a new one', async () => {
+    const pool = await openPool(['w1']);
     await made[0]!.stop();
-    expect(pool.takeStandby((await pool.reserve())!)).toBeUndefined();
+    const lease = (await pool.reserve())!;
+    expect(lease.standby).not.toBe(made[0]);
+    expect(lease.standby.exited).toBe(false);
   });
 
   test('its own pid does not make a cgroup look occupied; a stranger\'s does, and its standby is stopped', async () => {
     const root = await v2Root(['w1', 'w2']);
-    const pool = await CgroupPool.open({ root, version: 2, prefix: 'w' });
-    pool.keepStandbys(fakeStandby);
+    const pool = await openPool([], root);
     const stranger = spawn('sleep', ['30']);
     try {
       await writeFile(path.join(root, 'w1', 'cgroup.procs'), `${made[0]!.pid}\n${stranger.pid}\n`);
       await writeFile(path.join(root, 'w2', 'cgroup.procs'), `${made[1]!.pid}\n`);
-      expect((await pool.reserve())?.name).toBe('w2');
+      expect((await pool.reserve())?.cgroup.name).toBe('w2');
       expect(made[0]!.exited).toBe(true);
       expect(made[1]!.exited).toBe(false);
     } finally {
@@ -197,15 +207,13 @@ describe('standbys', () => {
   });
 
   test('discarding stops them all and makes no more', async () => {
-    const pool = await CgroupPool.open({ root: await v2Root(['w1', 'w2']), version: 2, prefix: 'w' });
-    pool.keepStandbys(fakeStandby);
-    const cgroup = (await pool.reserve())!;
-    const taken = pool.takeStandby(cgroup)!;
+    const pool = await openPool(['w1', 'w2']);
+    const lease = (await pool.reserve())!;
     await pool.discardStandbys();
-    expect(made.filter((standby) => standby !== taken).every((standby) => standby.exited)).toBe(true);
+    expect(made.filter((standby) => standby !== lease.standby).every((standby) => standby.exited)).toBe(true);
     expect(pool.standbyPids).toEqual([]);
-    await pool.release(cgroup, Promise.resolve(), taken);
-    expect(taken.exited).toBe(true);
+    await lease.release();
+    expect(lease.standby.exited).toBe(true);
     expect(made).toHaveLength(2);
   });
 
@@ -220,11 +228,10 @@ describe('standbys', () => {
       };
       return standby;
     });
-    const cgroup = (await pool.reserve())!;
-    const taken = pool.takeStandby(cgroup)!;
+    const lease = (await pool.reserve())!;
     await pool.discardStandbys();
-    await pool.release(cgroup, Promise.resolve(), taken);
-    expect(taken.exited).toBe(true);
+    await lease.release();
+    expect(lease.standby.exited).toBe(true);
   });
 });
 

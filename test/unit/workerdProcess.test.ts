@@ -3,7 +3,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
-import type { Cgroup } from '../../src/sandbox/cgroupPool.js';
+import type { Cgroup } from '../../src/sandbox/cgroups.js';
 import { isServiceError } from '../../src/errors.js';
 import { OutputTail, prepareWorkerd, splitRuns, type WorkerdStandby } from '../../src/sandbox/standby.js';
 import { grandchildPids, isRunning, isWorkerd } from '../helpers/processes.js';
