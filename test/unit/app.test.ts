@@ -129,7 +129,8 @@ describe('GET /health with no usable cgroup', () => {
       await writeFile(path.join(root, 'workerd1', 'cgroup.procs'), `${stranger.pid}\n`);
       const pool = await CgroupPool.open({ root, version: 2, prefix: 'workerd' });
       const app = buildApp(createService(parseConfig({ CGROUP_ROOT: root, LOG_LEVEL: 'silent' }), { pool }));
-      await app.ready();
+      // A standby that writes no pid into the fake cgroup.procs, where the stranger's is.
+      pool.keepStandbys((cgroup) => ({ cgroup, pid: undefined, exited: false, start: () => Promise.reject(new Error('unused')), stop: async () => {} }));
       expect(await pool.reserve()).toBeUndefined();
       const health = await app.inject({ method: 'GET', url: '/health' });
       expect(health.statusCode).toBe(503);
