@@ -12,7 +12,7 @@ import type { RunningServer } from '../../src/dev/listen.js';
 import { startStorageServer } from '../../src/dev/storageServer.js';
 import { loadSigner } from '../../src/signing.js';
 import { removeStaleWorkerFiles } from '../../src/code/workerdConfig.js';
-import { standbyName } from '../../src/sandbox/standby.js';
+import { standbyName } from '../../src/sandbox/standbyProtocol.js';
 import { cgroupRoot, createTestPool, type TestPool, type TestPoolOptions } from './cgroups.js';
 import { childPids, commandLine } from './processes.js';
 

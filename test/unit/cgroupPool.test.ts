@@ -1,71 +1,16 @@
 import { spawn } from 'node:child_process';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
 import { CgroupPool } from '../../src/sandbox/cgroupPool.js';
-import { type Cgroup, detectCgroupVersion, discoverCgroups, readOomKills, watchOom } from '../../src/sandbox/cgroups.js';
+import type { Cgroup } from '../../src/sandbox/cgroups.js';
 import { StartupError } from '../../src/errors.js';
 import type { WorkerdStandby } from '../../src/sandbox/standby.js';
-import { fakeCgroupV2Root } from '../helpers/fakeCgroupfs.js';
+import { fakeRootsRemovedAfterEach } from '../helpers/fakeCgroupfs.js';
 
-const roots: string[] = [];
-afterEach(async () => {
-  await Promise.all(roots.splice(0).map((root) => rm(root, { recursive: true, force: true })));
-});
-async function v2Root(names: readonly string[]): Promise<string> {
-  const root = await fakeCgroupV2Root(names);
-  roots.push(root);
-  return root;
-}
+const { v2Root } = fakeRootsRemovedAfterEach();
 
-describe('cgroup version detection', () => {
-  test('is 2 where the unified hierarchy has the memory controller', async () => {
-    expect(await detectCgroupVersion(await v2Root([]))).toBe(2);
-  });
-
-  test('is 1 where only a v1 memory mount exists (a hybrid machine)', async () => {
-    const root = await mkdtemp(path.join(os.tmpdir(), 'oyster-cgroupfs-'));
-    roots.push(root);
-    await mkdir(path.join(root, 'unified'));
-    await writeFile(path.join(root, 'unified', 'cgroup.controllers'), 'hugetlb\n');
-    await mkdir(path.join(root, 'memory'));
-    expect(await detectCgroupVersion(root)).toBe(1);
-  });
-
-  test('fails with a message naming CGROUP_ROOT where there is no memory controller', async () => {
-    const root = await mkdtemp(path.join(os.tmpdir(), 'oyster-cgroupfs-'));
-    roots.push(root);
-    await expect(detectCgroupVersion(root)).rejects.toThrow(/CGROUP_ROOT/);
-  });
-});
-
-describe('cgroup discovery', () => {
-  test('v2: every cgroup whose name starts with the prefix, in numeric order', async () => {
-    const root = await v2Root(['workerd10', 'workerd2', 'workerd1', 'other', 'system.slice']);
-    const cgroups = await discoverCgroups(root, 2, 'workerd');
-    expect(cgroups.map((cgroup) => cgroup.name)).toEqual(['workerd1', 'workerd2', 'workerd10']);
-    expect(cgroups[0]).toEqual({
-      name: 'workerd1',
-      procsFiles: [path.join(root, 'workerd1', 'cgroup.procs')],
-      oomFile: path.join(root, 'workerd1', 'memory.events'),
-    });
-  });
-
-  test('v1: only cgroups present under both memory and cpu, joined through both', async () => {
-    const root = await mkdtemp(path.join(os.tmpdir(), 'oyster-cgroupfs-'));
-    roots.push(root);
-    for (const dir of ['memory/workerd1', 'cpu/workerd1', 'memory/workerd2']) await mkdir(path.join(root, dir), { recursive: true });
-    const cgroups = await discoverCgroups(root, 1, 'workerd');
-    expect(cgroups).toEqual([
-      {
-        name: 'workerd1',
-        procsFiles: [path.join(root, 'memory/workerd1/cgroup.procs'), path.join(root, 'cpu/workerd1/cgroup.procs')],
-        oomFile: path.join(root, 'memory/workerd1/memory.oom_control'),
-      },
-    ]);
-  });
-
+describe('opening', () => {
   test('an empty pool stops the start with a message naming the setup script', async () => {
     const root = await v2Root(['other']);
     const opening = CgroupPool.open({ root, version: undefined, prefix: 'workerd' });
@@ -232,26 +177,5 @@ describe('standbys', () => {
     await pool.discardStandbys();
     await lease.release();
     expect(lease.standby.exited).toBe(true);
-  });
-});
-
-describe('OOM counters', () => {
-  test('v2: read from memory.events oom_kill', async () => {
-    const root = await v2Root(['w1']);
-    const [cgroup] = await discoverCgroups(root, 2, 'w');
-    const oomKilled = await watchOom(cgroup!);
-    expect(await oomKilled()).toBe(false);
-    await writeFile(cgroup!.oomFile, 'low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\noom_group_kill 0\n');
-    expect(await readOomKills(cgroup!)).toBe(1);
-    expect(await oomKilled()).toBe(true);
-  });
-
-  test('v1: read from memory.oom_control oom_kill', async () => {
-    const root = await mkdtemp(path.join(os.tmpdir(), 'oyster-cgroupfs-'));
-    roots.push(root);
-    for (const dir of ['memory/w1', 'cpu/w1']) await mkdir(path.join(root, dir), { recursive: true });
-    await writeFile(path.join(root, 'memory/w1/memory.oom_control'), 'oom_kill_disable 0\nunder_oom 0\noom_kill 7\n');
-    const [cgroup] = await discoverCgroups(root, 1, 'w');
-    expect(await readOomKills(cgroup!)).toBe(7);
   });
 });
