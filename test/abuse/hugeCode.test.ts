@@ -3,8 +3,8 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, expect, test } from 'vitest';
+import { projectRoot } from '../helpers/projectRoot.js';
 
-const projectRoot = path.resolve(import.meta.dirname, '../..');
 const heapLimitMb = 64;
 
 // Decides the format of a 9.5 MB script whose comments say "import" on every line (so the cheap

@@ -4,10 +4,11 @@ import os from 'node:os';
 import path from 'node:path';
 import getPort from 'get-port';
 import { statusOf } from './http.js';
-import { descendantPids, signal, waitFor } from './processes.js';
+import { descendantPids, signal } from './processes.js';
+import { waitFor } from './wait.js';
 import { findProgram } from './programs.js';
+import { projectRoot } from './projectRoot.js';
 
-const projectRoot = path.resolve(import.meta.dirname, '../..');
 // The shipped example, used as it is except for the addresses below.
 export const nginxExample = path.join(projectRoot, 'deploy/nginx/oyster-serverless.conf');
 // The example's two instances and its listen directive, in the example's own words.

@@ -1,7 +1,5 @@
 import { readdir, readFile } from 'node:fs/promises';
 
-const pollMs = 50;
-
 // The state letter of a process (R, S, Z, ...), or undefined once it is gone.
 async function processState(pid: number): Promise<string | undefined> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
@@ -59,16 +57,5 @@ export function signal(pid: number, name: NodeJS.Signals): void {
     process.kill(pid, name);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error;
-  }
-}
-
-// Polls check until it returns something other than undefined or false; fails after timeoutMs,
-// naming what it waited for.
-export async function waitFor<T>(what: string, check: () => Promise<T | undefined | false>, timeoutMs: number): Promise<T> {
-  for (const deadline = Date.now() + timeoutMs; ; ) {
-    const value = await check().catch(() => undefined);
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, pollMs));
   }
 }

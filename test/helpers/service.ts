@@ -5,8 +5,8 @@ import { request } from 'undici';
 import type { RunningServer } from '../../src/dev/listen.js';
 import { serviceNodeFlags } from '../../src/nodeFlags.js';
 import { cgroupRoot, type TestPool } from './cgroups.js';
+import { projectRoot } from './projectRoot.js';
 
-const projectRoot = path.resolve(import.meta.dirname, '../..');
 const startTimeoutMs = 10_000;
 
 // The built service (`npm start`) running as its own process.

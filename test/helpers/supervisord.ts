@@ -2,8 +2,8 @@ import { spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { childPids, commandLine, descendantPids, isRunning, signal } from './processes.js';
+import { projectRoot } from './projectRoot.js';
 
-const projectRoot = path.resolve(import.meta.dirname, '../..');
 // The enclave image's start command (Dockerfile.enclave's CMD), run from this checkout.
 const startScript = path.join(projectRoot, 'scripts/enclave-start.sh');
 // Longer than the service program's stopwaitsecs (15 s in supervisord.conf).

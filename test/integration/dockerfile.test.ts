@@ -5,8 +5,8 @@ import path from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
 import { commandOf, copiedFiles, localPath, parseDockerfile, provider, runsOf, type Source } from '../helpers/dockerfile.js';
 import { parseIni } from '../helpers/ini.js';
+import { projectRoot } from '../helpers/projectRoot.js';
 
-const projectRoot = path.resolve(import.meta.dirname, '../..');
 // glibc's minor version (2.x) in each distribution release the node images are built on; workerd
 // needs 2.35 or newer.
 const glibcMinor: Readonly<Record<string, number>> = { bullseye: 31, bookworm: 36, trixie: 41, jammy: 35, noble: 39 };

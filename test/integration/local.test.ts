@@ -8,9 +8,9 @@ import { request } from 'undici';
 import { describe, expect, test } from 'vitest';
 import { cgroupsOrSkip, removeCgroups } from '../helpers/cgroups.js';
 import { waitFor } from '../helpers/wait.js';
+import { projectRoot } from '../helpers/projectRoot.js';
 
 const cgroups = await cgroupsOrSkip();
-const projectRoot = path.resolve(import.meta.dirname, '../..');
 
 describe.runIf(cgroups)('npm run local', () => {
   test('makes a pool when there is none, starts the development servers and the service, and serves the examples', async () => {

@@ -6,7 +6,7 @@ import { cgroupsOrSkip } from '../helpers/cgroups.js';
 import { type Answer, getJson, invoke } from '../helpers/http.js';
 import { burst, type Instance, startInstance, stopInstance } from '../helpers/instances.js';
 import { type Nginx, startNginx } from '../helpers/nginx.js';
-import { waitFor } from '../helpers/processes.js';
+import { waitFor } from '../helpers/wait.js';
 import { programOrSkip } from '../helpers/programs.js';
 import { examplesDir, fixturesDir } from '../helpers/stack.js';
 

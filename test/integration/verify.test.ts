@@ -8,8 +8,8 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { sha256 } from '../../src/code/codeCache.js';
 import { loadSigner, type Signer, signatureHeader, timestampHeader } from '../../src/signing.js';
+import { projectRoot } from '../helpers/projectRoot.js';
 
-const projectRoot = path.resolve(import.meta.dirname, '../..');
 const verifyCommand = path.join(projectRoot, 'dist/scripts/verify.js');
 const mismatchExit = 1;
 const usageExit = 2;

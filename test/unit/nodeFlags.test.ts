@@ -5,8 +5,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, expect, test } from 'vitest';
 import { serviceNodeFlags } from '../../src/nodeFlags.js';
-
-const projectRoot = path.resolve(import.meta.dirname, '../..');
+import { projectRoot } from '../helpers/projectRoot.js';
 
 // Two places that start the service cannot import the flags: each must pass them all.
 describe('the Node flags of the service', () => {
