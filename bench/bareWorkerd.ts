@@ -1,6 +1,6 @@
 // The physical limit: what one invocation costs with nothing but workerd itself. The same binary,
-// the same kind of config (a service worker on 127.0.0.1:0, with the same egress service) and the
-// same readiness method as the service (the port read from --control-fd), spawned directly: no
+// the service's own config renderer (a service worker on 127.0.0.1:0, with the same egress
+// service, without the guard worker in front) and the same readiness method as the service (the port read from --control-fd), spawned directly: no
 // cgroup, no shell wrapper, no files written per invocation. Optionally inside a cgroup, joined the
 // way the service joins it, to show what cgroup placement alone costs. Run from a lean process
 // (see driver.ts): fork() copies the parent's page tables, so a big parent pays more.
@@ -12,36 +12,26 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
+import { egressDenyList } from '../src/code/egress.js';
+import { renderWorkerdConfig } from '../src/code/workerdConfig.js';
 import type { Cleanup } from './cleanup.js';
 
 const scriptFileName = 'worker.js';
 const configFileName = 'config.capnp';
+// The service's own config, less the guard worker: the function answers the socket itself.
+const renderConfig = (compatibilityDate: string) =>
+  renderWorkerdConfig({
+    code: { format: 'service-worker', file: scriptFileName },
+    compatibilityDate,
+    allowPublicEgress: true,
+    deniedEgress: egressDenyList(),
+    guardSource: undefined,
+  });
 // Exit status of the wrapper when it cannot join a cgroup.
 const cgroupJoinFailed = 125;
 // Writes its own pid into every cgroup.procs named before "--", then execs the command: workerd
 // starts inside the cgroup without the cgroup holding anything else.
 const joinCgroupsThenExec = `while [ "$1" != -- ]; do echo $$ > "$1" || exit ${cgroupJoinFailed}; shift; done; shift; exec "$@"`;
-
-// The ready-made config: one service worker, loopback on a port the kernel picks, egress limited
-// to public addresses, as the service writes it per invocation.
-function renderConfig(compatibilityDate: string): string {
-  return `using Workerd = import "/workerd/workerd.capnp";
-
-const config :Workerd.Config = (
-  services = [
-    (name = "main", worker = .worker),
-    (name = "egress", network = (allow = ["public"], tlsOptions = (trustBrowserCas = true))),
-  ],
-  sockets = [(name = "http", address = "127.0.0.1:0", http = (), service = "main")],
-);
-
-const worker :Workerd.Worker = (
-  serviceWorkerScript = embed ${JSON.stringify(scriptFileName)},
-  compatibilityDate = ${JSON.stringify(compatibilityDate)},
-  globalOutbound = "egress",
-);
-`;
-}
 
 export interface BareWorkerdOptions {
   readonly workerdPath: string;

@@ -24,12 +24,15 @@ export interface WorkerdConfigOptions {
   readonly allowPublicEgress: boolean;
   /** Address blocks the worker may never reach, even when they count as public (src/egress.ts). */
   readonly deniedEgress: readonly string[];
-  /** The source of the worker that reads the function's whole answer before passing it on (src/responseGuard.ts). */
-  readonly guardSource: string;
+  /**
+   * The source of the worker that reads the function's whole answer before passing it on
+   * (src/code/responseGuard.ts); without it the socket serves the worker itself, as bare workerd
+   * does (the benchmark's reference).
+   */
+  readonly guardSource: string | undefined;
 }
 
-// Renders the capnp config for one worker, served over HTTP on loopback behind the guard worker,
-// which reaches it through a service binding.
+/** Renders the capnp config for one worker, served over HTTP on loopback, behind the guard worker if there is one. */
 export function renderWorkerdConfig(options: WorkerdConfigOptions): string {
   // "public" excludes loopback, private and link-local ranges, and the deny list the rest of what
   // leads back to this machine: user code can never reach the attestation server, the storage
@@ -42,25 +45,29 @@ export function renderWorkerdConfig(options: WorkerdConfigOptions): string {
 
 const config :Workerd.Config = (
   services = [
-    (name = "main", worker = .guard),
-    (name = "user", worker = .worker),
+    ${options.guardSource === undefined ? '(name = "main", worker = .worker),' : '(name = "main", worker = .guard),\n    (name = "user", worker = .worker),'}
     (name = "egress", network = (allow = [${allow}], deny = [${deny}], tlsOptions = (trustBrowserCas = true))),
   ],
   sockets = [(name = "http", address = "127.0.0.1:0", http = (), service = "main")],
 );
 
-const guard :Workerd.Worker = (
-  modules = [(name = "guard.js", esModule = ${quote(options.guardSource)})],
-  compatibilityDate = ${quote(options.compatibilityDate)},
-  bindings = [(name = "user", service = "user")],
-  globalOutbound = "egress",
-);
-
-const worker :Workerd.Worker = (
+${options.guardSource === undefined ? '' : renderGuard(options.guardSource, options.compatibilityDate)}const worker :Workerd.Worker = (
   ${renderCode(options.code)},
   compatibilityDate = ${quote(options.compatibilityDate)},
   globalOutbound = "egress",
 );
+`;
+}
+
+// The guard worker, which calls the user's through a service binding.
+function renderGuard(source: string, compatibilityDate: string): string {
+  return `const guard :Workerd.Worker = (
+  modules = [(name = "guard.js", esModule = ${quote(source)})],
+  compatibilityDate = ${quote(compatibilityDate)},
+  bindings = [(name = "user", service = "user")],
+  globalOutbound = "egress",
+);
+
 `;
 }
 

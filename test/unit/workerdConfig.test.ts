@@ -33,6 +33,14 @@ describe('renderWorkerdConfig', () => {
     expect(denying).toContain('allow = ["public"], deny = ["192.0.2.2/32", "2002::/16"]');
   });
 
+  test('puts the guard worker in front of the function, reaching it through a service binding', () => {
+    expect(config).toContain('(name = "main", worker = .guard),\n    (name = "user", worker = .worker),');
+    expect(config).toContain('bindings = [(name = "user", service = "user")]');
+    const bare = renderWorkerdConfig({ code: serviceWorker, compatibilityDate: '2026-04-26', allowPublicEgress: true, deniedEgress: [], guardSource: undefined });
+    expect(bare).toContain('(name = "main", worker = .worker),');
+    expect(bare).not.toContain('guard');
+  });
+
   test('declares modules in order, the main one first, each by its own kind', () => {
     const modules = renderWorkerdConfig({
       code: {
