@@ -77,22 +77,35 @@ export async function prepareBareWorkerd(options: BareWorkerdOptions): Promise<B
 
   const invoke = async (body: string, signal: AbortSignal): Promise<BareInvocation> => {
     const cgroup = options.cgroups ? freeCgroups.shift() : undefined;
-    if (options.cgroups && !cgroup) throw new Error('no free cgroup for bare workerd: more concurrent invocations than cgroups');
+    if (options.cgroups && !cgroup)
+      throw new Error('no free cgroup for bare workerd: more concurrent invocations than cgroups');
     const spawned = performance.now();
     const child = cgroup
-      ? spawn('/bin/sh', ['-c', joinCgroupsThenExec, 'cgroup-exec', ...cgroup, '--', options.workerdPath, ...workerdArgs], {
+      ? spawn(
+          '/bin/sh',
+          ['-c', joinCgroupsThenExec, 'cgroup-exec', ...cgroup, '--', options.workerdPath, ...workerdArgs],
+          {
+            stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
+            env: { PATH: '/usr/bin:/bin' },
+          },
+        )
+      : spawn(options.workerdPath, workerdArgs, {
           stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
           env: { PATH: '/usr/bin:/bin' },
-        })
-      : spawn(options.workerdPath, workerdArgs, { stdio: ['ignore', 'ignore', 'ignore', 'pipe'], env: { PATH: '/usr/bin:/bin' } });
+        });
     live.add(child);
     const reaped = reapedPromise(child);
     let listening = Number.NaN;
     let answered = Number.NaN;
     let answer: string;
     try {
-      const port = await Promise.race([readListenPort(child.stdio[3] as Readable), reaped.then(() => undefined), aborted(signal)]);
-      if (port === undefined) throw new Error(`bare workerd exited before it listened (exit ${child.exitCode ?? child.signalCode})`);
+      const port = await Promise.race([
+        readListenPort(child.stdio[3] as Readable),
+        reaped.then(() => undefined),
+        aborted(signal),
+      ]);
+      if (port === undefined)
+        throw new Error(`bare workerd exited before it listened (exit ${child.exitCode ?? child.signalCode})`);
       listening = performance.now();
       const response = await post(port, body, signal);
       answer = response.body;
@@ -104,7 +117,12 @@ export async function prepareBareWorkerd(options: BareWorkerdOptions): Promise<B
       live.delete(child);
       if (cgroup) freeCgroups.push(cgroup);
     }
-    return { answer, startMs: listening - spawned, executionMs: answered - listening, cleanupMs: performance.now() - answered };
+    return {
+      answer,
+      startMs: listening - spawned,
+      executionMs: answered - listening,
+      cleanupMs: performance.now() - answered,
+    };
   };
   return { invoke, remove };
 }
@@ -113,7 +131,15 @@ export async function prepareBareWorkerd(options: BareWorkerdOptions): Promise<B
 function post(port: number, body: string, signal: AbortSignal): Promise<{ statusCode: number; body: string }> {
   return new Promise((resolve, reject) => {
     const outgoing = request(
-      { host: '127.0.0.1', port, method: 'POST', path: '/', agent: false, signal, headers: { 'content-type': 'application/json' } },
+      {
+        host: '127.0.0.1',
+        port,
+        method: 'POST',
+        path: '/',
+        agent: false,
+        signal,
+        headers: { 'content-type': 'application/json' },
+      },
       (response) => {
         let text = '';
         response.setEncoding('utf8');

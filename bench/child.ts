@@ -43,11 +43,15 @@ export interface StartNodeChildOptions {
 export async function startNodeChild(
   options: StartNodeChildOptions,
 ): Promise<{ child: NodeChild; match: RegExpExecArray; subprocess: ChildProcess }> {
-  const subprocess: ChildProcess = spawn(process.execPath, [...(options.nodeArgs ?? []), options.script, ...(options.args ?? [])], {
-    env: options.env,
-    ...(options.cwd ? { cwd: options.cwd } : {}),
-    stdio: [options.stdinPipe ? 'pipe' : 'ignore', 'pipe', 'pipe', ...(options.ipc ? (['ipc'] as const) : [])],
-  });
+  const subprocess: ChildProcess = spawn(
+    process.execPath,
+    [...(options.nodeArgs ?? []), options.script, ...(options.args ?? [])],
+    {
+      env: options.env,
+      ...(options.cwd ? { cwd: options.cwd } : {}),
+      stdio: [options.stdinPipe ? 'pipe' : 'ignore', 'pipe', 'pipe', ...(options.ipc ? (['ipc'] as const) : [])],
+    },
+  );
   let output = '';
   const append = (chunk: Buffer) => {
     output = (output + chunk.toString('utf8')).slice(-outputTailChars);

@@ -34,7 +34,9 @@ export class Cleanup {
           try {
             await step.undo();
           } catch (error) {
-            console.error(`bench cleanup: ${step.name} failed: ${error instanceof Error ? error.message : String(error)}`);
+            console.error(
+              `bench cleanup: ${step.name} failed: ${error instanceof Error ? error.message : String(error)}`,
+            );
           }
         }
       };

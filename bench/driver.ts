@@ -43,7 +43,10 @@ async function main(): Promise<void> {
   process.once('disconnect', stop);
 
   const code = await readFile(env.BENCH_CODE_PATH, 'utf8');
-  let invoke: (body: string, signal: AbortSignal) => Promise<{ answer: string; parts?: Omit<BareInvocation, 'answer'> }>;
+  let invoke: (
+    body: string,
+    signal: AbortSignal,
+  ) => Promise<{ answer: string; parts?: Omit<BareInvocation, 'answer'> }>;
   if (kind === 'bare' || kind === 'bare-cgroup') {
     const { prepareBareWorkerd } = await import('./bareWorkerd.js');
     const bare = await prepareBareWorkerd({
@@ -69,7 +72,12 @@ async function main(): Promise<void> {
   process.on('message', (message: DriverRequest) => {
     invoke(message.body, AbortSignal.timeout(invocationTimeoutMs)).then(
       (result) => process.send?.({ id: message.id, ok: true, ...result } satisfies DriverReply),
-      (error: unknown) => process.send?.({ id: message.id, ok: false, error: error instanceof Error ? error.message : String(error) } satisfies DriverReply),
+      (error: unknown) =>
+        process.send?.({
+          id: message.id,
+          ok: false,
+          error: error instanceof Error ? error.message : String(error),
+        } satisfies DriverReply),
     );
   });
   process.stdout.write(`${driverReadyLine}\n`);

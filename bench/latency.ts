@@ -29,8 +29,13 @@ export interface LatencyOptions {
 }
 
 // Runs the untimed warm-up rounds, then the timed ones; returns each side's samples by key.
-export async function measureLatency(sides: readonly Side[], options: LatencyOptions): Promise<Map<SideKey, LatencySamples>> {
-  const results = new Map<SideKey, LatencySamples>(sides.map((side) => [side.key, { samplesMs: [], failures: 0, errors: [] }]));
+export async function measureLatency(
+  sides: readonly Side[],
+  options: LatencyOptions,
+): Promise<Map<SideKey, LatencySamples>> {
+  const results = new Map<SideKey, LatencySamples>(
+    sides.map((side) => [side.key, { samplesMs: [], failures: 0, errors: [] }]),
+  );
   for (let round = 0; round < options.warmupRounds; round += 1) {
     for (const side of orderForRound(sides, round)) {
       await sleep(options.gapMs);
@@ -50,9 +55,12 @@ export async function measureLatency(sides: readonly Side[], options: LatencyOpt
       } catch (error) {
         result.samplesMs[round] = undefined;
         result.failures += 1;
-        if (result.errors.length < keptErrorMessages) result.errors.push(error instanceof Error ? error.message : String(error));
+        if (result.errors.length < keptErrorMessages)
+          result.errors.push(error instanceof Error ? error.message : String(error));
         if (result.failures > failureBudget) {
-          throw new Error(`${side.label} failed ${result.failures} times; the last: ${error instanceof InvocationError ? error.message : String(error)}`);
+          throw new Error(
+            `${side.label} failed ${result.failures} times; the last: ${error instanceof InvocationError ? error.message : String(error)}`,
+          );
         }
       }
     }

@@ -32,7 +32,9 @@ export interface LoadOptions {
 
 // Loads every side for durationS in total at the given concurrency; returns the totals by side.
 export async function runLoad(sides: readonly Side[], options: LoadOptions): Promise<Map<SideKey, LoadResult>> {
-  const results = new Map<SideKey, LoadResult>(sides.map((side) => [side.key, { ok: 0, errors: {}, elapsedMs: 0, latenciesMs: [] }]));
+  const results = new Map<SideKey, LoadResult>(
+    sides.map((side) => [side.key, { ok: 0, errors: {}, elapsedMs: 0, latenciesMs: [] }]),
+  );
   const rounds = Math.max(1, Math.round(options.durationS / options.sliceS));
   const sliceMs = (options.durationS * 1000) / rounds;
   let done = 0;
@@ -42,7 +44,8 @@ export async function runLoad(sides: readonly Side[], options: LoadOptions): Pro
       const cpuBefore = await side.service?.cpuMs();
       await runSlice(side, options.concurrency, sliceMs, result);
       const cpuAfter = await side.service?.cpuMs();
-      if (cpuBefore !== undefined && cpuAfter !== undefined) result.serviceCpuMs = (result.serviceCpuMs ?? 0) + cpuAfter - cpuBefore;
+      if (cpuBefore !== undefined && cpuAfter !== undefined)
+        result.serviceCpuMs = (result.serviceCpuMs ?? 0) + cpuAfter - cpuBefore;
       done += 1;
       options.onSlice?.(done, rounds * sides.length);
     }
@@ -65,7 +68,8 @@ async function runSlice(side: Side, concurrency: number, sliceMs: number, result
       } catch (error) {
         const kind = error instanceof InvocationError ? error.kind : 'failed';
         result.errors[kind] = (result.errors[kind] ?? 0) + 1;
-        if (error instanceof InvocationError && error.busy) await new Promise((resolve) => setTimeout(resolve, busyBackoffMs));
+        if (error instanceof InvocationError && error.busy)
+          await new Promise((resolve) => setTimeout(resolve, busyBackoffMs));
       }
     }
   };

@@ -43,7 +43,9 @@ export async function readCpuMs(pid: number): Promise<number> {
 function clockTicksPerSecond(): number {
   if (ticksPerSecond === undefined) {
     try {
-      ticksPerSecond = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8', timeout: 5_000 }).trim()) || fallbackTicksPerSecond;
+      ticksPerSecond =
+        Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8', timeout: 5_000 }).trim()) ||
+        fallbackTicksPerSecond;
     } catch {
       ticksPerSecond = fallbackTicksPerSecond;
     }

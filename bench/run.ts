@@ -4,6 +4,8 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseConfig } from '../src/config.js';
+import { projectRoot } from '../src/dev/projectRoot.js';
+import { serviceNodeFlags } from '../src/nodeFlags.js';
 import { Cleanup } from './cleanup.js';
 import { type Driver, startDriver } from './driverProcess.js';
 import { measureLatency } from './latency.js';
@@ -11,15 +13,20 @@ import { busyBackoffMs, runLoad } from './load.js';
 import { describeMachine } from './machine.js';
 import { cgroupUnavailableReason, createBenchPool } from './pool.js';
 import type { BenchResults, PairedRatio, ServiceResources, SideLatency, StageRow, ThroughputSide } from './results.js';
-import { cgroupSide, limitSide, miniflareSide, type Side, type SideKey } from './sides.js';
+import {
+  measureIdleCpu,
+  measureSequentialCpu,
+  netCpuMs,
+  probeCodeCache,
+  type ServiceUnderTest,
+  startServices,
+} from './servicesUnderTest.js';
 import { type BenchSettings, readSettings } from './settings.js';
+import { cgroupSide, limitSide, miniflareSide, type Side, type SideKey } from './sides.js';
 import { median, pairedRatioMedian, pairedRatios, percentile, summarize } from './stats.js';
 import { formatResults } from './table.js';
 import { evaluateTargets } from './targets.js';
-import { measureIdleCpu, measureSequentialCpu, netCpuMs, probeCodeCache, type ServiceUnderTest, startServices } from './servicesUnderTest.js';
 import { startUpstreams } from './upstreamProcess.js';
-import { projectRoot } from '../src/dev/projectRoot.js';
-import { serviceNodeFlags } from '../src/nodeFlags.js';
 
 const resultsDir = path.join(projectRoot, 'bench-results');
 const helloPath = path.join(projectRoot, 'examples', 'hello.js');
@@ -51,7 +58,12 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
     `throughput: Miniflare is not loaded; a "503 Server busy" is retried after ${busyBackoffMs} ms`,
   ];
 
-  const driverOptions = { workerdPath: base.workerdPath, compatibilityDate: base.compatibilityDate, codePath: helloPath, cleanup };
+  const driverOptions = {
+    workerdPath: base.workerdPath,
+    compatibilityDate: base.compatibilityDate,
+    codePath: helloPath,
+    cleanup,
+  };
   const drivers: Driver[] = [];
   const bare = await startDriver({ kind: 'bare', ...driverOptions });
   const miniflare = await startDriver({ kind: 'miniflare', ...driverOptions });
@@ -109,7 +121,9 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
     };
   });
   const ratios = pairRatios(latencySamples);
-  notes.push(`the bare driver process spawning workerd had ${(await bare.rssMb()).toFixed(0)} MB RSS after the latency section (fork() cost grows with the parent's RSS)`);
+  notes.push(
+    `the bare driver process spawning workerd had ${(await bare.rssMb()).toFixed(0)} MB RSS after the latency section (fork() cost grows with the parent's RSS)`,
+  );
 
   // Throughput.
   const loaded = sides.filter((side) => side.key !== 'miniflare');
@@ -133,7 +147,9 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
         p50Ms: percentile(result.latenciesMs, 50),
         p99Ms: percentile(result.latenciesMs, 99),
         elapsedS: result.elapsedMs / 1000,
-        ...(result.serviceCpuMs === undefined ? {} : { serviceCpuMsPerOk: netCpuMs(result.serviceCpuMs, result.elapsedMs, side, services) / result.ok }),
+        ...(result.serviceCpuMs === undefined
+          ? {}
+          : { serviceCpuMsPerOk: netCpuMs(result.serviceCpuMs, result.elapsedMs, side, services) / result.ok }),
       });
     }
   }
@@ -161,7 +177,13 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
   }
   await Promise.all(drivers.map((driver) => driver.stop()));
 
-  const targets = evaluateTargets({ ratios, throughput, resources, poolSize: settings.poolSize, serviceSkipped: serviceSkipped !== undefined });
+  const targets = evaluateTargets({
+    ratios,
+    throughput,
+    resources,
+    poolSize: settings.poolSize,
+    serviceSkipped: serviceSkipped !== undefined,
+  });
   return {
     machine,
     settings,
@@ -179,14 +201,23 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
 }
 
 // The per-round ratio medians of every pair whose two sides were measured.
-function pairRatios(samples: ReadonlyMap<SideKey, { readonly samplesMs: ReadonlyArray<number | undefined> }>): PairedRatio[] {
-  const p50 = (values: ReadonlyArray<number | undefined>) => median(values.filter((value): value is number => value !== undefined));
+function pairRatios(
+  samples: ReadonlyMap<SideKey, { readonly samplesMs: ReadonlyArray<number | undefined> }>,
+): PairedRatio[] {
+  const p50 = (values: ReadonlyArray<number | undefined>) =>
+    median(values.filter((value): value is number => value !== undefined));
   return ratioPairs
     .filter(([a, b]) => samples.has(a) && samples.has(b))
     .map(([numerator, denominator]) => {
       const a = samples.get(numerator)!.samplesMs;
       const b = samples.get(denominator)!.samplesMs;
-      return { numerator, denominator, medianOfPairs: pairedRatioMedian(a, b), ratioOfP50s: p50(a) / p50(b), pairs: pairedRatios(a, b).length };
+      return {
+        numerator,
+        denominator,
+        medianOfPairs: pairedRatioMedian(a, b),
+        ratioOfP50s: p50(a) / p50(b),
+        pairs: pairedRatios(a, b).length,
+      };
     });
 }
 

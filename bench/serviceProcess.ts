@@ -3,8 +3,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { startNodeChild } from './child.js';
 import { serviceNodeFlags } from '../src/nodeFlags.js';
+import { startNodeChild } from './child.js';
 import type { Cleanup } from './cleanup.js';
 import type { BenchPool } from './pool.js';
 import { cgroupRoot } from './pool.js';
@@ -40,7 +40,9 @@ export interface StartServiceOptions {
 // Starts the service on a free loopback port and resolves once it listens.
 export async function startServiceProcess(options: StartServiceOptions): Promise<ServiceProcess> {
   const runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-bench-runtime-'));
-  const removeRuntime = options.cleanup.add(`remove ${runtimePath}`, () => rm(runtimePath, { recursive: true, force: true }));
+  const removeRuntime = options.cleanup.add(`remove ${runtimePath}`, () =>
+    rm(runtimePath, { recursive: true, force: true }),
+  );
   const { child, match } = await startNodeChild({
     name: `service (${options.name})`,
     nodeArgs: serviceNodeFlags,

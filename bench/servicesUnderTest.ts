@@ -29,7 +29,11 @@ export interface ServiceUnderTest {
 
 // Makes a pool per service (two services sharing one would kill each other's workers) and
 // starts the cold and the warm service, both primed with one request.
-export async function startServices(settings: BenchSettings, upstreams: Upstreams, cleanup: Cleanup): Promise<ServiceUnderTest[]> {
+export async function startServices(
+  settings: BenchSettings,
+  upstreams: Upstreams,
+  cleanup: Cleanup,
+): Promise<ServiceUnderTest[]> {
   const variants = [
     { key: 'cold', label: 'service, cold (no code cache)', env: { CODE_CACHE_MAX_BYTES: '0' } },
     { key: 'warm', label: 'service, warm code cache', env: {} },
@@ -65,7 +69,7 @@ export async function measureIdleCpu(services: ServiceUnderTest[]): Promise<void
   await sleep(idleCpuWindowMs);
   const seconds = (performance.now() - started) / 1000;
   const after = await Promise.all(services.map((service) => service.side.service.cpuMs()));
-  services.forEach((service, i) => (service.idleCpuMsPerS = (after[i]! - before[i]!) / seconds));
+  for (const [i, service] of services.entries()) service.idleCpuMsPerS = (after[i]! - before[i]!) / seconds;
 }
 
 // The CPU one invocation costs the service, from a run of back-to-back invocations, less the idle background.
@@ -93,10 +97,10 @@ export async function probeCodeCache(services: readonly ServiceUnderTest[], upst
   const after = await upstreams.counts();
   const storage = after.storage - before.storage;
   const attestation = after.attestation - before.attestation;
-  const verdict = storage === 0 ? 'the code cache is active' : 'the service has no working code cache: warm behaves like cold';
+  const verdict =
+    storage === 0 ? 'the code cache is active' : 'the service has no working code cache: warm behaves like cold';
   return `code cache probe: ${cacheProbeRequests} warm requests made ${attestation} attestation and ${storage} storage calls, so ${verdict}`;
 }
-
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));

@@ -42,7 +42,12 @@ export function readSettings(env: Readonly<Record<string, string | undefined>>):
   };
 }
 
-function integer(env: Readonly<Record<string, string | undefined>>, name: string, fallback: number, min: number): number {
+function integer(
+  env: Readonly<Record<string, string | undefined>>,
+  name: string,
+  fallback: number,
+  min: number,
+): number {
   const text = env[name];
   if (text === undefined || text === '') return fallback;
   const value = Number(text);

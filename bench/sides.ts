@@ -96,7 +96,11 @@ export function serviceSide(key: 'cold' | 'warm', label: string, service: Servic
       });
       const text = await response.body.text();
       if (response.statusCode !== 200) {
-        throw new InvocationError(`HTTP ${response.statusCode}`, `${key}: ${response.statusCode} ${text.slice(0, 300)}`, response.statusCode === 503);
+        throw new InvocationError(
+          `HTTP ${response.statusCode}`,
+          `${key}: ${response.statusCode} ${text.slice(0, 300)}`,
+          response.statusCode === 503,
+        );
       }
       // The service's own account of its stages, when it sends one.
       for (const [name, ms] of parseServerTiming(response.headers['server-timing'])) record(stages, name, ms);
@@ -132,10 +136,14 @@ async function expectAnswer(key: SideKey, run: (signal: AbortSignal) => Promise<
   } catch (error) {
     if (error instanceof InvocationError) throw error;
     const name = (error as Error)?.name;
-    if (name === 'TimeoutError' || name === 'AbortError') throw new InvocationError('timeout', `${key}: no answer in ${invocationTimeoutMs} ms`);
+    if (name === 'TimeoutError' || name === 'AbortError')
+      throw new InvocationError('timeout', `${key}: no answer in ${invocationTimeoutMs} ms`);
     throw new InvocationError('failed', `${key}: ${error instanceof Error ? error.message : String(error)}`);
   }
   if (answer !== expectedAnswer) {
-    throw new InvocationError('wrong answer', `${key}: expected ${JSON.stringify(expectedAnswer)}, got ${JSON.stringify(answer)}`);
+    throw new InvocationError(
+      'wrong answer',
+      `${key}: expected ${JSON.stringify(expectedAnswer)}, got ${JSON.stringify(answer)}`,
+    );
   }
 }

@@ -56,7 +56,8 @@ export function pairedRatios(
   const ratios: number[] = [];
   numerators.forEach((numerator, i) => {
     const denominator = denominators[i];
-    if (numerator === undefined || denominator === undefined || !(denominator > 0) || !Number.isFinite(numerator)) return;
+    if (numerator === undefined || denominator === undefined || !(denominator > 0) || !Number.isFinite(numerator))
+      return;
     ratios.push(numerator / denominator);
   });
   return ratios;

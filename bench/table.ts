@@ -6,16 +6,30 @@ export function formatResults(results: BenchResults): string {
   const m = results.machine;
   const out: string[] = [];
   out.push(`oyster-serverless bench, ${m.date}`);
-  out.push(`${m.os}, kernel ${m.kernel}, ${m.cores} cores (${m.cpu}), ${m.memoryGb} GB; Node ${m.node}, workerd ${m.workerd}, miniflare ${m.miniflare}`);
+  out.push(
+    `${m.os}, kernel ${m.kernel}, ${m.cores} cores (${m.cpu}), ${m.memoryGb} GB; Node ${m.node}, workerd ${m.workerd}, miniflare ${m.miniflare}`,
+  );
   out.push(`command: ${results.command}`);
   for (const note of results.notes) out.push(`note: ${note}`);
   if (results.serviceSkipped) out.push(`SKIPPED the service sides: ${results.serviceSkipped}`);
 
-  out.push('', `Latency: ${results.settings.samples} sequential invocations per side, ${results.settings.gapMs} ms apart, sides alternating each round (ms)`);
+  out.push(
+    '',
+    `Latency: ${results.settings.samples} sequential invocations per side, ${results.settings.gapMs} ms apart, sides alternating each round (ms)`,
+  );
   out.push(
     table(
       ['side', 'p50', 'p95', 'p99', 'mean', 'min', 'max', 'failed'],
-      results.latency.map((s) => [s.label, ms(s.summary.p50), ms(s.summary.p95), ms(s.summary.p99), ms(s.summary.mean), ms(s.summary.min), ms(s.summary.max), String(s.failures)]),
+      results.latency.map((s) => [
+        s.label,
+        ms(s.summary.p50),
+        ms(s.summary.p95),
+        ms(s.summary.p99),
+        ms(s.summary.mean),
+        ms(s.summary.min),
+        ms(s.summary.max),
+        String(s.failures),
+      ]),
     ),
   );
 
@@ -23,12 +37,20 @@ export function formatResults(results: BenchResults): string {
   out.push(
     table(
       ['pair', 'median of pairs', 'p50 / p50', 'pairs'],
-      results.ratios.map((r) => [`${r.numerator} / ${r.denominator}`, fixed(r.medianOfPairs, 3), fixed(r.ratioOfP50s, 3), String(r.pairs)]),
+      results.ratios.map((r) => [
+        `${r.numerator} / ${r.denominator}`,
+        fixed(r.medianOfPairs, 3),
+        fixed(r.ratioOfP50s, 3),
+        String(r.pairs),
+      ]),
     ),
   );
 
   if (results.throughput.length > 0) {
-    out.push('', `Throughput: closed loop, ${results.settings.durationS} s per side and concurrency, in alternating ${results.settings.sliceS} s slices`);
+    out.push(
+      '',
+      `Throughput: closed loop, ${results.settings.durationS} s per side and concurrency, in alternating ${results.settings.sliceS} s slices`,
+    );
     out.push(
       table(
         ['side', 'concurrency', 'ok/s', 'p50 ms', 'p99 ms', 'ok', 'errors', 'service CPU ms/ok'],
@@ -47,10 +69,22 @@ export function formatResults(results: BenchResults): string {
   }
 
   if (results.resources.length > 0) {
-    out.push('', 'Service process (its own CPU and memory from /proc; workerd excluded; CPU per invocation less the idle background)');
+    out.push(
+      '',
+      'Service process (its own CPU and memory from /proc; workerd excluded; CPU per invocation less the idle background)',
+    );
     out.push(
       table(
-        ['side', 'CPU ms/invocation (sequential)', 'idle CPU ms/s', 'RSS fresh MB', 'after warm-up (idle)', 'after latency', 'end (idle)', 'peak (VmHWM)'],
+        [
+          'side',
+          'CPU ms/invocation (sequential)',
+          'idle CPU ms/s',
+          'RSS fresh MB',
+          'after warm-up (idle)',
+          'after latency',
+          'end (idle)',
+          'peak (VmHWM)',
+        ],
         results.resources.map((r) => [
           r.label,
           fixed(r.cpuMsPerInvocation, 2),
@@ -66,15 +100,28 @@ export function formatResults(results: BenchResults): string {
   }
 
   if (results.stages.length > 0) {
-    out.push('', "Stages over the latency section (ms): bare workerd's timed by its driver, the service's from its own Server-Timing header");
-    out.push(table(['side', 'stage', 'p50', 'mean', 'p99'], results.stages.map((s) => [s.side, s.name, ms(s.p50Ms), ms(s.meanMs), ms(s.p99Ms)])));
+    out.push(
+      '',
+      "Stages over the latency section (ms): bare workerd's timed by its driver, the service's from its own Server-Timing header",
+    );
+    out.push(
+      table(
+        ['side', 'stage', 'p50', 'mean', 'p99'],
+        results.stages.map((s) => [s.side, s.name, ms(s.p50Ms), ms(s.meanMs), ms(s.p99Ms)]),
+      ),
+    );
   }
 
   out.push('', 'Targets');
   out.push(
     table(
       ['target', 'value', 'limit', 'result'],
-      results.targets.map((t) => [t.name, fixed(t.value, 3), `${t.comparison} ${t.limit}`, t.pass === undefined ? `n/a${t.note ? ` (${t.note})` : ''}` : t.pass ? 'PASS' : 'FAIL']),
+      results.targets.map((t) => [
+        t.name,
+        fixed(t.value, 3),
+        `${t.comparison} ${t.limit}`,
+        t.pass === undefined ? `n/a${t.note ? ` (${t.note})` : ''}` : t.pass ? 'PASS' : 'FAIL',
+      ]),
     ),
   );
   out.push('', `bench took ${fixed(results.durationS, 0)} s`);
@@ -86,7 +133,10 @@ export function table(header: readonly string[], rows: ReadonlyArray<readonly st
   const all = [header, ...rows];
   const widths = header.map((_, column) => Math.max(...all.map((row) => (row[column] ?? '').length)));
   const line = (row: readonly string[]) =>
-    row.map((cell, column) => (column === 0 ? cell.padEnd(widths[column]!) : cell.padStart(widths[column]!))).join('  ').trimEnd();
+    row
+      .map((cell, column) => (column === 0 ? cell.padEnd(widths[column]!) : cell.padStart(widths[column]!)))
+      .join('  ')
+      .trimEnd();
   return [line(header), widths.map((width) => '-'.repeat(width)).join('  '), ...rows.map(line)].join('\n');
 }
 

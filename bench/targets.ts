@@ -28,22 +28,36 @@ export interface TargetInputs {
 export function evaluateTargets(inputs: TargetInputs): Target[] {
   const ratio = (numerator: SideKey, denominator: SideKey) =>
     inputs.ratios.find((r) => r.numerator === numerator && r.denominator === denominator)?.medianOfPairs ?? Number.NaN;
-  const okPerS = (key: SideKey) => inputs.throughput.find((t) => t.key === key && t.concurrency === inputs.poolSize)?.okPerS ?? Number.NaN;
+  const okPerS = (key: SideKey) =>
+    inputs.throughput.find((t) => t.key === key && t.concurrency === inputs.poolSize)?.okPerS ?? Number.NaN;
   const targets: Target[] = [
     atMost('cold p50 / bare workerd p50 (median of pairs)', ratio('cold', 'limit'), maxColdOverLimit),
     atMost('warm p50 / bare workerd p50 (median of pairs)', ratio('warm', 'limit'), maxWarmOverLimit),
     atMost('cold p50 / Miniflare p50 (median of pairs)', ratio('cold', 'miniflare'), maxServiceOverMiniflare),
     atMost('warm p50 / Miniflare p50 (median of pairs)', ratio('warm', 'miniflare'), maxServiceOverMiniflare),
-    atLeast(`cold throughput / bare workerd at concurrency ${inputs.poolSize}`, okPerS('cold') / okPerS('limit'), minThroughputShare),
-    atLeast(`warm throughput / bare workerd at concurrency ${inputs.poolSize}`, okPerS('warm') / okPerS('limit'), minThroughputShare),
+    atLeast(
+      `cold throughput / bare workerd at concurrency ${inputs.poolSize}`,
+      okPerS('cold') / okPerS('limit'),
+      minThroughputShare,
+    ),
+    atLeast(
+      `warm throughput / bare workerd at concurrency ${inputs.poolSize}`,
+      okPerS('warm') / okPerS('limit'),
+      minThroughputShare,
+    ),
   ];
   for (const resources of inputs.resources) {
     targets.push(atMost(`${resources.key} service idle RSS at the end (MB)`, resources.rssEndMb, maxIdleRssMb));
     targets.push(
-      atMost(`${resources.key} service RSS growth, after warm-up to end (MB)`, resources.rssEndMb - resources.rssAfterWarmupMb, maxRssGrowthMb),
+      atMost(
+        `${resources.key} service RSS growth, after warm-up to end (MB)`,
+        resources.rssEndMb - resources.rssAfterWarmupMb,
+        maxRssGrowthMb,
+      ),
     );
   }
-  if (inputs.serviceSkipped) return targets.map((target) => ({ ...target, pass: undefined, note: 'service not measured' }));
+  if (inputs.serviceSkipped)
+    return targets.map((target) => ({ ...target, pass: undefined, note: 'service not measured' }));
   return targets;
 }
 

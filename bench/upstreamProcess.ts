@@ -31,7 +31,11 @@ export async function startUpstreams(cleanup: Cleanup): Promise<Upstreams> {
     script: devServersScript,
     // Not the project directory: a developer's .env there must not change the bench.
     cwd: os.tmpdir(),
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ATTESTATION_URL: 'http://127.0.0.1:0', STORAGE_URL: 'http://127.0.0.1:0/load' },
+    env: {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      ATTESTATION_URL: 'http://127.0.0.1:0',
+      STORAGE_URL: 'http://127.0.0.1:0/load',
+    },
     ready: /attestation server (http:\/\/127\.0\.0\.1:\d+)\S*, storage server (http:\/\/127\.0\.0\.1:\d+\/load)/,
     ipc: true,
     cleanup,
@@ -42,7 +46,10 @@ export async function startUpstreams(cleanup: Cleanup): Promise<Upstreams> {
     pid: child.pid,
     counts: () =>
       new Promise<UpstreamCounts>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error('the upstream servers did not report their request counts')), countsTimeoutMs);
+        const timer = setTimeout(
+          () => reject(new Error('the upstream servers did not report their request counts')),
+          countsTimeoutMs,
+        );
         subprocess.once('message', (counts: UpstreamCounts) => {
           clearTimeout(timer);
           resolve(counts);

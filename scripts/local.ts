@@ -3,32 +3,43 @@
 import { execFileSync, spawn } from 'node:child_process';
 import path from 'node:path';
 import 'dotenv/config';
-import { CgroupPool } from '../src/sandbox/cgroupPool.js';
-import { detectCgroupVersion } from '../src/sandbox/cgroups.js';
-import { serviceNodeFlags } from '../src/nodeFlags.js';
 import { parseConfig } from '../src/config.js';
 import { startDevServers } from '../src/dev/devServers.js';
 import { projectRoot } from '../src/dev/projectRoot.js';
-
+import { serviceNodeFlags } from '../src/nodeFlags.js';
+import { CgroupPool } from '../src/sandbox/cgroupPool.js';
+import { detectCgroupVersion } from '../src/sandbox/cgroups.js';
 
 async function main(): Promise<void> {
-  if (process.getuid?.() !== 0) throw new Error('npm run local needs root: it creates cgroups and moves workerd into them');
+  if (process.getuid?.() !== 0)
+    throw new Error('npm run local needs root: it creates cgroups and moves workerd into them');
   const config = parseConfig(process.env);
 
-  const hasPool = await CgroupPool.open({ root: config.cgroupRoot, version: config.cgroupVersion, prefix: config.cgroupPrefix }).then(
+  const hasPool = await CgroupPool.open({
+    root: config.cgroupRoot,
+    version: config.cgroupVersion,
+    prefix: config.cgroupPrefix,
+  }).then(
     () => true,
     () => false,
   );
   if (!hasPool) {
     const version = config.cgroupVersion ?? (await detectCgroupVersion(config.cgroupRoot));
     const script = path.join(projectRoot, version === 2 ? 'cgroupv2_setup.sh' : 'cgroupv1_setup.sh');
-    execFileSync(script, [], { stdio: 'inherit', env: { ...process.env, CGROUP_ROOT: config.cgroupRoot, CGROUP_PREFIX: config.cgroupPrefix } });
+    execFileSync(script, [], {
+      stdio: 'inherit',
+      env: { ...process.env, CGROUP_ROOT: config.cgroupRoot, CGROUP_PREFIX: config.cgroupPrefix },
+    });
   }
 
   const servers = await startDevServers(config);
-  console.log(`attestation server ${servers.attestation.url}, storage server ${servers.storage.url}/load serving examples/`);
+  console.log(
+    `attestation server ${servers.attestation.url}, storage server ${servers.storage.url}/load serving examples/`,
+  );
 
-  const service = spawn(process.execPath, [...serviceNodeFlags, path.join(projectRoot, 'dist/src/main.js')], { stdio: 'inherit' });
+  const service = spawn(process.execPath, [...serviceNodeFlags, path.join(projectRoot, 'dist/src/main.js')], {
+    stdio: 'inherit',
+  });
   for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => service.kill(signal));
   service.on('exit', (code) => {
     void servers.close().then(() => process.exit(code ?? 1));

@@ -71,8 +71,10 @@ async function main(): Promise<void> {
     return;
   }
   const request = await askedFor(values);
-  const answer = values.response !== undefined ? parseResponse(await readFile(values.response)) : explicitAnswer(values);
-  if (!decimal.test(answer.timestamp)) throw new UsageError(`the timestamp must be decimal unix seconds, not ${answer.timestamp}`);
+  const answer =
+    values.response !== undefined ? parseResponse(await readFile(values.response)) : explicitAnswer(values);
+  if (!decimal.test(answer.timestamp))
+    throw new UsageError(`the timestamp must be decimal unix seconds, not ${answer.timestamp}`);
   const fields: SignedFields = {
     timestamp: Number(answer.timestamp),
     codeId: request.codeId,
@@ -97,7 +99,10 @@ async function askedFor(values: Values): Promise<{ codeId: string; input: Uint8A
   }
   if (values['code-id'] === undefined) throw new UsageError('give --request, or --code-id');
   // The service sends {} when a request has no input.
-  const input = values['input-file'] !== undefined ? await readFile(values['input-file']) : Buffer.from(values.input ?? '{}', 'utf8');
+  const input =
+    values['input-file'] !== undefined
+      ? await readFile(values['input-file'])
+      : Buffer.from(values.input ?? '{}', 'utf8');
   return { codeId: values['code-id'], input };
 }
 
@@ -134,7 +139,9 @@ function parseResponse(raw: Buffer): Answer {
     const timestamp = headers.get(timestampHeader.toLowerCase());
     const signature = headers.get(signatureHeader.toLowerCase());
     if (timestamp === undefined || signature === undefined) {
-      throw new UsageError(`--response has no ${timestampHeader} and ${signatureHeader} headers: it is not a signed 200 answer`);
+      throw new UsageError(
+        `--response has no ${timestampHeader} and ${signatureHeader} headers: it is not a signed 200 answer`,
+      );
     }
     const body = JSON.parse(rest) as { data?: unknown };
     if (typeof body.data !== 'string') throw new UsageError("--response's body has no data string");

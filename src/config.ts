@@ -47,7 +47,11 @@ const schema = z.object({
   MAX_BODY_BYTES: bytes.default(1024 * 1024),
   MAX_CODE_BYTES: bytes.default(10 * 1024 * 1024),
   MAX_RESPONSE_BYTES: bytes.default(1024 * 1024),
-  CODE_CACHE_MAX_BYTES: z.coerce.number().int().min(0).default(64 * 1024 * 1024),
+  CODE_CACHE_MAX_BYTES: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(64 * 1024 * 1024),
   IDLE_GC_MS: z.coerce.number().int().min(0).max(maxTimerMs).default(10_000),
   ALLOW_PUBLIC_EGRESS: flag.default(true),
   SIGNER_KEY_PATH: z.string().min(1).optional(),

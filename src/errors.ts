@@ -20,7 +20,10 @@ const definitions = {
     message:
       'The server failed to retrieve a response. Please ensure that you have implemented appropriate exception handling in your JavaScript code.',
   },
-  RESPONSE_TOO_LARGE: { status: 500, message: "The function's response is larger than this service returns (MAX_RESPONSE_BYTES)" },
+  RESPONSE_TOO_LARGE: {
+    status: 500,
+    message: "The function's response is larger than this service returns (MAX_RESPONSE_BYTES)",
+  },
   WORKERD_CRASHED: { status: 500, message: 'The workerd runtime exited before it answered' },
   ATTESTATION_FAILED: { status: 500, message: 'There was a problem in generating the attestation document' },
   CODE_DOWNLOAD_FAILED: { status: 500, message: 'There was a problem in fetching the code from the storage server' },
@@ -61,7 +64,9 @@ export function isServiceError(error: unknown, code?: ErrorCode): error is Servi
 // The error for a signal that fired: its own reason when that is one of ours (the client went
 // away, the service is shutting down), otherwise the invocation's time limit.
 export function abortError(signal: AbortSignal): ServiceError {
-  return isServiceError(signal.reason) ? signal.reason : new ServiceError('EXECUTION_TIMEOUT', { cause: signal.reason });
+  return isServiceError(signal.reason)
+    ? signal.reason
+    : new ServiceError('EXECUTION_TIMEOUT', { cause: signal.reason });
 }
 
 // Turns anything thrown into one of ours, so every answer has a code, a status and a message.

@@ -1,34 +1,49 @@
 import { constants } from 'node:fs';
 import { access } from 'node:fs/promises';
 import 'dotenv/config';
-import { buildApp, shutdown } from './http/app.js';
-import { CgroupPool } from './sandbox/cgroupPool.js';
+import { removeStaleWorkerFiles } from './code/workerdConfig.js';
 import { type Config, parseConfig } from './config.js';
 import { StartupError } from './errors.js';
-import { createService } from './service.js';
+import { buildApp, shutdown } from './http/app.js';
 import { compactingCollection } from './idleCollector.js';
-import { removeStaleWorkerFiles } from './code/workerdConfig.js';
+import { CgroupPool } from './sandbox/cgroupPool.js';
+import { createService } from './service.js';
 
 // Starts the service from the environment (and .env), as supervisord runs it; exits 0 after SIGTERM.
 async function main(): Promise<void> {
   const config = parseConfig(process.env);
   await checkWorkerdBinary(config.workerdPath);
   // Loaded only when asked for: the curve library is a tenth of the service's idle memory.
-  const signer = config.signerKeyPath === undefined ? undefined : await (await import('./signing.js')).loadSigner(config.signerKeyPath);
-  const pool = await CgroupPool.open({ root: config.cgroupRoot, version: config.cgroupVersion, prefix: config.cgroupPrefix });
+  const signer =
+    config.signerKeyPath === undefined
+      ? undefined
+      : await (await import('./signing.js')).loadSigner(config.signerKeyPath);
+  const pool = await CgroupPool.open({
+    root: config.cgroupRoot,
+    version: config.cgroupVersion,
+    prefix: config.cgroupPrefix,
+  });
   // gc() is there when the service runs with its own Node flags (src/nodeFlags.ts).
   const collectGarbage = globalThis.gc && compactingCollection(globalThis.gc);
   const service = createService(config, { pool, signer, collectGarbage });
   const app = buildApp(service);
   if (!collectGarbage && config.idleGcMs > 0) {
-    service.log.warn('gc() is not exposed, so nothing is collected after a burst (IDLE_GC_MS): start the service with --expose-gc, as npm start does');
+    service.log.warn(
+      'gc() is not exposed, so nothing is collected after a burst (IDLE_GC_MS): start the service with --expose-gc, as npm start does',
+    );
   }
 
   // A previous run may have been killed with workers running: clear what it left.
   const killed = await pool.recover();
   const stale = await removeStaleWorkerFiles(config.runtimePath);
   app.log.info(
-    { cgroupVersion: pool.version, poolSize: pool.size, killedLeftovers: killed, removedStaleDirs: stale, signer: signer?.address ?? null },
+    {
+      cgroupVersion: pool.version,
+      poolSize: pool.size,
+      killedLeftovers: killed,
+      removedStaleDirs: stale,
+      signer: signer?.address ?? null,
+    },
     'cgroup pool ready',
   );
 

@@ -1,7 +1,7 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { CgroupPool } from './sandbox/cgroupPool.js';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { CodeCache } from './code/codeCache.js';
 import type { StageName } from './pipeline/stages.js';
+import type { CgroupPool } from './sandbox/cgroupPool.js';
 
 // From 1 ms (a cache hit, a cgroup reservation) to 30 s (the default time limit).
 const durationBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
@@ -38,8 +38,16 @@ export class Metrics {
       buckets: durationBuckets,
       registers,
     });
-    this.#outOfMemory = new Counter({ name: 'oyster_out_of_memory_total', help: 'Functions killed by their cgroup memory limit', registers });
-    this.#timeouts = new Counter({ name: 'oyster_timeouts_total', help: 'Functions killed at EXECUTION_TIMEOUT_MS', registers });
+    this.#outOfMemory = new Counter({
+      name: 'oyster_out_of_memory_total',
+      help: 'Functions killed by their cgroup memory limit',
+      registers,
+    });
+    this.#timeouts = new Counter({
+      name: 'oyster_timeouts_total',
+      help: 'Functions killed at EXECUTION_TIMEOUT_MS',
+      registers,
+    });
     this.#idleCollections = new Counter({
       name: 'oyster_idle_collections_total',
       help: 'Full garbage collections run after a burst of invocations, once the service was idle for IDLE_GC_MS',
@@ -71,9 +79,21 @@ export class Metrics {
         },
       });
     };
-    counter('oyster_code_cache_hits_total', 'Requests whose code came from the code cache', () => sources.codeCache.hits);
-    counter('oyster_code_cache_misses_total', 'Requests whose code was fetched from the storage server', () => sources.codeCache.misses);
-    gauge('oyster_code_cache_bytes', 'What the code cache holds costs, in bytes: its code in memory and on disk, and each entry\'s overhead', () => sources.codeCache.bytes);
+    counter(
+      'oyster_code_cache_hits_total',
+      'Requests whose code came from the code cache',
+      () => sources.codeCache.hits,
+    );
+    counter(
+      'oyster_code_cache_misses_total',
+      'Requests whose code was fetched from the storage server',
+      () => sources.codeCache.misses,
+    );
+    gauge(
+      'oyster_code_cache_bytes',
+      "What the code cache holds costs, in bytes: its code in memory and on disk, and each entry's overhead",
+      () => sources.codeCache.bytes,
+    );
   }
 
   // Counts one garbage collection after a burst.

@@ -76,7 +76,15 @@ export function createService(config: Config, deps: ServiceDependencies): Servic
       log.debug({ durationMs }, 'collected garbage after a burst of invocations');
     },
   });
-  const pipeline = { config, pool, codeCache, workerFiles, guard, background, onCleanup: (ms: number) => metrics.observeStage('cleanup', ms) };
+  const pipeline = {
+    config,
+    pool,
+    codeCache,
+    workerFiles,
+    guard,
+    background,
+    onCleanup: (ms: number) => metrics.observeStage('cleanup', ms),
+  };
 
   // Every invocation in flight with a promise of its end, so drain() can wait for them, then abort
   // the rest; aborting kills their workerd.

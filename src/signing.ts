@@ -1,4 +1,4 @@
-import { open } from 'node:fs/promises';
+import { type FileHandle, open } from 'node:fs/promises';
 import { secp256k1 } from '@noble/curves/secp256k1.js';
 import { keccak_256 } from '@noble/hashes/sha3.js';
 import { bytesToHex, concatBytes, hexToBytes, utf8ToBytes } from '@noble/hashes/utils.js';
@@ -71,7 +71,8 @@ function messageParts(fields: SignedFields): Uint8Array[] {
   if (fields.codeSha256.length !== sha256Bytes) {
     throw new RangeError(`codeSha256 must be ${sha256Bytes} bytes, not ${fields.codeSha256.length}`);
   }
-  if (loneSurrogate.test(fields.codeId)) throw new RangeError('codeId is not well-formed Unicode (it has a lone surrogate)');
+  if (loneSurrogate.test(fields.codeId))
+    throw new RangeError('codeId is not well-formed Unicode (it has a lone surrogate)');
   const domain = utf8ToBytes(signingDomain);
   const codeId = utf8ToBytes(fields.codeId);
   return [
@@ -110,7 +111,7 @@ export async function loadSigner(keyPath: string): Promise<Signer> {
 }
 
 async function readKeyFile(keyPath: string): Promise<Uint8Array> {
-  let file;
+  let file: FileHandle;
   try {
     file = await open(keyPath, 'r');
   } catch (cause) {
@@ -128,7 +129,9 @@ async function readKeyFile(keyPath: string): Promise<Uint8Array> {
   } catch (cause) {
     if (cause instanceof StartupError) throw cause;
     const code = (cause as NodeJS.ErrnoException).code;
-    throw new StartupError(`SIGNER_KEY_PATH=${keyPath}: the key file cannot be read (${code ?? String(cause)})`, { cause });
+    throw new StartupError(`SIGNER_KEY_PATH=${keyPath}: the key file cannot be read (${code ?? String(cause)})`, {
+      cause,
+    });
   } finally {
     await file.close();
   }
@@ -178,7 +181,9 @@ export function recoverSigner(fields: SignedFields, signature: string): string {
   const bytes = hexToBytes(hex);
   const v = bytes[compactSignatureBytes] ?? 0;
   if (v !== vOffset && v !== vOffset + 1) throw new Error(`the signature's v must be 27 or 28, not ${v}`);
-  const parsed = secp256k1.Signature.fromBytes(bytes.subarray(0, compactSignatureBytes), 'compact').addRecoveryBit(v - vOffset);
+  const parsed = secp256k1.Signature.fromBytes(bytes.subarray(0, compactSignatureBytes), 'compact').addRecoveryBit(
+    v - vOffset,
+  );
   // The high-s twin of a signature recovers the same key; refusing it leaves one valid form per answer.
   if (parsed.hasHighS()) throw new Error("the signature's s is in the upper half of the curve order (not low-s)");
   return addressOf(parsed.recoverPublicKey(signingDigest(fields)).toBytes(false));
@@ -191,6 +196,8 @@ export function addressOf(publicKey: Uint8Array): string {
   const lower = bytesToHex(keccak_256(uncompressed.subarray(1)).subarray(-addressBytes));
   const hash = bytesToHex(keccak_256(utf8ToBytes(lower)));
   // EIP-55: a letter is upper case where the matching nibble of keccak256(lowercase hex) is 8 or more.
-  const checksummed = Array.from(lower, (char, i) => (Number.parseInt(hash.charAt(i), 16) >= 8 ? char.toUpperCase() : char));
+  const checksummed = Array.from(lower, (char, i) =>
+    Number.parseInt(hash.charAt(i), 16) >= 8 ? char.toUpperCase() : char,
+  );
   return `0x${checksummed.join('')}`;
 }

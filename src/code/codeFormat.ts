@@ -49,7 +49,8 @@ export function parseWorkerCode(body: Buffer, contentType: string | undefined): 
 
 async function parse(body: Buffer, contentType: string | undefined): Promise<WorkerCode> {
   if (contentType?.toLowerCase().startsWith('multipart/form-data')) return parseBundle(body, contentType);
-  if (await isEsModule(body)) return { format: 'modules', modules: [{ name: 'main.js', type: 'esModule', content: body }] };
+  if (await isEsModule(body))
+    return { format: 'modules', modules: [{ name: 'main.js', type: 'esModule', content: body }] };
   return { format: 'service-worker', script: body };
 }
 
@@ -87,11 +88,16 @@ async function parseBundle(body: Buffer, contentType: string): Promise<WorkerCod
     if (name === metadataPart) continue;
     if (typeof part === 'string') throw invalid(`part "${name}" has no content type (send each module as a file part)`);
     if (modules.length === maxModules) throw invalid(`the bundle has more than ${maxModules} modules`);
-    modules.push({ name: checkedName(name, modules), type: moduleTypeOf(name, part.type), content: Buffer.from(await part.arrayBuffer()) });
+    modules.push({
+      name: checkedName(name, modules),
+      type: moduleTypeOf(name, part.type),
+      content: Buffer.from(await part.arrayBuffer()),
+    });
   }
   const main = modules.find((module) => module.name === mainModule);
   if (!main) throw invalid(`main_module "${mainModule}" is not one of the parts`);
-  if (main.type !== 'esModule') throw invalid(`main_module "${mainModule}" must be an ES module (application/javascript+module)`);
+  if (main.type !== 'esModule')
+    throw invalid(`main_module "${mainModule}" must be an ES module (application/javascript+module)`);
   // workerd runs the first module listed as the main one.
   return { format: 'modules', modules: [main, ...modules.filter((module) => module !== main)] };
 }
@@ -120,7 +126,10 @@ function checkedName(name: string, earlier: readonly WorkerModule[]): string {
 
 function moduleTypeOf(name: string, contentType: string): ModuleType {
   const type = moduleTypes[contentType.split(';')[0]!.trim().toLowerCase()];
-  if (!type) throw invalid(`part "${name}" has content type "${contentType}"; expected one of ${Object.keys(moduleTypes).join(', ')}`);
+  if (!type)
+    throw invalid(
+      `part "${name}" has content type "${contentType}"; expected one of ${Object.keys(moduleTypes).join(', ')}`,
+    );
   return type;
 }
 

@@ -68,7 +68,10 @@ export default {
 }
 
 /** The guard's reason when a response carries this process's secret, else undefined. */
-export function guardVerdict(guard: ResponseGuard, headerValue: string | string[] | undefined): GuardReason | undefined {
+export function guardVerdict(
+  guard: ResponseGuard,
+  headerValue: string | string[] | undefined,
+): GuardReason | undefined {
   if (typeof headerValue !== 'string') return undefined;
   const [secret, reason] = headerValue.split(' ');
   if (secret !== guard.secret) return undefined;

@@ -2,8 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { mkdirSync, rmdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { ModuleType, WorkerCode } from './codeFormat.js';
 import { ServiceError } from '../errors.js';
+import type { ModuleType, WorkerCode } from './codeFormat.js';
 
 // Invocation directories are named by randomUUID(); nothing else in RUNTIME_PATH is ever deleted.
 const invocationDirName = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -14,7 +14,10 @@ const scriptFileName = 'worker.js';
 // the name each is imported by. The first module is the main one.
 export type CodeFiles =
   | { readonly format: 'service-worker'; readonly file: string }
-  | { readonly format: 'modules'; readonly modules: ReadonlyArray<{ readonly name: string; readonly type: ModuleType; readonly file: string }> };
+  | {
+      readonly format: 'modules';
+      readonly modules: ReadonlyArray<{ readonly name: string; readonly type: ModuleType; readonly file: string }>;
+    };
 
 export interface WorkerdConfigOptions {
   readonly code: CodeFiles;
@@ -73,7 +76,9 @@ function renderGuard(source: string, compatibilityDate: string): string {
 
 function renderCode(code: CodeFiles): string {
   if (code.format === 'service-worker') return `serviceWorkerScript = embed ${quote(code.file)}`;
-  const modules = code.modules.map((module) => `    (name = ${quote(module.name)}, ${module.type} = embed ${quote(module.file)}),`);
+  const modules = code.modules.map(
+    (module) => `    (name = ${quote(module.name)}, ${module.type} = embed ${quote(module.file)}),`,
+  );
   return `modules = [\n${modules.join('\n')}\n  ]`;
 }
 
@@ -111,7 +116,8 @@ export async function writeWorkerFiles(options: WriteWorkerFilesOptions): Promis
   const configPath = path.join(dir, configFileName);
   const files = { dir, configPath, paths: [...codeFiles.map(({ file }) => path.join(dir, file)), configPath] };
   const config = renderWorkerdConfig({ ...options, code });
-  const sync = codeFiles.reduce((bytes, { content }) => bytes + content.length, Buffer.byteLength(config)) <= syncWriteMaxBytes;
+  const sync =
+    codeFiles.reduce((bytes, { content }) => bytes + content.length, Buffer.byteLength(config)) <= syncWriteMaxBytes;
   try {
     if (sync) mkdirSync(dir, { mode: 0o700 });
     else await mkdir(dir, { mode: 0o700 });
@@ -143,7 +149,10 @@ export async function writeWorkerFiles(options: WriteWorkerFilesOptions): Promis
 // Decides the file of each piece of code: worker.js for a script, module0, module1, … for modules.
 function planCodeFiles(code: WorkerCode): { code: CodeFiles; files: Array<{ file: string; content: Buffer }> } {
   if (code.format === 'service-worker') {
-    return { code: { format: 'service-worker', file: scriptFileName }, files: [{ file: scriptFileName, content: code.script }] };
+    return {
+      code: { format: 'service-worker', file: scriptFileName },
+      files: [{ file: scriptFileName, content: code.script }],
+    };
   }
   const files = code.modules.map((module, i) => ({ file: `module${i}`, content: module.content }));
   const modules = code.modules.map((module, i) => ({ name: module.name, type: module.type, file: files[i]!.file }));

@@ -21,7 +21,11 @@ export interface DevServers {
 // service's own ATTESTATION_URL and STORAGE_URL, serving the functions in examples/.
 export async function startDevServers(config: Pick<Config, 'attestationUrl' | 'storageUrl'>): Promise<DevServers> {
   const attestation = await startAttestationServer({ port: portOf(config.attestationUrl) });
-  const storage = await startStorageServer({ codeDirs: [examplesDir], attestation: devAttestationDocument, port: portOf(config.storageUrl) });
+  const storage = await startStorageServer({
+    codeDirs: [examplesDir],
+    attestation: devAttestationDocument,
+    port: portOf(config.storageUrl),
+  });
   return {
     attestation,
     storage,

@@ -16,7 +16,9 @@ async function main(): Promise<void> {
     process.exit(process.argv.includes('--help') || process.argv.includes('-h') ? 0 : 2);
   }
   const servers = await startDevServers(parseConfig(process.env));
-  console.log(`development attestation server ${servers.attestation.url}, storage server ${servers.storage.url}/load serving ${servers.codeDir}`);
+  console.log(
+    `development attestation server ${servers.attestation.url}, storage server ${servers.storage.url}/load serving ${servers.codeDir}`,
+  );
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     process.once(signal, () => {
       void servers.close().then(() => process.exit(0));

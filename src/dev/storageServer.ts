@@ -29,13 +29,18 @@ export function startStorageServer(options: StorageServerOptions): Promise<Runni
   return listen(server, options.host ?? '127.0.0.1', options.port ?? 0);
 }
 
-async function handle(options: StorageServerOptions, request: IncomingMessage, response: ServerResponse): Promise<void> {
+async function handle(
+  options: StorageServerOptions,
+  request: IncomingMessage,
+  response: ServerResponse,
+): Promise<void> {
   if (request.method !== 'POST' || new URL(request.url ?? '/', 'http://x').pathname !== '/load') {
     response.writeHead(404).end('not found');
     return;
   }
   const header = request.headers.attestation;
-  const attestation = typeof header === 'string' && header !== '' && base64.test(header) ? Buffer.from(header, 'base64') : undefined;
+  const attestation =
+    typeof header === 'string' && header !== '' && base64.test(header) ? Buffer.from(header, 'base64') : undefined;
   if (!attestation || (options.attestation && !attestation.equals(options.attestation))) {
     response.writeHead(401).end('missing or invalid Attestation header');
     return;
@@ -64,7 +69,10 @@ const partTypes: Readonly<Record<string, string>> = {
 const metadataFile = 'metadata.json';
 const defaultMainModule = 'index.js';
 
-async function findCode(codeDirs: readonly string[], key: string): Promise<{ bytes: Buffer; contentType: string } | undefined> {
+async function findCode(
+  codeDirs: readonly string[],
+  key: string,
+): Promise<{ bytes: Buffer; contentType: string } | undefined> {
   for (const dir of codeDirs) {
     const script = await readFile(path.join(dir, `${key}.js`)).catch(() => undefined);
     if (script) return { bytes: script, contentType: 'application/javascript' };

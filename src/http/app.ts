@@ -1,4 +1,11 @@
-import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify';
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+  LogController,
+} from 'fastify';
 import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
 import { type ErrorCode, ServiceError, toServiceError } from '../errors.js';
 import { type StageName, StageTimer } from '../pipeline/stages.js';
@@ -71,7 +78,10 @@ export function buildApp(service: Service): FastifyInstance {
   app.addHook('onResponse', async (request, reply) => {
     const { method, url } = request;
     const { statusCode, elapsedTime } = reply;
-    request.log.info({ method, url, statusCode, responseTimeMs: elapsedTime, code: request.failureCode }, 'request completed');
+    request.log.info(
+      { method, url, statusCode, responseTimeMs: elapsedTime, code: request.failureCode },
+      'request completed',
+    );
   });
 
   app.setNotFoundHandler(() => {

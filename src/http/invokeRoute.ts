@@ -20,12 +20,15 @@ const payloadSchema = z.object({
     .string()
     .min(1)
     .max(maxCodeIdLength)
-    .regex(/^[^\u0000-\u001f\u007f]*$/, 'must not contain control characters')
+    .refine((codeId) => ![...codeId].some(isControlCharacter), 'must not contain control characters')
     // A lone surrogate has no UTF-8 form: two such code_ids would be the same bytes to a signature.
     .refine((codeId) => Buffer.from(codeId, 'utf8').toString('utf8') === codeId, 'must be well-formed Unicode'),
   input: z
     .record(z.string(), z.unknown())
-    .refine((input) => depthWithin(input, maxInputDepth), `must not nest objects and arrays more than ${maxInputDepth} deep`)
+    .refine(
+      (input) => depthWithin(input, maxInputDepth),
+      `must not nest objects and arrays more than ${maxInputDepth} deep`,
+    )
     .optional(),
 });
 
@@ -36,29 +39,37 @@ export const invokeRoute: FastifyPluginAsync<{ readonly service: Service }> = as
     metrics.recordRequest(reply.statusCode, request.failureCode ?? 'OK', request.stages.durations);
   });
 
-  app.withTypeProvider<ZodTypeProvider>().post(invokePath, { schema: { body: payloadSchema } }, async (request, reply) => {
-    try {
-      const { code_id: codeId, input } = request.body;
-      const result = await service.invoke({ codeId, input, signal: abandonOnClose(reply), stages: request.stages, log: request.log });
-      const data = result.output.toString('utf8');
-      if (signer) {
-        // What is signed is the data string the client receives, so a client can rebuild it even
-        // when the function's body was not valid UTF-8.
-        const output = Buffer.from(data, 'utf8');
-        void reply.headers(signer.headers({ codeId, codeSha256: result.codeSha256, input: result.input, output }));
+  app
+    .withTypeProvider<ZodTypeProvider>()
+    .post(invokePath, { schema: { body: payloadSchema } }, async (request, reply) => {
+      try {
+        const { code_id: codeId, input } = request.body;
+        const result = await service.invoke({
+          codeId,
+          input,
+          signal: abandonOnClose(reply),
+          stages: request.stages,
+          log: request.log,
+        });
+        const data = result.output.toString('utf8');
+        if (signer) {
+          // What is signed is the data string the client receives, so a client can rebuild it even
+          // when the function's body was not valid UTF-8.
+          const output = Buffer.from(data, 'utf8');
+          void reply.headers(signer.headers({ codeId, codeSha256: result.codeSha256, input: result.input, output }));
+        }
+        return { status: 'success', message: 'Response successfully generated', data };
+      } catch (error) {
+        const failure = toServiceError(error);
+        // A busy or closing server is no fault of the request or the service: the request's own line
+        // (with its code) says it, and under overload one line per refusal is all the log can afford.
+        if (failure.status !== 503) {
+          const log = failure.status >= 500 ? request.log.error.bind(request.log) : request.log.info.bind(request.log);
+          log({ stage: request.stages.current, code: failure.code, err: failure.cause ?? failure }, failure.message);
+        }
+        throw failure;
       }
-      return { status: 'success', message: 'Response successfully generated', data };
-    } catch (error) {
-      const failure = toServiceError(error);
-      // A busy or closing server is no fault of the request or the service: the request's own line
-      // (with its code) says it, and under overload one line per refusal is all the log can afford.
-      if (failure.status !== 503) {
-        const log = failure.status >= 500 ? request.log.error.bind(request.log) : request.log.info.bind(request.log);
-        log({ stage: request.stages.current, code: failure.code, err: failure.cause ?? failure }, failure.message);
-      }
-      throw failure;
-    }
-  });
+    });
 };
 
 // A signal that fires when the client goes away before its answer is sent.
@@ -68,6 +79,12 @@ function abandonOnClose(reply: FastifyReply): AbortSignal {
     if (!reply.raw.writableFinished) controller.abort(new ServiceError('CLIENT_CLOSED'));
   });
   return controller.signal;
+}
+
+// C0 control characters and DEL.
+function isControlCharacter(character: string): boolean {
+  const code = character.charCodeAt(0);
+  return code < 0x20 || code === 0x7f;
 }
 
 // Whether a parsed JSON value nests no deeper than maxDepth; iterative, so any depth is safe to check.

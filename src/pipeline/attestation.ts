@@ -1,5 +1,5 @@
-import { readCapped, send, upstreamFailure, withDeadline } from './upstream.js';
 import { ServiceError } from '../errors.js';
+import { readCapped, send, upstreamFailure, withDeadline } from './upstream.js';
 
 // An attestation document is a few KiB of CBOR; anything far larger is not one.
 const maxAttestationBytes = 64 * 1024;
@@ -21,7 +21,9 @@ export async function fetchAttestation(options: AttestationOptions): Promise<Buf
       if (response.statusCode !== 200) {
         // An error's body is not read: closing the connection bounds it, however long it is.
         response.destroy();
-        throw new ServiceError('ATTESTATION_FAILED', { cause: new Error(`attestation server answered ${response.statusCode}`) });
+        throw new ServiceError('ATTESTATION_FAILED', {
+          cause: new Error(`attestation server answered ${response.statusCode}`),
+        });
       }
       // Bytes, never text: the document is binary CBOR and decoding it as UTF-8 would corrupt it.
       return await readCapped(response, maxAttestationBytes);

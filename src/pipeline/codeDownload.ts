@@ -1,5 +1,5 @@
-import { BodyTooLargeError, readCapped, send, upstreamFailure, withDeadline } from './upstream.js';
 import { ServiceError } from '../errors.js';
+import { BodyTooLargeError, readCapped, send, upstreamFailure, withDeadline } from './upstream.js';
 
 export interface CodeDownloadOptions {
   /** The storage server's load endpoint. */
@@ -36,8 +36,11 @@ export async function downloadCode(options: CodeDownloadOptions): Promise<Stored
       if (response.statusCode !== 200) {
         // An error's body is not read: closing the connection bounds it, however long it is.
         response.destroy();
-        if (response.statusCode === 404) throw new ServiceError('CODE_NOT_FOUND', { data: { code_id: options.codeId } });
-        throw new ServiceError('CODE_DOWNLOAD_FAILED', { cause: new Error(`storage server answered ${response.statusCode}`) });
+        if (response.statusCode === 404)
+          throw new ServiceError('CODE_NOT_FOUND', { data: { code_id: options.codeId } });
+        throw new ServiceError('CODE_DOWNLOAD_FAILED', {
+          cause: new Error(`storage server answered ${response.statusCode}`),
+        });
       }
       const bytes = await readCapped(response, options.maxBytes);
       return { bytes, contentType: response.headers['content-type'] };

@@ -1,6 +1,6 @@
+import { guardHeader, guardVerdict, type ResponseGuard } from '../code/responseGuard.js';
 import { abortError, ServiceError } from '../errors.js';
 import { BodyTooLargeError, readCapped, send } from './upstream.js';
-import { guardHeader, guardVerdict, type ResponseGuard } from '../code/responseGuard.js';
 
 export interface InvokeOptions {
   /** The port workerd listens on, on 127.0.0.1. */
@@ -36,7 +36,8 @@ export async function invokeWorker(options: InvokeOptions): Promise<Invocation> 
     if (refused) {
       response.destroy();
       // The function threw, or its body stream failed: no part of such an answer is passed on.
-      if (refused !== 'too-large') throw new ServiceError('USER_CODE_FAILED', { cause: new Error(`the guard refused the answer: ${refused}`) });
+      if (refused !== 'too-large')
+        throw new ServiceError('USER_CODE_FAILED', { cause: new Error(`the guard refused the answer: ${refused}`) });
       throw new BodyTooLargeError(options.maxResponseBytes);
     }
     return { statusCode: response.statusCode!, body: await readCapped(response, options.maxResponseBytes) };

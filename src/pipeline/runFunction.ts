@@ -1,19 +1,19 @@
 import { performance } from 'node:perf_hooks';
-import { fetchAttestation } from './attestation.js';
-import type { BackgroundWork } from './backgroundWork.js';
-import type { CgroupPool, Lease } from '../sandbox/cgroupPool.js';
-import { watchOom } from '../sandbox/cgroups.js';
 import type { CodeCache } from '../code/codeCache.js';
-import { downloadCode } from './codeDownload.js';
 import { parseWorkerCode } from '../code/codeFormat.js';
+import type { ResponseGuard } from '../code/responseGuard.js';
+import type { FilesLease, WorkerFileStore } from '../code/workerFileStore.js';
 import type { Config } from '../config.js';
 import { isServiceError, ServiceError, toServiceError } from '../errors.js';
-import { type Deadline, startDeadline } from './upstream.js';
-import { invokeWorker } from './invokeWorker.js';
-import type { ResponseGuard } from '../code/responseGuard.js';
-import type { StageTimer } from './stages.js';
-import type { FilesLease, WorkerFileStore } from '../code/workerFileStore.js';
+import type { CgroupPool, Lease } from '../sandbox/cgroupPool.js';
+import { watchOom } from '../sandbox/cgroups.js';
 import type { WorkerdProcess } from '../sandbox/standby.js';
+import { fetchAttestation } from './attestation.js';
+import type { BackgroundWork } from './backgroundWork.js';
+import { downloadCode } from './codeDownload.js';
+import { invokeWorker } from './invokeWorker.js';
+import type { StageTimer } from './stages.js';
+import { type Deadline, startDeadline } from './upstream.js';
 
 // How long a lost connection to workerd waits for workerd's exit before calling it a crash.
 const exitWaitMs = 200;
@@ -82,7 +82,14 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
         fetchAttestation({ url: config.attestationUrl, timeoutMs: config.upstreamTimeoutMs, signal }),
       );
       return stages.run('download', () =>
-        downloadCode({ url: config.storageUrl, codeId, attestation, maxBytes: config.maxCodeBytes, timeoutMs: config.upstreamTimeoutMs, signal }),
+        downloadCode({
+          url: config.storageUrl,
+          codeId,
+          attestation,
+          maxBytes: config.maxCodeBytes,
+          timeoutMs: config.upstreamTimeoutMs,
+          signal,
+        }),
       );
     });
 
@@ -104,7 +111,15 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
     // 6. The input, to the function; its answer back.
     const input = Buffer.from(JSON.stringify(request.input ?? {}));
     const result = await stages
-      .run('execution', () => invokeWorker({ port, body: input, maxResponseBytes: config.maxResponseBytes, guard: deps.guard, signal: limit }))
+      .run('execution', () =>
+        invokeWorker({
+          port,
+          body: input,
+          maxResponseBytes: config.maxResponseBytes,
+          guard: deps.guard,
+          signal: limit,
+        }),
+      )
       .catch((error: unknown) => explainFailure(error, worker, oomKilled));
     if (result.statusCode !== 200) await explainFailure(new ServiceError('USER_CODE_FAILED'), worker, oomKilled);
     return { output: result.body, input, codeSha256 };
@@ -126,7 +141,8 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
       // Each part finishes (or fails) on its own, and each failure is told.
       const outcomes = await Promise.allSettled([stopped, removed, released]);
       for (const outcome of outcomes) {
-        if (outcome.status === 'rejected') request.log.error({ stage: 'cleanup', err: outcome.reason }, 'cleanup failed');
+        if (outcome.status === 'rejected')
+          request.log.error({ stage: 'cleanup', err: outcome.reason }, 'cleanup failed');
       }
       deps.onCleanup?.(performance.now() - started);
     });
@@ -135,13 +151,21 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
 
 // Says why an invocation failed, once its workerd is gone: the cgroup's memory limit, a crash, the
 // time limit or the function's own error, each with the end of what the function printed.
-async function explainFailure(error: unknown, worker: WorkerdProcess | undefined, oomKilled: () => boolean): Promise<never> {
+async function explainFailure(
+  error: unknown,
+  worker: WorkerdProcess | undefined,
+  oomKilled: () => boolean,
+): Promise<never> {
   // A dropped connection is usually workerd dying; its exit may reach us a moment after the socket error.
   const connectionLost = isServiceError(error, 'INVOCATION_FAILED');
   const exitedByItself = connectionLost && worker !== undefined && (await worker.exitsWithin(exitWaitMs));
   await worker?.stop();
   const output = worker?.output();
-  if (oomKilled()) throw new ServiceError('OUT_OF_MEMORY', { data: output ?? (isServiceError(error) ? error.data : null), cause: error });
+  if (oomKilled())
+    throw new ServiceError('OUT_OF_MEMORY', {
+      data: output ?? (isServiceError(error) ? error.data : null),
+      cause: error,
+    });
   if (exitedByItself) throw new ServiceError('WORKERD_CRASHED', { data: output, cause: error });
   if (isServiceError(error, 'USER_CODE_FAILED') || isServiceError(error, 'EXECUTION_TIMEOUT')) {
     throw new ServiceError(error.code, { data: output ?? null, cause: error.cause });

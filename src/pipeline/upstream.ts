@@ -4,7 +4,10 @@ import type { Readable } from 'node:stream';
 import { abortError, type ErrorCode, ServiceError } from '../errors.js';
 
 // Connections to the upstreams stay open between requests: a cold request calls both.
-const keptAliveAgents = { 'http:': new http.Agent({ keepAlive: true }), 'https:': new https.Agent({ keepAlive: true }) };
+const keptAliveAgents = {
+  'http:': new http.Agent({ keepAlive: true }),
+  'https:': new https.Agent({ keepAlive: true }),
+};
 
 export interface SendOptions {
   readonly method: 'GET' | 'POST';
@@ -23,7 +26,11 @@ export function send(url: string, options: SendOptions): Promise<http.IncomingMe
   const agent = options.keepAlive ? keptAliveAgents[target.protocol as keyof typeof keptAliveAgents] : false;
   const attempt = (retry: boolean): Promise<http.IncomingMessage> =>
     new Promise((resolve, reject) => {
-      const request = transport.request(target, { method: options.method, headers: options.headers, signal: options.signal, agent }, resolve);
+      const request = transport.request(
+        target,
+        { method: options.method, headers: options.headers, signal: options.signal, agent },
+        resolve,
+      );
       request.once('error', (error: NodeJS.ErrnoException) => {
         // A kept-alive connection that the server closed while it was idle fails before any
         // answer; the upstream calls only read, so once more on a new connection is safe.
@@ -71,7 +78,10 @@ export interface Deadline {
 export function startDeadline(parent: AbortSignal, timeoutMs: number): Deadline {
   const controller = new AbortController();
   const onParentAbort = () => controller.abort(parent.reason);
-  const timer = setTimeout(() => controller.abort(new DOMException(`timed out after ${timeoutMs} ms`, 'TimeoutError')), timeoutMs);
+  const timer = setTimeout(
+    () => controller.abort(new DOMException(`timed out after ${timeoutMs} ms`, 'TimeoutError')),
+    timeoutMs,
+  );
   const clear = () => {
     clearTimeout(timer);
     parent.removeEventListener('abort', onParentAbort);
@@ -83,7 +93,11 @@ export function startDeadline(parent: AbortSignal, timeoutMs: number): Deadline 
 }
 
 // Runs an upstream call under its own deadline, and always clears it.
-export async function withDeadline<T>(parent: AbortSignal, timeoutMs: number, call: (signal: AbortSignal) => Promise<T>): Promise<T> {
+export async function withDeadline<T>(
+  parent: AbortSignal,
+  timeoutMs: number,
+  call: (signal: AbortSignal) => Promise<T>,
+): Promise<T> {
   const deadline = startDeadline(parent, timeoutMs);
   try {
     return await call(deadline.signal);

@@ -220,4 +220,3 @@ export class CgroupPool {
     return { killed: killed.size, remaining: pids.length };
   }
 }
-

@@ -4,7 +4,14 @@ import type { Readable } from 'node:stream';
 import { abortError, ServiceError } from '../errors.js';
 import type { Cgroup } from './cgroups.js';
 import { OutputTail } from './outputTail.js';
-import { cgroupJoinFailed, outputTailBytes, splitRuns, standbyName, standbyScript, watchControl } from './standbyProtocol.js';
+import {
+  cgroupJoinFailed,
+  outputTailBytes,
+  splitRuns,
+  standbyName,
+  standbyScript,
+  watchControl,
+} from './standbyProtocol.js';
 
 const standbyOutputBytes = 4 * 1024;
 // The shell's own exit statuses for a binary it cannot execute or cannot find.
@@ -77,11 +84,15 @@ export function prepareWorkerd(options: PrepareWorkerdOptions): WorkerdStandby {
   const workerd = [options.workerdPath, 'serve', '--control-fd=3', '--verbose'];
   let child: ChildProcess;
   try {
-    child = spawn('/bin/sh', ['-c', standbyScript, standbyName, marker, ...options.cgroup.procsFiles, '--', ...workerd], {
-      stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
-      // workerd needs nothing from the service's environment, and user code must not see it.
-      env: { PATH: '/usr/bin:/bin' },
-    });
+    child = spawn(
+      '/bin/sh',
+      ['-c', standbyScript, standbyName, marker, ...options.cgroup.procsFiles, '--', ...workerd],
+      {
+        stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
+        // workerd needs nothing from the service's environment, and user code must not see it.
+        env: { PATH: '/usr/bin:/bin' },
+      },
+    );
   } catch (error) {
     return unspawnedStandby(options.cgroup, error);
   }
@@ -117,9 +128,13 @@ export function prepareWorkerd(options: PrepareWorkerdOptions): WorkerdStandby {
   };
 
   // Between runs the standby writes nothing.
-  const runs = splitRuns(marker, (chunk) => run?.output.push(chunk), (turn, status) => {
-    if (run?.turn === turn) run.finish(status);
-  });
+  const runs = splitRuns(
+    marker,
+    (chunk) => run?.output.push(chunk),
+    (turn, status) => {
+      if (run?.turn === turn) run.finish(status);
+    },
+  );
   child.stdout?.on('data', (chunk: Buffer) => runs.push(chunk));
   watchControl((child.stdio[3] as Readable | null) ?? undefined, {
     exec: (turn, pid) => {
@@ -140,7 +155,8 @@ export function prepareWorkerd(options: PrepareWorkerdOptions): WorkerdStandby {
     if (signal.aborted) throw abortError(signal);
     const exitedBefore = exited ? await exit : undefined;
     if (exitedBefore) throw standbyFailure(exitedBefore, ownOutput, options.cgroup);
-    const current = newRun((turns += 1));
+    turns += 1;
+    const current = newRun(turns);
     run = current;
     child.stdin?.write(`${configPath}\n`);
 
@@ -154,7 +170,10 @@ export function prepareWorkerd(options: PrepareWorkerdOptions): WorkerdStandby {
       if (status === undefined || exited) throw standbyFailure(await exit, ownOutput, options.cgroup);
       const output = current.output.text();
       if (status === shellCannotExecute || status === shellNotFound) {
-        throw new ServiceError('WORKERD_START_FAILED', { data: output, cause: new Error(`cannot run ${options.workerdPath}`) });
+        throw new ServiceError('WORKERD_START_FAILED', {
+          data: output,
+          cause: new Error(`cannot run ${options.workerdPath}`),
+        });
       }
       // The usual reason workerd exits before it listens: the code does not compile. The caller
       // tells an out-of-memory kill apart by the cgroup's counters.

@@ -36,7 +36,11 @@ export const standbyScript = [
 export const standbyName = 'workerd-standby';
 // Splits the standby's output into its runs (exported for its tests): everything up to a line "<marker> <turn> <status>"
 // belongs to that turn's workerd. A marker cut across chunks is held back until it is whole.
-export function splitRuns(marker: string, onOutput: (chunk: Buffer) => void, onEnd: (turn: number, status: number) => void): { push(chunk: Buffer): void } {
+export function splitRuns(
+  marker: string,
+  onOutput: (chunk: Buffer) => void,
+  onEnd: (turn: number, status: number) => void,
+): { push(chunk: Buffer): void } {
   const markerBytes = Buffer.from(marker);
   const endLine = new RegExp(`^${marker} (\\d+) (\\d+)\n`);
   let held = Buffer.alloc(0);
@@ -77,12 +81,16 @@ function markerStartAtEnd(data: Buffer, marker: Buffer): number {
 // Follows the control fd, one JSON object per line: a run's {"event":"exec","turn":1,"pid":123}
 // just before its process becomes workerd, then workerd's
 // {"event":"listen","socket":"http","port":40123}.
-export function watchControl(controlFd: Readable | undefined, on: { exec(turn: number, pid: number): void; listen(port: number): void }): void {
+export function watchControl(
+  controlFd: Readable | undefined,
+  on: { exec(turn: number, pid: number): void; listen(port: number): void },
+): void {
   if (!controlFd) return;
   const lines = createInterface({ input: controlFd, crlfDelay: Infinity });
   lines.on('line', (line) => {
     const message = parseJson(line) as { event?: unknown; turn?: unknown; pid?: unknown; port?: unknown } | undefined;
-    if (message?.event === 'exec' && typeof message.turn === 'number' && typeof message.pid === 'number') on.exec(message.turn, message.pid);
+    if (message?.event === 'exec' && typeof message.turn === 'number' && typeof message.pid === 'number')
+      on.exec(message.turn, message.pid);
     else if (message?.event === 'listen' && typeof message.port === 'number') on.listen(message.port);
   });
 }
@@ -94,4 +102,3 @@ function parseJson(line: string): unknown {
     return undefined;
   }
 }
-

@@ -19,9 +19,13 @@ console.log(await isEsModule(script), await isEsModule(Buffer.concat([script, Bu
 
 describe('the format of huge code', () => {
   test(`is decided within a ${heapLimitMb} MB heap, for a 9.5 MB script that mentions import on every line`, async () => {
-    const { stdout } = await promisify(execFile)(process.execPath, [`--max-old-space-size=${heapLimitMb}`, '--input-type=module', '-e', decideHugeScript], {
-      cwd: projectRoot,
-    });
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      [`--max-old-space-size=${heapLimitMb}`, '--input-type=module', '-e', decideHugeScript],
+      {
+        cwd: projectRoot,
+      },
+    );
     expect(stdout.trim()).toBe('false true');
   });
 });

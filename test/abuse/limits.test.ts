@@ -18,7 +18,11 @@ describe.runIf(cgroups)('size limits are read with a cap', () => {
     endless = await startFaultyServer('endless');
     stack = await startStack({
       pool: { count: 1 },
-      env: { STORAGE_URL: `${endless.url}/load`, MAX_CODE_BYTES: String(256 * 1024), MAX_RESPONSE_BYTES: String(64 * 1024) },
+      env: {
+        STORAGE_URL: `${endless.url}/load`,
+        MAX_CODE_BYTES: String(256 * 1024),
+        MAX_RESPONSE_BYTES: String(64 * 1024),
+      },
     });
   });
   afterAll(async () => {
@@ -61,12 +65,20 @@ describe.runIf(cgroups)('path-like code_ids', () => {
   let stack: Stack;
   beforeAll(async () => {
     // A storage server that has code for every key, so each request goes all the way to workerd.
-    storage = await listen(createServer((request, response) => request.resume().on('end', () => response.end(helloWorker))), '127.0.0.1', 0);
+    storage = await listen(
+      createServer((request, response) => request.resume().on('end', () => response.end(helloWorker))),
+      '127.0.0.1',
+      0,
+    );
     sandbox = await mkdtemp(path.join(os.tmpdir(), 'oyster-paths-'));
     await mkdir(path.join(sandbox, 'outer', 'runtime'), { recursive: true });
     stack = await startStack({
       pool: { count: 1 },
-      env: { STORAGE_URL: `${storage.url}/load`, RUNTIME_PATH: path.join(sandbox, 'outer', 'runtime'), CODE_CACHE_MAX_BYTES: '0' },
+      env: {
+        STORAGE_URL: `${storage.url}/load`,
+        RUNTIME_PATH: path.join(sandbox, 'outer', 'runtime'),
+        CODE_CACHE_MAX_BYTES: '0',
+      },
     });
   });
   afterAll(async () => {
@@ -78,7 +90,16 @@ describe.runIf(cgroups)('path-like code_ids', () => {
   test('never create or touch a file outside RUNTIME_PATH', async () => {
     const touched: string[] = [];
     const watcher = watch(sandbox, { recursive: true }, (_event, file) => touched.push(String(file)));
-    const escapes = ['../x', '../../outer-file', '/tmp/oyster-escape-x', 'a/b', '%2e%2e', '..', '..%2f..%2fetc%2fpasswd', '../../etc/passwd'];
+    const escapes = [
+      '../x',
+      '../../outer-file',
+      '/tmp/oyster-escape-x',
+      'a/b',
+      '%2e%2e',
+      '..',
+      '..%2f..%2fetc%2fpasswd',
+      '../../etc/passwd',
+    ];
     try {
       for (const codeId of escapes) {
         const response = await stack.invoke({ code_id: codeId });

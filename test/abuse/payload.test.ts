@@ -1,11 +1,11 @@
 import { rm } from 'node:fs/promises';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { parseConfig } from '../../src/config.js';
 import { buildApp } from '../../src/http/app.js';
 import { maxInputDepth } from '../../src/http/invokeRoute.js';
-import { createService } from '../../src/service.js';
 import { CgroupPool } from '../../src/sandbox/cgroupPool.js';
-import { parseConfig } from '../../src/config.js';
+import { createService } from '../../src/service.js';
 import { fakeCgroupV2Root } from '../helpers/fakeCgroupfs.js';
 
 const maxBodyBytes = 4096;

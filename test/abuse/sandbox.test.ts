@@ -3,15 +3,15 @@ import { createServer } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { discoverCgroups } from '../../src/sandbox/cgroups.js';
 import { listen } from '../../src/dev/listen.js';
+import { discoverCgroups } from '../../src/sandbox/cgroups.js';
 import { cgroupsOrSkip } from '../helpers/cgroups.js';
 import { noLeftovers, type Stack, startStack } from '../helpers/stack.js';
 import { waitFor } from '../helpers/wait.js';
 
 const cgroups = await cgroupsOrSkip();
 
-describe.runIf(cgroups)('the user\'s code stays in its box', () => {
+describe.runIf(cgroups)("the user's code stays in its box", () => {
   let stack: Stack;
   beforeAll(async () => {
     stack = await startStack({ pool: { count: 2 }, env: { EXECUTION_TIMEOUT_MS: '10000' } });
@@ -21,7 +21,13 @@ describe.runIf(cgroups)('the user\'s code stays in its box', () => {
   test('it cannot reach the attestation server, the storage server or the service on loopback', async () => {
     await stack.app.listen({ host: '127.0.0.1', port: 0 });
     const service = `http://127.0.0.1:${(stack.app.server.address() as { port: number }).port}/health`;
-    for (const url of [stack.attestation.url, `${stack.storage.url}/load`, service, 'http://localhost:1300/', 'http://10.0.0.1/']) {
+    for (const url of [
+      stack.attestation.url,
+      `${stack.storage.url}/load`,
+      service,
+      'http://localhost:1300/',
+      'http://10.0.0.1/',
+    ]) {
       const response = await stack.invoke({ code_id: 'fetch', input: { url } });
       expect(response.statusCode, url).toBe(200);
       expect(response.body.data, url).toMatch(/^blocked /);
@@ -34,7 +40,11 @@ describe.runIf(cgroups)('the user\'s code stays in its box', () => {
       .filter((address) => !address.internal && address.family === 'IPv4');
     expect(outside.length, 'this test needs a network interface other than loopback').toBeGreaterThan(0);
     // A second server on every interface stands for this service listening on 0.0.0.0.
-    const exposed = await listen(createServer((_request, response) => response.end('exposed')), '0.0.0.0', 0);
+    const exposed = await listen(
+      createServer((_request, response) => response.end('exposed')),
+      '0.0.0.0',
+      0,
+    );
     try {
       const port = new URL(exposed.url).port;
       const urls = [...outside.map(({ address }) => `http://${address}:${port}/`), `http://0.0.0.0:${port}/`];
@@ -61,13 +71,15 @@ describe.runIf(cgroups)('the user\'s code stays in its box', () => {
     expect(await stack.leftovers()).toEqual(noLeftovers);
   });
 
-  test('megabytes printed to the console do not grow the service\'s memory; the answer carries the end of it', async () => {
+  test("megabytes printed to the console do not grow the service's memory; the answer carries the end of it", async () => {
     const megabytes = 128;
     await stack.invoke({ code_id: 'chatty', input: { megabytes: 4 } });
     const rssBefore = process.memoryUsage().rss;
     let peak = rssBefore;
     const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 5);
-    const response = await stack.invoke({ code_id: 'chatty', input: { megabytes } }).finally(() => clearInterval(sampler));
+    const response = await stack
+      .invoke({ code_id: 'chatty', input: { megabytes } })
+      .finally(() => clearInterval(sampler));
     expect(response.statusCode).toBe(500);
     expect(response.body.data).toContain('last words');
     expect((response.body.data as string).length).toBeLessThanOrEqual(64 * 1024);
@@ -93,7 +105,9 @@ describe.runIf(cgroups)('printing', () => {
     const cpu = process.cpuUsage(cpuBefore);
     const wallMs = performance.now() - started;
     const serviceCpuMs = (cpu.user + cpu.system) / 1000;
-    console.log(`service CPU while a function printed for ${printMs} ms: ${serviceCpuMs.toFixed(0)} ms of ${wallMs.toFixed(0)} ms`);
+    console.log(
+      `service CPU while a function printed for ${printMs} ms: ${serviceCpuMs.toFixed(0)} ms of ${wallMs.toFixed(0)} ms`,
+    );
     expect(response.statusCode).toBe(500);
     expect(response.body.data).toContain('last words');
     expect(response.body.data).toMatch(/printed \d+ lines/);
@@ -113,13 +127,18 @@ describe.runIf(cgroups)('the CPU cap', () => {
 
   // Reads how often a cgroup's CPU cap has stopped its processes (cpu.stat nr_throttled, v1 and v2).
   async function throttled(name: string): Promise<number> {
-    const dir = stack.pool.version === 2 ? path.join(stack.config.cgroupRoot, name) : path.join(stack.config.cgroupRoot, 'cpu', name);
+    const dir =
+      stack.pool.version === 2
+        ? path.join(stack.config.cgroupRoot, name)
+        : path.join(stack.config.cgroupRoot, 'cpu', name);
     const match = /^nr_throttled (\d+)$/m.exec(await readFile(path.join(dir, 'cpu.stat'), 'utf8'));
     return Number(match?.[1] ?? 0);
   }
 
   test('holds a CPU-bound loop to its cap, kills it at the time limit, and leaves room for others', async () => {
-    const names = (await discoverCgroups(stack.config.cgroupRoot, stack.pool.version, stack.config.cgroupPrefix)).map((c) => c.name);
+    const names = (await discoverCgroups(stack.config.cgroupRoot, stack.pool.version, stack.config.cgroupPrefix)).map(
+      (c) => c.name,
+    );
     const before = await Promise.all(names.map(throttled));
     const loop = stack.invoke({ code_id: 'loop' });
     await new Promise((resolve) => setTimeout(resolve, 300));

@@ -34,7 +34,8 @@ function connect(port: number, firstBytes: string): Promise<RawClient> {
   });
 }
 
-const stalledHead = 'POST /api/serverless HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n';
+const stalledHead =
+  'POST /api/serverless HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n';
 
 // Slow and idle clients against the real HTTP server on loopback.
 describe.runIf(cgroups)('slow clients', () => {
@@ -77,7 +78,10 @@ describe.runIf(cgroups)('slow clients', () => {
   });
 
   test('a chunked body dripping a byte at a time gets its 408 all the same: the time-out is for the whole request', async () => {
-    const client = await connect(port, 'POST /api/serverless HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n');
+    const client = await connect(
+      port,
+      'POST /api/serverless HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n',
+    );
     const drip = setInterval(() => client.socket.write('1\r\n \r\n'), 100);
     try {
       const closedAfter = await client.closed;

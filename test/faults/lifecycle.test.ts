@@ -3,13 +3,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
-import { discoverCgroups, readPids } from '../../src/sandbox/cgroups.js';
 import { devAttestationDocument, startAttestationServer } from '../../src/dev/attestationServer.js';
 import type { RunningServer } from '../../src/dev/listen.js';
 import { startStorageServer } from '../../src/dev/storageServer.js';
+import { discoverCgroups, readPids } from '../../src/sandbox/cgroups.js';
 import { cgroupRoot, cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
 import { isWorkerd } from '../helpers/processes.js';
-import { type ServiceProcess, startService, serviceEnv } from '../helpers/service.js';
+import { type ServiceProcess, serviceEnv, startService } from '../helpers/service.js';
 import { examplesDir, fixturesDir, processesMentioning } from '../helpers/stack.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -52,18 +52,28 @@ describe.runIf(cgroups)('the service process: shutdown and recovery', () => {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify(payload),
-    }).then(async (response) => ({ statusCode: response.statusCode, body: (await response.body.json()) as { message: string; data: unknown } }));
+    }).then(async (response) => ({
+      statusCode: response.statusCode,
+      body: (await response.body.json()) as { message: string; data: unknown },
+    }));
   const processesInPool = async () =>
     (await Promise.all((await discoverCgroups(cgroupRoot, pool.version, pool.prefix)).map(readPids))).flat();
   const workerdRunning = () =>
-    waitFor('a workerd in the pool', async () => (await Promise.all((await processesInPool()).map(isWorkerd))).includes(true));
+    waitFor('a workerd in the pool', async () =>
+      (await Promise.all((await processesInPool()).map(isWorkerd))).includes(true),
+    );
 
   test('SIGTERM: stops accepting, lets an in-flight request finish, exits 0 leaving nothing', async () => {
     const service = await start({ SHUTDOWN_GRACE_MS: '10000' });
     const inFlight = invoke(service, { code_id: 'slow', input: { ms: 1000 } });
     await workerdRunning();
     service.child.kill('SIGTERM');
-    await waitFor('the listener to close', () => invoke(service, { code_id: 'hello' }).then(() => false, () => true));
+    await waitFor('the listener to close', () =>
+      invoke(service, { code_id: 'hello' }).then(
+        () => false,
+        () => true,
+      ),
+    );
     const answer = await inFlight;
     expect(answer.statusCode).toBe(200);
     expect(answer.body.data).toBe('done');

@@ -19,8 +19,12 @@ describe.runIf(cgroups).each<{ upstream: 'attestation' | 'storage'; message: str
     for (const fault of faults) {
       const server = await startFaultyServer(fault);
       servers.set(fault, server);
-      const url: Record<string, string> = upstream === 'attestation' ? { ATTESTATION_URL: server.url } : { STORAGE_URL: `${server.url}/load` };
-      stacks.set(fault, await startStack({ pool: { count: 1 }, env: { UPSTREAM_TIMEOUT_MS: String(upstreamTimeoutMs), ...url } }));
+      const url: Record<string, string> =
+        upstream === 'attestation' ? { ATTESTATION_URL: server.url } : { STORAGE_URL: `${server.url}/load` };
+      stacks.set(
+        fault,
+        await startStack({ pool: { count: 1 }, env: { UPSTREAM_TIMEOUT_MS: String(upstreamTimeoutMs), ...url } }),
+      );
     }
   });
   afterAll(async () => {
@@ -29,7 +33,10 @@ describe.runIf(cgroups).each<{ upstream: 'attestation' | 'storage'; message: str
   });
 
   test('unreachable', async () => {
-    const closedPort: Record<string, string> = upstream === 'attestation' ? { ATTESTATION_URL: 'http://127.0.0.1:9' } : { STORAGE_URL: 'http://127.0.0.1:9/load' };
+    const closedPort: Record<string, string> =
+      upstream === 'attestation'
+        ? { ATTESTATION_URL: 'http://127.0.0.1:9' }
+        : { STORAGE_URL: 'http://127.0.0.1:9/load' };
     const stack = await startStack({ pool: { count: 1 }, env: closedPort });
     try {
       const response = await stack.invoke({ code_id: 'hello' });

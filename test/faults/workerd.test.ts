@@ -51,13 +51,21 @@ describe.runIf(cgroups)('workerd faults', () => {
     controller.abort();
     await answer;
     const disconnected = Date.now();
-    await waitFor('everything to be cleaned up', async () => JSON.stringify(await stack.leftovers()) === JSON.stringify(noLeftovers), 2000);
+    await waitFor(
+      'everything to be cleaned up',
+      async () => JSON.stringify(await stack.leftovers()) === JSON.stringify(noLeftovers),
+      2000,
+    );
     // Well before the function's own 8 s: the disconnect, not the function, ended it.
     expect(Date.now() - disconnected).toBeLessThan(2000);
   });
 
-  test('a pool cgroup holding someone else\'s process is not handed out until it is empty', async () => {
-    const [first, second] = await discoverCgroups(stack.config.cgroupRoot, stack.pool.version, stack.config.cgroupPrefix);
+  test("a pool cgroup holding someone else's process is not handed out until it is empty", async () => {
+    const [first, second] = await discoverCgroups(
+      stack.config.cgroupRoot,
+      stack.pool.version,
+      stack.config.cgroupPrefix,
+    );
     const stranger = spawn('sleep', ['60'], { stdio: 'ignore' });
     try {
       for (const procs of first!.procsFiles) await writeFile(procs, String(stranger.pid));

@@ -20,5 +20,10 @@ export interface TestPoolOptions {
 
 // Creates a real cgroup pool under a unique oytest… prefix with the project's own setup script.
 export function createTestPool(options: TestPoolOptions = {}): Promise<TestPool> {
-  return createScratchPool({ stem: 'oytest', count: options.count ?? 3, memory: options.memory ?? '128M', cpuPercent: options.cpuPercent ?? 100 });
+  return createScratchPool({
+    stem: 'oytest',
+    count: options.count ?? 3,
+    memory: options.memory ?? '128M',
+    cpuPercent: options.cpuPercent ?? 100,
+  });
 }

@@ -52,7 +52,9 @@ export function parseDockerfile(text: string): Stage[] {
       const [name = '', value = ''] = rest.shift()!.slice(2).split('=');
       flags[name] = value;
     }
-    const argsText = rest.join(' ').replace(/\$\{(\w+)\}|\$(\w+)/g, (match, a?: string, b?: string) => args.get((a ?? b)!) ?? match);
+    const argsText = rest
+      .join(' ')
+      .replace(/\$\{(\w+)\}|\$(\w+)/g, (match, a?: string, b?: string) => args.get((a ?? b)!) ?? match);
     if (keyword === 'FROM') {
       const [base = '', as, name] = argsText.split(/\s+/);
       stages.push({ base, name: as?.toUpperCase() === 'AS' ? name : undefined, workdir: '/', instructions: [] });
@@ -72,7 +74,9 @@ export function parseDockerfile(text: string): Stage[] {
 
 // The sources and destination of a COPY or ADD, in shell form or JSON (exec) form.
 function sourcesAndDestination(instruction: Instruction): { sources: string[]; destination: string } {
-  const parts = instruction.args.startsWith('[') ? (JSON.parse(instruction.args) as string[]) : instruction.args.split(/\s+/);
+  const parts = instruction.args.startsWith('[')
+    ? (JSON.parse(instruction.args) as string[])
+    : instruction.args.split(/\s+/);
   return { sources: parts.slice(0, -1), destination: parts.at(-1)! };
 }
 
@@ -94,7 +98,12 @@ export async function copiedFiles(
     for (const raw of sources) {
       const source = sourceOf(stages, instruction, raw);
       const local = localPath(source, projectRoot);
-      const directory = local !== undefined && (await stat(local).then((s) => s.isDirectory(), () => false));
+      const directory =
+        local !== undefined &&
+        (await stat(local).then(
+          (s) => s.isDirectory(),
+          () => false,
+        ));
       const name = source.kind === 'url' ? path.posix.basename(new URL(source.url).pathname) : path.posix.basename(raw);
       files.push({ source, target: directory || !intoDirectory ? into : path.posix.join(into, name), directory });
     }
@@ -136,7 +145,9 @@ export function provider(
 
 // The commands a stage RUNs, in order.
 export function runsOf(stage: Stage): string[] {
-  return stage.instructions.filter((instruction) => instruction.keyword === 'RUN').map((instruction) => instruction.args);
+  return stage.instructions
+    .filter((instruction) => instruction.keyword === 'RUN')
+    .map((instruction) => instruction.args);
 }
 
 // The command of the last CMD in exec (JSON) form.

@@ -12,14 +12,20 @@ export async function fakeCgroupV2Root(names: readonly string[]): Promise<string
   for (const name of names) {
     await mkdir(path.join(root, name));
     await writeFile(path.join(root, name, 'cgroup.procs'), '');
-    await writeFile(path.join(root, name, 'memory.events'), 'low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n');
+    await writeFile(
+      path.join(root, name, 'memory.events'),
+      'low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n',
+    );
   }
   return root;
 }
 
 // For a test file: a function that makes a fake v2 root (or takes a directory made otherwise) and
 // has it removed after the test that made it.
-export function fakeRootsRemovedAfterEach(): { v2Root(names: readonly string[]): Promise<string>; removeLater(dir: string): string } {
+export function fakeRootsRemovedAfterEach(): {
+  v2Root(names: readonly string[]): Promise<string>;
+  removeLater(dir: string): string;
+} {
   const roots: string[] = [];
   afterEach(async () => {
     await Promise.all(roots.splice(0).map((root) => rm(root, { recursive: true, force: true })));

@@ -5,7 +5,7 @@ import type { RunningServer } from '../../src/dev/listen.js';
 import { createTestPool, type TestPool } from './cgroups.js';
 import { invoke } from './http.js';
 import { signal } from './processes.js';
-import { type ServiceProcess, startService, serviceEnv } from './service.js';
+import { type ServiceProcess, serviceEnv, startService } from './service.js';
 import { processesMentioning } from './stack.js';
 
 // Longer than the service's default SHUTDOWN_GRACE_MS.
@@ -21,7 +21,11 @@ export interface Instance {
 }
 
 // Starts the built service with a pool of its own, using the given development servers.
-export async function startInstance(attestation: RunningServer, storage: RunningServer, poolSize: number): Promise<Instance> {
+export async function startInstance(
+  attestation: RunningServer,
+  storage: RunningServer,
+  poolSize: number,
+): Promise<Instance> {
   const pool = await createTestPool({ count: poolSize });
   const runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
   const service = await startService({

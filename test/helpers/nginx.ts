@@ -5,9 +5,9 @@ import path from 'node:path';
 import getPort from 'get-port';
 import { statusOf } from './http.js';
 import { descendantPids, signal } from './processes.js';
-import { waitFor } from './wait.js';
 import { findProgram } from './programs.js';
 import { projectRoot } from './projectRoot.js';
+import { waitFor } from './wait.js';
 
 // The shipped example, used as it is except for the addresses below.
 export const nginxExample = path.join(projectRoot, 'deploy/nginx/oyster-serverless.conf');
@@ -106,7 +106,11 @@ export async function startNginx(upstreams: readonly [string, string]): Promise<
   };
 
   try {
-    await waitFor('nginx to pass a request to an instance', async () => !done && (await statusOf(`${url}/health`)) === 200, startTimeoutMs);
+    await waitFor(
+      'nginx to pass a request to an instance',
+      async () => !done && (await statusOf(`${url}/health`)) === 200,
+      startTimeoutMs,
+    );
   } catch (error) {
     const log = await readFile(path.join(dir, 'error.log'), 'utf8').catch(() => '');
     await stop();

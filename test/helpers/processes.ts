@@ -48,7 +48,7 @@ export async function commandLine(pid: number): Promise<string> {
 // that will exec it.
 export async function isWorkerd(pid: number): Promise<boolean> {
   const [program, command] = (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0');
-  return program !== undefined && program.endsWith('/workerd') && command === 'serve';
+  return program?.endsWith('/workerd') === true && command === 'serve';
 }
 
 // Sends a signal to a pid this test started, ignoring one that has already gone.

@@ -6,8 +6,8 @@ import { randomBytes } from 'node:crypto';
 import { access, constants, readdir, readFile, rmdir } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { type Cgroup, discoverCgroups } from '../../src/sandbox/cgroups.js';
 import { projectRoot } from '../../src/dev/projectRoot.js';
+import { type Cgroup, discoverCgroups } from '../../src/sandbox/cgroups.js';
 
 const run = promisify(execFile);
 export const cgroupRoot = '/sys/fs/cgroup';
@@ -90,7 +90,10 @@ export async function removeCgroups(prefix: string): Promise<void> {
 
 async function killMembers(procsFile: string): Promise<void> {
   const text = await readFile(procsFile, 'utf8').catch(() => '');
-  for (const pid of text.split('\n').filter((line) => line.trim() !== '').map(Number)) {
+  for (const pid of text
+    .split('\n')
+    .filter((line) => line.trim() !== '')
+    .map(Number)) {
     try {
       process.kill(pid, 'SIGKILL');
     } catch {

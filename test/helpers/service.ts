@@ -21,7 +21,10 @@ export interface ServiceProcess {
 
 // Runs dist/src/main.js, with the service's Node flags unless told otherwise, with the given
 // environment and nothing else from ours but PATH.
-async function spawnService(env: Readonly<Record<string, string>>, nodeFlags = serviceNodeFlags): Promise<ServiceProcess> {
+async function spawnService(
+  env: Readonly<Record<string, string>>,
+  nodeFlags = serviceNodeFlags,
+): Promise<ServiceProcess> {
   const port = env.PORT ? Number(env.PORT) : await getPort({ host: '127.0.0.1' });
   const child = spawn(process.execPath, [...nodeFlags, path.join(projectRoot, 'dist/src/main.js')], {
     cwd: projectRoot,
@@ -31,18 +34,26 @@ async function spawnService(env: Readonly<Record<string, string>>, nodeFlags = s
   let output = '';
   child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
   child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const exited = new Promise<number | NodeJS.Signals | null>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal)));
+  const exited = new Promise<number | NodeJS.Signals | null>((resolve) =>
+    child.once('exit', (code, signal) => resolve(code ?? signal)),
+  );
   return { url: `http://127.0.0.1:${port}`, child, output: () => output, exited };
 }
 
 // Starts the service and resolves once it listens; fails with its output if it exits first.
-export async function startService(env: Readonly<Record<string, string>>, nodeFlags?: readonly string[]): Promise<ServiceProcess> {
+export async function startService(
+  env: Readonly<Record<string, string>>,
+  nodeFlags?: readonly string[],
+): Promise<ServiceProcess> {
   const service = await spawnService(env, nodeFlags);
   let exited = false;
   void service.exited.then(() => (exited = true));
   for (const deadline = Date.now() + startTimeoutMs; !exited && Date.now() < deadline; ) {
     const answered = await request(`${service.url}/health`).then(
-      async (response) => (await response.body.dump(), true),
+      async (response) => {
+        await response.body.dump();
+        return true;
+      },
       () => false,
     );
     if (answered) return service;

@@ -2,17 +2,17 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { buildApp } from '../../src/http/app.js';
-import { createService, type Service } from '../../src/service.js';
-import { CgroupPool } from '../../src/sandbox/cgroupPool.js';
-import { discoverCgroups, readPids } from '../../src/sandbox/cgroups.js';
+import { removeStaleWorkerFiles } from '../../src/code/workerdConfig.js';
 import { type Config, parseConfig } from '../../src/config.js';
 import { devAttestationDocument, startAttestationServer } from '../../src/dev/attestationServer.js';
 import type { RunningServer } from '../../src/dev/listen.js';
 import { startStorageServer } from '../../src/dev/storageServer.js';
-import { loadSigner } from '../../src/signing.js';
-import { removeStaleWorkerFiles } from '../../src/code/workerdConfig.js';
+import { buildApp } from '../../src/http/app.js';
+import { CgroupPool } from '../../src/sandbox/cgroupPool.js';
+import { discoverCgroups, readPids } from '../../src/sandbox/cgroups.js';
 import { standbyName } from '../../src/sandbox/standbyProtocol.js';
+import { createService, type Service } from '../../src/service.js';
+import { loadSigner } from '../../src/signing.js';
 import { cgroupRoot, createTestPool, type TestPool, type TestPoolOptions } from './cgroups.js';
 import { childPids, commandLine } from './processes.js';
 
@@ -63,7 +63,10 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const testPool: TestPool = await createTestPool(options.pool);
   const runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
   const attestation = await startAttestationServer();
-  const storage = await startStorageServer({ codeDirs: [examplesDir, fixturesDir], attestation: devAttestationDocument });
+  const storage = await startStorageServer({
+    codeDirs: [examplesDir, fixturesDir],
+    attestation: devAttestationDocument,
+  });
   const config = parseConfig({
     CGROUP_ROOT: cgroupRoot,
     CGROUP_PREFIX: testPool.prefix,
@@ -74,7 +77,11 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     ...options.env,
   });
   await removeStaleWorkerFiles(config.runtimePath);
-  const pool = await CgroupPool.open({ root: config.cgroupRoot, version: config.cgroupVersion, prefix: config.cgroupPrefix });
+  const pool = await CgroupPool.open({
+    root: config.cgroupRoot,
+    version: config.cgroupVersion,
+    prefix: config.cgroupPrefix,
+  });
   const signer = config.signerKeyPath === undefined ? undefined : await loadSigner(config.signerKeyPath);
   const service = createService(config, { pool, signer });
   const app = buildApp(service);
@@ -111,7 +118,9 @@ async function leftovers(config: Config, pool: CgroupPool, keptCodeDirs: readonl
   const processesInPool = (await Promise.all(cgroups.map(readPids))).flat().filter((pid) => !standbys.has(pid));
   return {
     // The files of code the cache holds stay until it lets go of the code.
-    files: (await readdir(config.runtimePath)).filter((name) => !keptCodeDirs.includes(path.join(config.runtimePath, name))),
+    files: (await readdir(config.runtimePath)).filter(
+      (name) => !keptCodeDirs.includes(path.join(config.runtimePath, name)),
+    ),
     processesInPool,
     workerdProcesses: await processesMentioning(config.runtimePath),
     strayStandbys: await strayStandbys(config, standbys),
@@ -119,7 +128,13 @@ async function leftovers(config: Config, pool: CgroupPool, keptCodeDirs: readonl
   };
 }
 
-export const noLeftovers: Leftovers = { files: [], processesInPool: [], workerdProcesses: [], strayStandbys: [], reservedCgroups: 0 };
+export const noLeftovers: Leftovers = {
+  files: [],
+  processesInPool: [],
+  workerdProcesses: [],
+  strayStandbys: [],
+  reservedCgroups: 0,
+};
 
 // Children of this process that are standby shells for this stack's pool (their command line
 // names its cgroups), other than the standbys the pool keeps.

@@ -43,7 +43,9 @@ export function startEnclaveStartPath(
   if (child.pid === undefined) throw new Error(`${startScript} did not start`);
   const pid = child.pid;
   const output = () => readFileSync(outputFile, 'utf8');
-  const exited = new Promise<number | NodeJS.Signals | null>((resolve) => child.once('exit', (code, sig) => resolve(code ?? sig)));
+  const exited = new Promise<number | NodeJS.Signals | null>((resolve) =>
+    child.once('exit', (code, sig) => resolve(code ?? sig)),
+  );
   let done = false;
   void exited.then(() => (done = true));
 

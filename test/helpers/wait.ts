@@ -2,7 +2,11 @@ const pollMs = 10;
 
 // Polls a condition until it holds, failing with the description after timeoutMs. A check that
 // throws (a process read just as it goes away) counts as not holding yet.
-export async function waitFor<T>(what: string, check: () => Promise<T | undefined | false>, timeoutMs = 5_000): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  check: () => Promise<T | undefined | false>,
+  timeoutMs = 5_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await check().catch(() => undefined);

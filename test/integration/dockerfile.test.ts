@@ -3,7 +3,15 @@
 import { access, constants, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
-import { commandOf, copiedFiles, localPath, parseDockerfile, provider, runsOf, type Source } from '../helpers/dockerfile.js';
+import {
+  commandOf,
+  copiedFiles,
+  localPath,
+  parseDockerfile,
+  provider,
+  runsOf,
+  type Source,
+} from '../helpers/dockerfile.js';
 import { parseIni } from '../helpers/ini.js';
 import { projectRoot } from '../helpers/projectRoot.js';
 
@@ -23,7 +31,11 @@ const appDir = path.posix.dirname(path.posix.dirname(command));
 const startScript = await readFile(path.join(projectRoot, 'scripts/enclave-start.sh'), 'utf8');
 const supervisordConf = await readFile(path.join(projectRoot, 'supervisord.conf'), 'utf8');
 
-const exists = (file: string) => access(file).then(() => true, () => false);
+const exists = (file: string) =>
+  access(file).then(
+    () => true,
+    () => false,
+  );
 
 // The file of this checkout that provides a path of the image, or undefined.
 function providedBy(imagePath: string): { source: Source; local: string | undefined } | undefined {
@@ -35,7 +47,8 @@ function providedBy(imagePath: string): { source: Source; local: string | undefi
 
 describe('Dockerfile.enclave', () => {
   beforeAll(async () => {
-    if (!(await exists(path.join(projectRoot, 'dist/src/main.js')))) throw new Error('run `npm run build` first: these tests read dist/');
+    if (!(await exists(path.join(projectRoot, 'dist/src/main.js'))))
+      throw new Error('run `npm run build` first: these tests read dist/');
   });
 
   test('builds in stages, on images with glibc 2.35 or newer and a maintained Node.js LTS', () => {
@@ -50,7 +63,7 @@ describe('Dockerfile.enclave', () => {
     }
   });
 
-  test('gives the image production dependencies only, and the build stage\'s output but not its node_modules', () => {
+  test("gives the image production dependencies only, and the build stage's output but not its node_modules", () => {
     expect(runsOf(image).some((run) => /\bnpm ci\b[^&]*--omit=dev/.test(run))).toBe(true);
     const fromStages = files.filter((file) => file.source.kind === 'stage');
     expect(fromStages.length).toBeGreaterThan(0);
@@ -59,7 +72,9 @@ describe('Dockerfile.enclave', () => {
   });
 
   test('every file it copies from the build context exists after npm run build, and .dockerignore keeps none of them out', async () => {
-    const lines = (await readFile(path.join(projectRoot, '.dockerignore'), 'utf8')).split('\n').map((line) => line.trim());
+    const lines = (await readFile(path.join(projectRoot, '.dockerignore'), 'utf8'))
+      .split('\n')
+      .map((line) => line.trim());
     const ignored = lines.filter((line) => line !== '' && !line.startsWith('#'));
     // Plain names only, which is all the check below understands.
     for (const pattern of ignored) expect(pattern).toMatch(/^[\w.-]+$/);
@@ -77,8 +92,13 @@ describe('Dockerfile.enclave', () => {
     for (const file of files) {
       if (file.source.kind !== 'stage') continue;
       const { stage } = file.source;
-      expect(runsOf(stage).some((run) => /\bnpm run build\b/.test(run)), `stage ${stage.name} runs npm run build`).toBe(true);
-      expect(await exists(localPath(file.source, projectRoot)!), `${file.source.path} of stage ${stage.name}`).toBe(true);
+      expect(
+        runsOf(stage).some((run) => /\bnpm run build\b/.test(run)),
+        `stage ${stage.name} runs npm run build`,
+      ).toBe(true);
+      expect(await exists(localPath(file.source, projectRoot)!), `${file.source.path} of stage ${stage.name}`).toBe(
+        true,
+      );
     }
   });
 
@@ -98,7 +118,11 @@ describe('Dockerfile.enclave', () => {
 
   test('every program of supervisord.conf, and every program the start script runs, is a file the image has', async () => {
     const programs = [...parseIni(supervisordConf)].filter(([section]) => section.startsWith('program:'));
-    expect(programs.map(([section]) => section)).toEqual(['program:server', 'program:my-server-proxy', 'program:attestation-server']);
+    expect(programs.map(([section]) => section)).toEqual([
+      'program:server',
+      'program:my-server-proxy',
+      'program:attestation-server',
+    ]);
     const executables = programs.map(([, values]) => {
       const [program = '', ...args] = values.get('command')!.replaceAll('%(here)s', appDir).split(/\s+/);
       // node's own flags come before the script it runs.
@@ -118,6 +142,7 @@ describe('Dockerfile.enclave', () => {
   test('every variable supervisord.conf needs is given a value by the start script', () => {
     const variables = [...new Set([...supervisordConf.matchAll(/%\(ENV_(\w+)\)s/g)].map((match) => match[1]!))];
     expect(variables.length).toBeGreaterThan(0);
-    for (const variable of variables) expect(startScript).toMatch(new RegExp(`^export ${variable}="\\$\\{${variable}:-`, 'm'));
+    for (const variable of variables)
+      expect(startScript).toMatch(new RegExp(`^export ${variable}="\\$\\{${variable}:-`, 'm'));
   });
 });

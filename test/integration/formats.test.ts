@@ -50,7 +50,7 @@ describe.runIf(cgroups)('code formats', () => {
     expect(await stack.leftovers()).toEqual(noLeftovers);
   });
 
-  test('a wasm part that is not WebAssembly answers 400 with workerd\'s message', async () => {
+  test("a wasm part that is not WebAssembly answers 400 with workerd's message", async () => {
     const response = await stack.invoke({ code_id: 'bundle-bad-wasm' });
     expect(response.statusCode).toBe(400);
     expect(response.body.data).toMatch(/wasm|WebAssembly/i);
@@ -64,13 +64,25 @@ describe.runIf(cgroups)('a bundle with a path in a module name', () => {
   beforeAll(async () => {
     const form = new FormData();
     form.append('metadata', JSON.stringify({ main_module: 'index.js' }));
-    form.append('index.js', new Blob(["import x from '../evil.js'; export default { fetch: () => new Response(x) };"], { type: 'application/javascript+module' }), 'index.js');
-    form.append('../evil.js', new Blob(['export default "escaped";'], { type: 'application/javascript+module' }), 'evil.js');
+    form.append(
+      'index.js',
+      new Blob(["import x from '../evil.js'; export default { fetch: () => new Response(x) };"], {
+        type: 'application/javascript+module',
+      }),
+      'index.js',
+    );
+    form.append(
+      '../evil.js',
+      new Blob(['export default "escaped";'], { type: 'application/javascript+module' }),
+      'evil.js',
+    );
     const packed = new Response(form);
     const contentType = packed.headers.get('content-type')!;
     const bytes = Buffer.from(await packed.arrayBuffer());
     storage = await listen(
-      createServer((request, response) => request.resume().on('end', () => response.writeHead(200, { 'content-type': contentType }).end(bytes))),
+      createServer((request, response) =>
+        request.resume().on('end', () => response.writeHead(200, { 'content-type': contentType }).end(bytes)),
+      ),
       '127.0.0.1',
       0,
     );

@@ -7,8 +7,8 @@ import getPort from 'get-port';
 import { request } from 'undici';
 import { describe, expect, test } from 'vitest';
 import { cgroupsOrSkip, removeCgroups } from '../helpers/cgroups.js';
-import { waitFor } from '../helpers/wait.js';
 import { projectRoot } from '../helpers/projectRoot.js';
+import { waitFor } from '../helpers/wait.js';
 
 const cgroups = await cgroupsOrSkip();
 

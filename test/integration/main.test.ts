@@ -6,10 +6,10 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { devAttestationDocument, startAttestationServer } from '../../src/dev/attestationServer.js';
 import type { RunningServer } from '../../src/dev/listen.js';
 import { startStorageServer } from '../../src/dev/storageServer.js';
+import { serviceNodeFlags } from '../../src/nodeFlags.js';
 import { cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
 import { fakeCgroupV2Root } from '../helpers/fakeCgroupfs.js';
-import { serviceNodeFlags } from '../../src/nodeFlags.js';
-import { refusedStart, startService, serviceEnv } from '../helpers/service.js';
+import { refusedStart, serviceEnv, startService } from '../helpers/service.js';
 import { examplesDir, fixturesDir, processesMentioning } from '../helpers/stack.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -93,7 +93,10 @@ describe.runIf(cgroups)('npm start with a real pool', () => {
   });
 
   test('gives back memory after a burst: runs its collection once idle for IDLE_GC_MS', async () => {
-    const service = await startService({ ...serviceEnv({ pool, runtimePath, attestation, storage }), IDLE_GC_MS: '300' });
+    const service = await startService({
+      ...serviceEnv({ pool, runtimePath, attestation, storage }),
+      IDLE_GC_MS: '300',
+    });
     try {
       const collections = async () => {
         const text = await (await request(`${service.url}/metrics`)).body.text();
@@ -124,13 +127,19 @@ describe.runIf(cgroups)('npm start with a real pool', () => {
   });
 
   test('logs each request in one JSON line with its id, route, status, time and failure code', async () => {
-    const service = await startService({ ...serviceEnv({ pool, runtimePath, attestation, storage }), LOG_LEVEL: 'info' });
+    const service = await startService({
+      ...serviceEnv({ pool, runtimePath, attestation, storage }),
+      LOG_LEVEL: 'info',
+    });
     const post = (codeId: string, input?: object) =>
       request(`${service.url}/api/serverless`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ code_id: codeId, input }),
-      }).then(async (response) => (await response.body.dump(), response.statusCode));
+      }).then(async (response) => {
+        await response.body.dump();
+        return response.statusCode;
+      });
     expect(await post('hello')).toBe(200);
     expect(await post('no-such-code')).toBe(404);
     // Both cgroups busy: the third request is refused.
@@ -151,7 +160,12 @@ describe.runIf(cgroups)('npm start with a real pool', () => {
       .map((line) => JSON.parse(line) as Record<string, unknown>);
     const completed = lines.filter((line) => line.msg === 'request completed' && line.url === '/api/serverless');
     expect(completed.slice(0, 2)).toEqual([
-      expect.objectContaining({ reqId: expect.any(String), method: 'POST', statusCode: 200, responseTimeMs: expect.any(Number) }),
+      expect.objectContaining({
+        reqId: expect.any(String),
+        method: 'POST',
+        statusCode: 200,
+        responseTimeMs: expect.any(Number),
+      }),
       expect.objectContaining({ reqId: expect.any(String), method: 'POST', statusCode: 404, code: 'CODE_NOT_FOUND' }),
     ]);
     expect(completed[0]!.reqId).not.toBe(completed[1]!.reqId);

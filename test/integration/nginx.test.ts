@@ -6,9 +6,9 @@ import { cgroupsOrSkip } from '../helpers/cgroups.js';
 import { type Answer, getJson, invoke } from '../helpers/http.js';
 import { burst, type Instance, startInstance, stopInstance } from '../helpers/instances.js';
 import { type Nginx, startNginx } from '../helpers/nginx.js';
-import { waitFor } from '../helpers/wait.js';
 import { programOrSkip } from '../helpers/programs.js';
 import { examplesDir, fixturesDir } from '../helpers/stack.js';
+import { waitFor } from '../helpers/wait.js';
 
 const ready = (await cgroupsOrSkip()) && (await programOrSkip('nginx', 'nginx'));
 
@@ -53,7 +53,11 @@ describe.runIf(ready)('two instances behind nginx with the shipped example confi
     for (let i = 0; i < 4; i += 1) answers.push(await invoke(nginx.url, hello));
     expect(answers.map((answer) => answer.statusCode)).toEqual([200, 200, 200, 200]);
     const retried = (await nginx.accessLog()).filter((entry) => entry.upstreams.length === 2);
-    expect(retried).toContainEqual({ status: 200, upstreams: [a.address, b.address], upstreamStatuses: ['503', '200'] });
+    expect(retried).toContainEqual({
+      status: 200,
+      upstreams: [a.address, b.address],
+      upstreamStatuses: ['503', '200'],
+    });
 
     expect((await Promise.all(holding)).map((answer) => answer.statusCode)).toEqual([200, 200]);
   });
@@ -84,7 +88,11 @@ describe.runIf(ready)('two instances behind nginx with the shipped example confi
     };
     const before = (await nginx.accessLog()).length;
     const running = Promise.all(Array.from({ length: clients }, run));
-    await waitFor('a quarter of the requests to be answered', async () => answered >= (clients * perClient) / 4, answerTimeoutMs);
+    await waitFor(
+      'a quarter of the requests to be answered',
+      async () => answered >= (clients * perClient) / 4,
+      answerTimeoutMs,
+    );
     a.service.child.kill('SIGTERM');
 
     expect((await running).flat()).toEqual(Array(clients * perClient).fill(200));

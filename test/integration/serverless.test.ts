@@ -45,7 +45,7 @@ describe.runIf(cgroups)('POST /api/serverless runs the stored code in a fresh wo
     expect(response.body.message).toBe('Invalid payload');
   });
 
-  test('code that does not compile answers 400 with workerd\'s error', async () => {
+  test("code that does not compile answers 400 with workerd's error", async () => {
     const response = await stack.invoke({ code_id: 'syntax-error', input: {} });
     expect(response.statusCode).toBe(400);
     expect(response.body.message).toBe(

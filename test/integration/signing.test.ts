@@ -29,7 +29,7 @@ describe.runIf(cgroups)('signed results', () => {
     await rm(keyDir, { recursive: true, force: true });
   });
 
-  test('a 200 carries a timestamp and a signature that recovers to the key\'s address, over exactly what ran', async () => {
+  test("a 200 carries a timestamp and a signature that recovers to the key's address, over exactly what ran", async () => {
     const input = { num: 84 };
     const response = await signed.invoke({ code_id: 'primes', input });
     expect(response.statusCode).toBe(200);
@@ -39,13 +39,17 @@ describe.runIf(cgroups)('signed results', () => {
     const fields = {
       timestamp,
       codeId: 'primes',
-      codeSha256: createHash('sha256').update(await readFile(path.join(examplesDir, 'primes.js'))).digest(),
+      codeSha256: createHash('sha256')
+        .update(await readFile(path.join(examplesDir, 'primes.js')))
+        .digest(),
       input: Buffer.from(JSON.stringify(input)),
       output: Buffer.from(response.body.data as string, 'utf8'),
     };
     const signer = await loadSigner(keyPath);
     expect(recoverSigner(fields, signature)).toBe(signer.address);
-    expect(recoverSigner({ ...fields, output: Buffer.from('The prime factors of 84 are 2,2,3,8') }, signature)).not.toBe(signer.address);
+    expect(
+      recoverSigner({ ...fields, output: Buffer.from('The prime factors of 84 are 2,2,3,8') }, signature),
+    ).not.toBe(signer.address);
     expect(recoverSigner({ ...fields, timestamp: timestamp + 1 }, signature)).not.toBe(signer.address);
   });
 
@@ -55,7 +59,7 @@ describe.runIf(cgroups)('signed results', () => {
     expect(response.headers['x-oyster-signature']).toBeUndefined();
   });
 
-  test('an answer whose body stream fails half-way is a 500 with the function\'s error, never a signed 200', async () => {
+  test("an answer whose body stream fails half-way is a 500 with the function's error, never a signed 200", async () => {
     const response = await signed.invoke({ code_id: 'broken-stream' });
     expect(response.statusCode).toBe(500);
     expect(response.body.message).toContain('exception handling');
@@ -63,7 +67,7 @@ describe.runIf(cgroups)('signed results', () => {
     expect(response.headers['x-oyster-signature']).toBeUndefined();
   });
 
-  test('a function cannot pass its own answer off as a refusal of the guard\'s', async () => {
+  test("a function cannot pass its own answer off as a refusal of the guard's", async () => {
     const response = await signed.invoke({ code_id: 'forged-guard' });
     expect(response.statusCode).toBe(200);
     expect(response.body.data).toBe('all mine');

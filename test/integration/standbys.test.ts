@@ -30,7 +30,7 @@ describe.runIf(cgroups)('standbys in the cgroup pool', () => {
       return pids.every((inCgroup) => inCgroup.length === 1) && pids.map((inCgroup) => inCgroup[0]!);
     });
 
-  test('every free cgroup holds one process of the service\'s, not yet workerd', async () => {
+  test("every free cgroup holds one process of the service's, not yet workerd", async () => {
     const pids = await standbysInPlace();
     expect(new Set(pids).size).toBe(pool.length);
     expect(pids.sort()).toEqual([...stack.pool.standbyPids].sort());
@@ -81,10 +81,17 @@ describe.runIf(cgroups)('standbys at the end', () => {
   test('closing the app kills every standby and leaves the pool empty', async () => {
     const stack = await startStack({ pool: { count: 2 } });
     try {
-      const pids = await waitFor('two standbys', async () => stack.pool.standbyPids.length === 2 && stack.pool.standbyPids);
+      const pids = await waitFor(
+        'two standbys',
+        async () => stack.pool.standbyPids.length === 2 && stack.pool.standbyPids,
+      );
       await stack.app.close();
       for (const pid of pids) expect(await isRunning(pid)).toBe(false);
-      const cgroupsOfPool = await discoverCgroups(stack.config.cgroupRoot, stack.pool.version, stack.config.cgroupPrefix);
+      const cgroupsOfPool = await discoverCgroups(
+        stack.config.cgroupRoot,
+        stack.pool.version,
+        stack.config.cgroupPrefix,
+      );
       expect((await Promise.all(cgroupsOfPool.map(readPids))).flat()).toEqual([]);
     } finally {
       await stack.close();

@@ -7,10 +7,10 @@ import { discoverCgroups, readPids } from '../../src/sandbox/cgroups.js';
 import { cgroupRoot, cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
 import { invoke, statusOf } from '../helpers/http.js';
 import { childPids, isRunning, isWorkerd, signal } from '../helpers/processes.js';
-import { waitFor } from '../helpers/wait.js';
 import { programOrSkip } from '../helpers/programs.js';
 import { processesMentioning } from '../helpers/stack.js';
-import { startEnclaveStartPath, type Supervisord } from '../helpers/supervisord.js';
+import { type Supervisord, startEnclaveStartPath } from '../helpers/supervisord.js';
+import { waitFor } from '../helpers/wait.js';
 
 const ready = (await cgroupsOrSkip()) && (await programOrSkip('supervisord', 'supervisor'));
 
@@ -63,7 +63,11 @@ describe.runIf(ready)('supervisord runs the service as the enclave image does', 
     );
     try {
       await waitFor('the service under supervisord to be healthy', answers200(`${serviceUrl}/health`), startTimeoutMs);
-      await waitFor('the development attestation server', answers200(`http://127.0.0.1:${attestationPort}`), startTimeoutMs);
+      await waitFor(
+        'the development attestation server',
+        answers200(`http://127.0.0.1:${attestationPort}`),
+        startTimeoutMs,
+      );
     } catch (error) {
       throw new Error(`${(error as Error).message}; supervisord's output:\n${supervisord.output()}`);
     }
@@ -71,10 +75,14 @@ describe.runIf(ready)('supervisord runs the service as the enclave image does', 
 
   // The workerd processes serving a request of this file's service, once there are any.
   const workers = () =>
-    waitFor('a workerd running the request', async () => {
-      const pids = await processesMentioning(runtimePath);
-      return pids.length > 0 && pids;
-    }, startTimeoutMs);
+    waitFor(
+      'a workerd running the request',
+      async () => {
+        const pids = await processesMentioning(runtimePath);
+        return pids.length > 0 && pids;
+      },
+      startTimeoutMs,
+    );
 
   afterAll(async () => {
     await supervisord?.stop();
@@ -112,10 +120,14 @@ describe.runIf(ready)('supervisord runs the service as the enclave image does', 
 
     signal(killed!, 'SIGKILL');
     expect(await interrupted).toBe('connection lost');
-    const restarted = await waitFor('supervisord to start the service again', async () => {
-      const pid = await supervisord.programPid(serviceEntry);
-      return pid !== undefined && pid !== killed && pid;
-    }, startTimeoutMs);
+    const restarted = await waitFor(
+      'supervisord to start the service again',
+      async () => {
+        const pid = await supervisord.programPid(serviceEntry);
+        return pid !== undefined && pid !== killed && pid;
+      },
+      startTimeoutMs,
+    );
     await waitFor('the restarted service to be healthy', answers200(`${serviceUrl}/health`), startTimeoutMs);
 
     expect(supervisord.output()).toMatch(/exited: server \(terminated by SIGKILL; not expected\)/);
@@ -132,7 +144,7 @@ describe.runIf(ready)('supervisord runs the service as the enclave image does', 
     expect(await supervisord.programPid(serviceEntry)).toBe(restarted);
   });
 
-  test('on supervisord\'s stop signal (SIGTERM) the service ends a running request\'s workerd after the grace period and exits 0', async () => {
+  test("on supervisord's stop signal (SIGTERM) the service ends a running request's workerd after the grace period and exits 0", async () => {
     const stopped = await supervisord.programPid(serviceEntry);
     const running = invoke(serviceUrl, { code_id: 'loop', input: {} }).catch(() => undefined);
     const [worker] = await workers();

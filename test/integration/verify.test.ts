@@ -71,7 +71,16 @@ function verify(...args: string[]) {
 
 describe('scripts/verify', () => {
   test('prints the address that signed a raw answer, from the request as the client sent it', async () => {
-    const result = await verify('--request', requestBody, '--code-file', codeFile, '--response', responseFile, '--expect', signer.address);
+    const result = await verify(
+      '--request',
+      requestBody,
+      '--code-file',
+      codeFile,
+      '--response',
+      responseFile,
+      '--expect',
+      signer.address,
+    );
     expect(result.stderr).toBe('');
     expect(result.exitCode).toBe(0);
     expect(result.stdout).toBe(signer.address);
@@ -79,12 +88,18 @@ describe('scripts/verify', () => {
 
   test('takes every field apart too', async () => {
     const result = await verify(
-      '--code-id', 'signed-example',
-      '--input', sentInput,
-      '--code-sha256', sha256(Buffer.from(code)).toString('hex'),
-      '--timestamp', String(timestamp),
-      '--signature', signature,
-      '--data', data,
+      '--code-id',
+      'signed-example',
+      '--input',
+      sentInput,
+      '--code-sha256',
+      sha256(Buffer.from(code)).toString('hex'),
+      '--timestamp',
+      String(timestamp),
+      '--signature',
+      signature,
+      '--data',
+      data,
     );
     expect(result.exitCode).toBe(0);
     expect(result.stdout).toBe(signer.address);
@@ -92,12 +107,18 @@ describe('scripts/verify', () => {
 
   test('with --expect, exits 1 when the answer was changed', async () => {
     const result = await verify(
-      '--request', requestBody,
-      '--code-file', codeFile,
-      '--timestamp', String(timestamp + 1),
-      '--signature', signature,
-      '--data', data,
-      '--expect', signer.address,
+      '--request',
+      requestBody,
+      '--code-file',
+      codeFile,
+      '--timestamp',
+      String(timestamp + 1),
+      '--signature',
+      signature,
+      '--data',
+      data,
+      '--expect',
+      signer.address,
     );
     expect(result.exitCode).toBe(mismatchExit);
     expect(result.stdout).not.toBe(signer.address);
@@ -109,15 +130,27 @@ describe('scripts/verify', () => {
     expect(noCode.exitCode).toBe(usageExit);
     expect(noCode.stderr).toContain('give --code-file, or --code-sha256');
     expect(noCode.stderr).toContain('Usage: npm run verify');
-    const noFile = await verify('--request', requestBody, '--code-file', codeFile, '--response', path.join(dir, 'none.txt'));
+    const noFile = await verify(
+      '--request',
+      requestBody,
+      '--code-file',
+      codeFile,
+      '--response',
+      path.join(dir, 'none.txt'),
+    );
     expect(noFile.exitCode).toBe(usageExit);
     expect(noFile.stderr).toContain('ENOENT');
     const malformed = await verify(
-      '--request', requestBody,
-      '--code-file', codeFile,
-      '--timestamp', String(timestamp),
-      '--signature', '0x1234',
-      '--data', data,
+      '--request',
+      requestBody,
+      '--code-file',
+      codeFile,
+      '--timestamp',
+      String(timestamp),
+      '--signature',
+      '0x1234',
+      '--data',
+      data,
     );
     expect(malformed.exitCode).toBe(usageExit);
     expect(malformed.stderr).toMatch(/^verify: .*signature/);

@@ -4,13 +4,13 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { discoverCgroups, readPids } from '../../src/sandbox/cgroups.js';
 import { devAttestationDocument, startAttestationServer } from '../../src/dev/attestationServer.js';
 import type { RunningServer } from '../../src/dev/listen.js';
 import { startStorageServer } from '../../src/dev/storageServer.js';
+import { discoverCgroups, readPids } from '../../src/sandbox/cgroups.js';
 import { cgroupRoot, cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
 import { childPids, isWorkerd } from '../helpers/processes.js';
-import { type ServiceProcess, startService, serviceEnv } from '../helpers/service.js';
+import { type ServiceProcess, serviceEnv, startService } from '../helpers/service.js';
 import { examplesDir, fixturesDir, processesMentioning } from '../helpers/stack.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -96,7 +96,12 @@ describe.runIf(cgroups)('soak', () => {
         const body = (await response.body.json()) as { status?: unknown; message?: unknown };
         const wellFormed =
           (body.status === 'success' || body.status === 'error') && typeof body.message === 'string' && 'data' in body;
-        results.push({ expected: kind.expected, status: response.statusCode, ms: performance.now() - started, wellFormed });
+        results.push({
+          expected: kind.expected,
+          status: response.statusCode,
+          ms: performance.now() - started,
+          wellFormed,
+        });
         // A well-behaved client waits before it tries a busy server again.
         if (response.statusCode === 503) await new Promise((resolve) => setTimeout(resolve, busyBackoffMs));
       }
@@ -122,7 +127,9 @@ describe.runIf(cgroups)('soak', () => {
       console.log(
         [
           `soak: ${results.length} requests in ${seconds.toFixed(1)} s (${(results.length / seconds).toFixed(1)} req/s), concurrency ${concurrency}, pool ${poolSize}`,
-          `  statuses: ${Object.entries(counts).map(([status, count]) => `${status}: ${count}`).join(', ')}`,
+          `  statuses: ${Object.entries(counts)
+            .map(([status, count]) => `${status}: ${count}`)
+            .join(', ')}`,
           `  latency p50 ${percentile(latencies, 50).toFixed(1)} ms, p99 ${percentile(latencies, 99).toFixed(1)} ms`,
           `  service RSS before ${mb(rssBefore)}, after ${mb(rssAfter)}`,
         ].join('\n'),
@@ -132,7 +139,8 @@ describe.runIf(cgroups)('soak', () => {
       expect(results.filter((result) => !result.wellFormed)).toEqual([]);
       expect(results.filter((result) => result.status !== result.expected && result.status !== 503)).toEqual([]);
       // The mix was really exercised: each kind of outcome came back at least once.
-      for (const status of [200, 400, 408, 500, 503]) expect(counts[status] ?? 0, `status ${status}`).toBeGreaterThan(0);
+      for (const status of [200, 400, 408, 500, 503])
+        expect(counts[status] ?? 0, `status ${status}`).toBeGreaterThan(0);
       expect(rssAfter - rssBefore).toBeLessThan(32 * 1024 * 1024);
 
       // Cleanup finishes just after the last answer.

@@ -2,13 +2,13 @@ import { spawn } from 'node:child_process';
 import { rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
 import type { FastifyInstance } from 'fastify';
-import { buildApp, shutdown } from '../../src/http/app.js';
-import { createService, type Service } from '../../src/service.js';
-import { CgroupPool } from '../../src/sandbox/cgroupPool.js';
+import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
 import { parseConfig } from '../../src/config.js';
 import { listen, type RunningServer } from '../../src/dev/listen.js';
+import { buildApp, shutdown } from '../../src/http/app.js';
+import { CgroupPool } from '../../src/sandbox/cgroupPool.js';
+import { createService, type Service } from '../../src/service.js';
 import { fakeCgroupV2Root } from '../helpers/fakeCgroupfs.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -32,7 +32,7 @@ describe('the HTTP API', () => {
       '127.0.0.1',
       0,
     );
-    const config = parseConfig({ CGROUP_ROOT: root, ATTESTATION_URL: upstream.url, LOG_LEVEL: 'silent'});
+    const config = parseConfig({ CGROUP_ROOT: root, ATTESTATION_URL: upstream.url, LOG_LEVEL: 'silent' });
     service = createService(config, { pool });
     app = buildApp(service);
     await app.ready();
@@ -100,10 +100,19 @@ describe('GET /health while shutting down', () => {
   test('answers 503 once shutdown has begun, while a request is still in flight', async () => {
     const root = await fakeCgroupV2Root(['workerd1']);
     // An attestation server that never answers keeps one request in flight.
-    const silent = await listen(createServer(() => undefined), '127.0.0.1', 0);
+    const silent = await listen(
+      createServer(() => undefined),
+      '127.0.0.1',
+      0,
+    );
     try {
       const pool = await CgroupPool.open({ root, version: 2, prefix: 'workerd' });
-      const config = parseConfig({ CGROUP_ROOT: root, ATTESTATION_URL: silent.url, UPSTREAM_TIMEOUT_MS: '500', LOG_LEVEL: 'silent' });
+      const config = parseConfig({
+        CGROUP_ROOT: root,
+        ATTESTATION_URL: silent.url,
+        UPSTREAM_TIMEOUT_MS: '500',
+        LOG_LEVEL: 'silent',
+      });
       const service = createService(config, { pool });
       const app = buildApp(service);
       const inFlight = app.inject({ method: 'POST', url: '/api/serverless', payload: { code_id: 'a' } });
@@ -122,7 +131,7 @@ describe('GET /health while shutting down', () => {
 });
 
 describe('GET /health with no usable cgroup', () => {
-  test('answers 503 when every cgroup of the pool holds someone else\'s process', async () => {
+  test("answers 503 when every cgroup of the pool holds someone else's process", async () => {
     const root = await fakeCgroupV2Root(['workerd1']);
     const stranger = spawn('sleep', ['30'], { stdio: 'ignore' });
     try {
@@ -130,7 +139,13 @@ describe('GET /health with no usable cgroup', () => {
       const pool = await CgroupPool.open({ root, version: 2, prefix: 'workerd' });
       const app = buildApp(createService(parseConfig({ CGROUP_ROOT: root, LOG_LEVEL: 'silent' }), { pool }));
       // A standby that writes no pid into the fake cgroup.procs, where the stranger's is.
-      pool.keepStandbys((cgroup) => ({ cgroup, pid: undefined, exited: false, start: () => Promise.reject(new Error('unused')), stop: async () => {} }));
+      pool.keepStandbys((cgroup) => ({
+        cgroup,
+        pid: undefined,
+        exited: false,
+        start: () => Promise.reject(new Error('unused')),
+        stop: async () => {},
+      }));
       expect(await pool.reserve()).toBeUndefined();
       const health = await app.inject({ method: 'GET', url: '/health' });
       expect(health.statusCode).toBe(503);
@@ -152,7 +167,12 @@ describe('the collection after a burst of invocations', () => {
       // No attestation server listens there: each invocation fails fast, which is activity all the same.
       // Long enough that no invocation of the burst, on a busy machine, outlasts it.
       const idleMs = 500;
-      const config = parseConfig({ CGROUP_ROOT: root, ATTESTATION_URL: 'http://127.0.0.1:9', LOG_LEVEL: 'silent', IDLE_GC_MS: String(idleMs) });
+      const config = parseConfig({
+        CGROUP_ROOT: root,
+        ATTESTATION_URL: 'http://127.0.0.1:9',
+        LOG_LEVEL: 'silent',
+        IDLE_GC_MS: String(idleMs),
+      });
       const app = buildApp(createService(config, { pool, collectGarbage }));
       const invoke = () => app.inject({ method: 'POST', url: '/api/serverless', payload: { code_id: 'a' } });
       for (let i = 0; i < 3; i++) expect((await invoke()).statusCode).toBe(500);

@@ -2,9 +2,9 @@ import { spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
+import { StartupError } from '../../src/errors.js';
 import { CgroupPool } from '../../src/sandbox/cgroupPool.js';
 import type { Cgroup } from '../../src/sandbox/cgroups.js';
-import { StartupError } from '../../src/errors.js';
 import type { WorkerdStandby } from '../../src/sandbox/standby.js';
 import { fakeRootsRemovedAfterEach } from '../helpers/fakeCgroupfs.js';
 
@@ -82,7 +82,7 @@ describe('reservation', () => {
     expect(got).toBe('w1');
   });
 
-  test('a cgroup holding someone else\'s process is not handed out until it is empty', async () => {
+  test("a cgroup holding someone else's process is not handed out until it is empty", async () => {
     const root = await v2Root(['w1', 'w2']);
     const pool = await openPool([], root);
     const stranger = spawn('sleep', ['30']);
@@ -136,7 +136,7 @@ describe('standbys', () => {
     expect(lease.standby.exited).toBe(false);
   });
 
-  test('its own pid does not make a cgroup look occupied; a stranger\'s does, and its standby is stopped', async () => {
+  test("its own pid does not make a cgroup look occupied; a stranger's does, and its standby is stopped", async () => {
     const root = await v2Root(['w1', 'w2']);
     const pool = await openPool([], root);
     const stranger = spawn('sleep', ['30']);

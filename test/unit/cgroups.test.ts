@@ -43,7 +43,8 @@ describe('cgroup discovery', () => {
   test('v1: only cgroups present under both memory and cpu, joined through both', async () => {
     const root = await mkdtemp(path.join(os.tmpdir(), 'oyster-cgroupfs-'));
     removeLater(root);
-    for (const dir of ['memory/workerd1', 'cpu/workerd1', 'memory/workerd2']) await mkdir(path.join(root, dir), { recursive: true });
+    for (const dir of ['memory/workerd1', 'cpu/workerd1', 'memory/workerd2'])
+      await mkdir(path.join(root, dir), { recursive: true });
     const cgroups = await discoverCgroups(root, 1, 'workerd');
     expect(cgroups).toEqual([
       {

@@ -54,7 +54,11 @@ describe('the code cache', () => {
 
   test('tells which download it holds for a code_id, and of each one it lets go of', async () => {
     const evicted: string[] = [];
-    const cache = new CodeCache({ ...byLength, maxBytes: 8, onEvict: (stored) => evicted.push(stored.bytes.toString()) });
+    const cache = new CodeCache({
+      ...byLength,
+      maxBytes: 8,
+      onEvict: (stored) => evicted.push(stored.bytes.toString()),
+    });
     const a = (await cache.get('a', async () => code('aaaa'))).code;
     expect(cache.holds('a', a)).toBe(true);
     expect(cache.holds('a', code('aaaa'))).toBe(false);

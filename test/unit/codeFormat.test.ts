@@ -21,23 +21,28 @@ describe('isEsModule', () => {
     ['a named export', 'export const answer = 42;'],
     ['an import', "import x from 'y';"],
     ['a re-export', "export * from './lib.js';"],
-  ])("is true for %s", async (_name, code) => {
+  ])('is true for %s', async (_name, code) => {
     expect(await isEsModule(script(code))).toBe(true);
   });
 
   test.each([
     ['a service worker', "addEventListener('fetch', (e) => e.respondWith(new Response('hi')));"],
-    ['the words in strings and comments', "// export default\nconst s = 'import x from y'; addEventListener('fetch', () => {});"],
+    [
+      'the words in strings and comments',
+      "// export default\nconst s = 'import x from y'; addEventListener('fetch', () => {});",
+    ],
     ['a dynamic import()', "addEventListener('fetch', () => import('x'));"],
     ['code that does not parse', 'export default {'],
-  ])("is false for %s", async (_name, code) => {
+  ])('is false for %s', async (_name, code) => {
     expect(await isEsModule(script(code))).toBe(false);
   });
 });
 
 describe('parseWorkerCode', () => {
   test('a plain script is a service worker, unless it has import or export declarations', async () => {
-    expect(await parseWorkerCode(script("addEventListener('fetch', () => {})"), 'application/javascript')).toMatchObject({
+    expect(
+      await parseWorkerCode(script("addEventListener('fetch', () => {})"), 'application/javascript'),
+    ).toMatchObject({
       format: 'service-worker',
     });
     expect(await parseWorkerCode(script('export default {}'), undefined)).toMatchObject({
@@ -70,16 +75,91 @@ describe('parseWorkerCode', () => {
 
   test.each<[string, Array<[string, string | Blob, string?]>, RegExp]>([
     ['no metadata part', [['index.js', esModule('')]], /no "metadata" part/],
-    ['metadata that is not JSON', [['metadata', '{'], ['index.js', esModule('')]], /not JSON/],
-    ['no main_module', [['metadata', '{}'], ['index.js', esModule('')]], /main_module/],
-    ['a missing main module', [['metadata', JSON.stringify({ main_module: 'app.js' })], ['index.js', esModule('')]], /"app\.js" is not one of the parts/],
-    ['a main module that is not an ES module', [['metadata', metadata], ['index.js', new Blob([''], { type: 'text/plain' })]], /must be an ES module/],
-    ['a name with ../', [['metadata', metadata], ['index.js', esModule('')], ['../x.js', esModule('')]], /"\.\.\/x\.js" is not allowed/],
-    ['a name with a slash', [['metadata', metadata], ['index.js', esModule('')], ['lib/x.js', esModule('')]], /not allowed/],
-    ['a name that is only dots', [['metadata', metadata], ['index.js', esModule('')], ['..', esModule('')]], /not allowed/],
-    ['a name used twice', [['metadata', metadata], ['index.js', esModule('')], ['index.js', esModule('')]], /appears twice/],
-    ['an unknown content type', [['metadata', metadata], ['index.js', esModule('')], ['x.py', new Blob([''], { type: 'text/x-python' })]], /content type/],
-    ['a module sent as a plain field', [['metadata', metadata], ['index.js', 'export default {}']], /no content type/],
+    [
+      'metadata that is not JSON',
+      [
+        ['metadata', '{'],
+        ['index.js', esModule('')],
+      ],
+      /not JSON/,
+    ],
+    [
+      'no main_module',
+      [
+        ['metadata', '{}'],
+        ['index.js', esModule('')],
+      ],
+      /main_module/,
+    ],
+    [
+      'a missing main module',
+      [
+        ['metadata', JSON.stringify({ main_module: 'app.js' })],
+        ['index.js', esModule('')],
+      ],
+      /"app\.js" is not one of the parts/,
+    ],
+    [
+      'a main module that is not an ES module',
+      [
+        ['metadata', metadata],
+        ['index.js', new Blob([''], { type: 'text/plain' })],
+      ],
+      /must be an ES module/,
+    ],
+    [
+      'a name with ../',
+      [
+        ['metadata', metadata],
+        ['index.js', esModule('')],
+        ['../x.js', esModule('')],
+      ],
+      /"\.\.\/x\.js" is not allowed/,
+    ],
+    [
+      'a name with a slash',
+      [
+        ['metadata', metadata],
+        ['index.js', esModule('')],
+        ['lib/x.js', esModule('')],
+      ],
+      /not allowed/,
+    ],
+    [
+      'a name that is only dots',
+      [
+        ['metadata', metadata],
+        ['index.js', esModule('')],
+        ['..', esModule('')],
+      ],
+      /not allowed/,
+    ],
+    [
+      'a name used twice',
+      [
+        ['metadata', metadata],
+        ['index.js', esModule('')],
+        ['index.js', esModule('')],
+      ],
+      /appears twice/,
+    ],
+    [
+      'an unknown content type',
+      [
+        ['metadata', metadata],
+        ['index.js', esModule('')],
+        ['x.py', new Blob([''], { type: 'text/x-python' })],
+      ],
+      /content type/,
+    ],
+    [
+      'a module sent as a plain field',
+      [
+        ['metadata', metadata],
+        ['index.js', 'export default {}'],
+      ],
+      /no content type/,
+    ],
   ])('refuses a bundle with %s (400)', async (_name, parts, detail) => {
     const { bytes, contentType } = await bundle(parts);
     const parsing = parseWorkerCode(bytes, contentType);
@@ -96,10 +176,15 @@ describe('parseWorkerCode', () => {
     await expect(parseWorkerCode(most.bytes, most.contentType)).resolves.toMatchObject({ format: 'modules' });
     const tooMany = await bundle(parts(maxModules + 1));
     const parsing = parseWorkerCode(tooMany.bytes, tooMany.contentType);
-    await expect(parsing).rejects.toMatchObject({ code: 'INVALID_BUNDLE', data: `the bundle has more than ${maxModules} modules` });
+    await expect(parsing).rejects.toMatchObject({
+      code: 'INVALID_BUNDLE',
+      data: `the bundle has more than ${maxModules} modules`,
+    });
   });
 
   test('refuses a multipart body it cannot read', async () => {
-    await expect(parseWorkerCode(script('garbage'), 'multipart/form-data; boundary=nope')).rejects.toMatchObject({ code: 'INVALID_BUNDLE' });
+    await expect(parseWorkerCode(script('garbage'), 'multipart/form-data; boundary=nope')).rejects.toMatchObject({
+      code: 'INVALID_BUNDLE',
+    });
   });
 });

@@ -16,7 +16,15 @@ describe('the egress deny list', () => {
     const blocks = hostAddressBlocks({
       eth0: [
         { address: '192.0.2.2', family: 'IPv4', netmask: '255.255.255.0', mac: '', internal: false, cidr: null },
-        { address: 'fe80::1%eth0', family: 'IPv6', netmask: 'ffff:ffff:ffff:ffff::', mac: '', internal: false, cidr: null, scopeid: 2 },
+        {
+          address: 'fe80::1%eth0',
+          family: 'IPv6',
+          netmask: 'ffff:ffff:ffff:ffff::',
+          mac: '',
+          internal: false,
+          cidr: null,
+          scopeid: 2,
+        },
       ],
     });
     expect(blocks).toEqual(['192.0.2.2/32', 'fe80::1/128']);

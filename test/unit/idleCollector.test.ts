@@ -14,7 +14,11 @@ describe('the collection after a burst of requests', () => {
   const start = (options: { idleMs?: number; collect?: (() => void) | undefined } = {}) => {
     const collect = vi.fn();
     const onCollected = vi.fn();
-    collector = new IdleCollector({ idleMs: options.idleMs ?? idleMs, collect: 'collect' in options ? options.collect : collect, onCollected });
+    collector = new IdleCollector({
+      idleMs: options.idleMs ?? idleMs,
+      collect: 'collect' in options ? options.collect : collect,
+      onCollected,
+    });
     return { collector, collect, onCollected };
   };
 

@@ -1,8 +1,8 @@
 import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
-import { promisify } from 'node:util';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { promisify } from 'node:util';
 import { describe, expect, test } from 'vitest';
 import { serviceNodeFlags } from '../../src/nodeFlags.js';
 import { projectRoot } from '../helpers/projectRoot.js';
@@ -10,7 +10,9 @@ import { projectRoot } from '../helpers/projectRoot.js';
 // Two places that start the service cannot import the flags: each must pass them all.
 describe('the Node flags of the service', () => {
   test('npm start passes them', async () => {
-    const { scripts } = JSON.parse(await readFile(path.join(projectRoot, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+    const { scripts } = JSON.parse(await readFile(path.join(projectRoot, 'package.json'), 'utf8')) as {
+      scripts: Record<string, string>;
+    };
     expect(scripts.start).toBe(`node ${serviceNodeFlags.join(' ')} dist/src/main.js`);
   });
 
@@ -46,7 +48,12 @@ setTimeout(() => {
 describe('the Node flags of the service, at work', () => {
   test('the compacting collection after a burst gives back the heap the burst grew', async () => {
     const idleCollector = pathToFileURL(path.join(projectRoot, 'dist/src/idleCollector.js')).href;
-    const { stdout } = await promisify(execFile)(process.execPath, [...serviceNodeFlags, '--input-type=module', '-e', burstThenCollect(idleCollector)]);
+    const { stdout } = await promisify(execFile)(process.execPath, [
+      ...serviceNodeFlags,
+      '--input-type=module',
+      '-e',
+      burstThenCollect(idleCollector),
+    ]);
     const { before, grown, after } = JSON.parse(stdout) as { before: number; grown: number; after: number };
     const mb = 1024 * 1024;
     expect(grown - before).toBeGreaterThan(15 * mb);

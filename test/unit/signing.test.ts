@@ -97,11 +97,21 @@ describe('signed results', () => {
   });
 
   test('no byte can move from one field to the next without changing the digest', () => {
-    const digest = (fields: Partial<SignedFields>) => Buffer.from(signingDigest({ ...example, ...fields })).toString('hex');
+    const digest = (fields: Partial<SignedFields>) =>
+      Buffer.from(signingDigest({ ...example, ...fields })).toString('hex');
     const moves = [
-      [{ codeId: 'ab', input: Buffer.from('c') }, { codeId: 'a', input: Buffer.from('bc') }],
-      [{ input: Buffer.from('ab'), output: Buffer.from('c') }, { input: Buffer.from('a'), output: Buffer.from('bc') }],
-      [{ input: Buffer.from(''), output: Buffer.from('x') }, { input: Buffer.from('x'), output: Buffer.from('') }],
+      [
+        { codeId: 'ab', input: Buffer.from('c') },
+        { codeId: 'a', input: Buffer.from('bc') },
+      ],
+      [
+        { input: Buffer.from('ab'), output: Buffer.from('c') },
+        { input: Buffer.from('a'), output: Buffer.from('bc') },
+      ],
+      [
+        { input: Buffer.from(''), output: Buffer.from('x') },
+        { input: Buffer.from('x'), output: Buffer.from('') },
+      ],
     ] as const;
     for (const [before, after] of moves) expect(digest(before)).not.toBe(digest(after));
   });
@@ -183,7 +193,8 @@ describe('loadSigner', () => {
     expect((error as Error).message).toMatch(/^SIGNER_KEY_PATH=/);
     expect((error as Error).message).toContain(file);
     expect((error as Error).message).toMatch(problem);
-    if (typeof contents === 'string' && contents.length >= 8) expect((error as Error).message).not.toContain(contents.slice(0, 8));
+    if (typeof contents === 'string' && contents.length >= 8)
+      expect((error as Error).message).not.toContain(contents.slice(0, 8));
   });
 
   test('refuses a missing file', async () => {

@@ -3,8 +3,8 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
-import type { Cgroup } from '../../src/sandbox/cgroups.js';
 import { isServiceError } from '../../src/errors.js';
+import type { Cgroup } from '../../src/sandbox/cgroups.js';
 import { prepareWorkerd, type WorkerdStandby } from '../../src/sandbox/standby.js';
 import { grandchildPids, isRunning, isWorkerd } from '../helpers/processes.js';
 import { waitFor } from '../helpers/wait.js';
@@ -56,7 +56,11 @@ describe('a workerd standby', () => {
     standbys.push(standby);
     return { standby, files };
   };
-  const failureOf = (promise: Promise<unknown>) => promise.then(() => undefined, (error: unknown) => error);
+  const failureOf = (promise: Promise<unknown>) =>
+    promise.then(
+      () => undefined,
+      (error: unknown) => error,
+    );
 
   test('joins every cgroup file at once and waits there, not yet workerd', async () => {
     const { standby, files } = await prepare();
@@ -111,7 +115,7 @@ describe('a workerd standby', () => {
     expect(await isRunning(standby.pid!)).toBe(true);
   });
 
-  test('a workerd that exits before it listens fails the start as the user\'s code, with its output', async () => {
+  test("a workerd that exits before it listens fails the start as the user's code, with its output", async () => {
     const { standby } = await prepare(await fake());
     const failure = await failureOf(standby.start('/configs/fail', new AbortController().signal));
     expect(isServiceError(failure, 'USER_CODE_INVALID')).toBe(true);
@@ -126,7 +130,7 @@ describe('a workerd standby', () => {
     expect(String((failure as Error).cause)).toMatch(/cannot run \/nonexistent\/workerd/);
   });
 
-  test('a cgroup it cannot join fails the start as WORKERD_START_FAILED, naming the cgroup, with the shell\'s reason', async () => {
+  test("a cgroup it cannot join fails the start as WORKERD_START_FAILED, naming the cgroup, with the shell's reason", async () => {
     const { standby } = await prepare('/bin/false', ['/nonexistent/cgroup.procs']);
     const failure = await failureOf(standby.start('/nonexistent/config.capnp', new AbortController().signal));
     expect(isServiceError(failure, 'WORKERD_START_FAILED')).toBe(true);

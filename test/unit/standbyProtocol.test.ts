@@ -7,17 +7,28 @@ describe('splitRuns', () => {
   const split = (chunks: string[]) => {
     const output: string[] = [''];
     const ends: Array<[number, number]> = [];
-    const runs = splitRuns(marker, (chunk) => (output[output.length - 1] += chunk.toString()), (turn, status) => {
-      ends.push([turn, status]);
-      output.push('');
-    });
+    const runs = splitRuns(
+      marker,
+      (chunk) => (output[output.length - 1] += chunk.toString()),
+      (turn, status) => {
+        ends.push([turn, status]);
+        output.push('');
+      },
+    );
     for (const chunk of chunks) runs.push(Buffer.from(chunk));
     return { output, ends };
   };
 
   test('cuts the output at each end line, wherever the chunks break', () => {
     const whole = split([stream]);
-    expect(whole).toEqual({ output: ['first run\n', 'second, with no newline', 'third\n', ''], ends: [[1, 0], [2, 137], [3, 1]] });
+    expect(whole).toEqual({
+      output: ['first run\n', 'second, with no newline', 'third\n', ''],
+      ends: [
+        [1, 0],
+        [2, 137],
+        [3, 1],
+      ],
+    });
     for (let at = 1; at < stream.length; at += 1) expect(split([stream.slice(0, at), stream.slice(at)])).toEqual(whole);
     expect(split([...stream])).toEqual(whole);
   });

@@ -29,7 +29,7 @@ describe('startDeadline', () => {
     expect((deadline.signal.reason as Error).name).toBe('TimeoutError');
   });
 
-  test('fires with the parent\'s reason when the parent aborts first', () => {
+  test("fires with the parent's reason when the parent aborts first", () => {
     const parent = new AbortController();
     const deadline = startDeadline(parent.signal, 10_000);
     parent.abort(new Error('client gone'));

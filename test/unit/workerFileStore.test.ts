@@ -2,11 +2,11 @@ import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
-import type { StoredCode } from '../../src/pipeline/codeDownload.js';
 import type { WorkerCode } from '../../src/code/codeFormat.js';
+import { createResponseGuard, guardWorkerSource } from '../../src/code/responseGuard.js';
 import { type WorkerFiles, writeWorkerFiles } from '../../src/code/workerdConfig.js';
 import { WorkerFileStore } from '../../src/code/workerFileStore.js';
-import { createResponseGuard, guardWorkerSource } from '../../src/code/responseGuard.js';
+import type { StoredCode } from '../../src/pipeline/codeDownload.js';
 
 const guardSource = guardWorkerSource(createResponseGuard(1024 * 1024));
 
@@ -24,7 +24,16 @@ describe('the worker file store', () => {
     runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-files-'));
     cached = new Set();
     removeFailures = [];
-    write = vi.fn((workerCode: WorkerCode) => writeWorkerFiles({ runtimePath, code: workerCode, compatibilityDate: '2026-04-26', allowPublicEgress: false, deniedEgress: [], guardSource }));
+    write = vi.fn((workerCode: WorkerCode) =>
+      writeWorkerFiles({
+        runtimePath,
+        code: workerCode,
+        compatibilityDate: '2026-04-26',
+        allowPublicEgress: false,
+        deniedEgress: [],
+        guardSource,
+      }),
+    );
     store = new WorkerFileStore({ write, onRemoveFailed: (error) => removeFailures.push(error) });
   });
   afterEach(async () => {
@@ -36,7 +45,10 @@ describe('the worker file store', () => {
   test('writes the files of cached code once, for concurrent and later invocations alike', async () => {
     const download = stored();
     cached.add(download);
-    const [first, second] = await Promise.all([store.acquire(download, code, cached.has(download)), store.acquire(download, code, cached.has(download))]);
+    const [first, second] = await Promise.all([
+      store.acquire(download, code, cached.has(download)),
+      store.acquire(download, code, cached.has(download)),
+    ]);
     first.release();
     second.release();
     const third = await store.acquire(download, code, cached.has(download));
@@ -49,7 +61,10 @@ describe('the worker file store', () => {
 
   test('gives code the cache does not hold files of its own, removed when released', async () => {
     const download = stored();
-    const [first, second] = await Promise.all([store.acquire(download, code, cached.has(download)), store.acquire(download, code, cached.has(download))]);
+    const [first, second] = await Promise.all([
+      store.acquire(download, code, cached.has(download)),
+      store.acquire(download, code, cached.has(download)),
+    ]);
     expect(first.configPath).not.toBe(second.configPath);
     first.release();
     expect(await dirs()).toHaveLength(1);
@@ -119,7 +134,10 @@ describe('the worker file store', () => {
     const download = stored();
     cached.add(download);
     write.mockRejectedValueOnce(new Error('disk full'));
-    const results = await Promise.allSettled([store.acquire(download, code, cached.has(download)), store.acquire(download, code, cached.has(download))]);
+    const results = await Promise.allSettled([
+      store.acquire(download, code, cached.has(download)),
+      store.acquire(download, code, cached.has(download)),
+    ]);
     expect(results.map((result) => result.status)).toEqual(['rejected', 'rejected']);
     const lease = await store.acquire(download, code, cached.has(download));
     expect(write).toHaveBeenCalledTimes(2);

@@ -2,14 +2,25 @@ import { mkdir, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
-import { removeStaleWorkerFiles, removeWorkerFiles, renderWorkerdConfig, writeWorkerFiles } from '../../src/code/workerdConfig.js';
 import { createResponseGuard, guardWorkerSource } from '../../src/code/responseGuard.js';
+import {
+  removeStaleWorkerFiles,
+  removeWorkerFiles,
+  renderWorkerdConfig,
+  writeWorkerFiles,
+} from '../../src/code/workerdConfig.js';
 
 const guardSource = guardWorkerSource(createResponseGuard(1024 * 1024));
 
 describe('renderWorkerdConfig', () => {
   const serviceWorker = { format: 'service-worker', file: 'worker.js' } as const;
-  const config = renderWorkerdConfig({ code: serviceWorker, compatibilityDate: '2026-04-26', allowPublicEgress: true, deniedEgress: [], guardSource });
+  const config = renderWorkerdConfig({
+    code: serviceWorker,
+    compatibilityDate: '2026-04-26',
+    allowPublicEgress: true,
+    deniedEgress: [],
+    guardSource,
+  });
 
   test('embeds the script as a service worker with the given compatibility date', () => {
     expect(config).toContain('serviceWorkerScript = embed "worker.js"');
@@ -24,19 +35,37 @@ describe('renderWorkerdConfig', () => {
   test('lets the worker reach public addresses only, or none', () => {
     expect(config).toContain('allow = ["public"]');
     expect(config).toContain('globalOutbound = "egress"');
-    const closed = renderWorkerdConfig({ code: serviceWorker, compatibilityDate: '2026-04-26', allowPublicEgress: false, deniedEgress: [], guardSource });
+    const closed = renderWorkerdConfig({
+      code: serviceWorker,
+      compatibilityDate: '2026-04-26',
+      allowPublicEgress: false,
+      deniedEgress: [],
+      guardSource,
+    });
     expect(closed).toContain('allow = []');
   });
 
   test('denies the given address blocks even where "public" would let them through', () => {
-    const denying = renderWorkerdConfig({ code: serviceWorker, compatibilityDate: '2026-04-26', allowPublicEgress: true, deniedEgress: ["192.0.2.2/32", "2002::/16"], guardSource });
+    const denying = renderWorkerdConfig({
+      code: serviceWorker,
+      compatibilityDate: '2026-04-26',
+      allowPublicEgress: true,
+      deniedEgress: ['192.0.2.2/32', '2002::/16'],
+      guardSource,
+    });
     expect(denying).toContain('allow = ["public"], deny = ["192.0.2.2/32", "2002::/16"]');
   });
 
   test('puts the guard worker in front of the function, reaching it through a service binding', () => {
     expect(config).toContain('(name = "main", worker = .guard),\n    (name = "user", worker = .worker),');
     expect(config).toContain('bindings = [(name = "user", service = "user")]');
-    const bare = renderWorkerdConfig({ code: serviceWorker, compatibilityDate: '2026-04-26', allowPublicEgress: true, deniedEgress: [], guardSource: undefined });
+    const bare = renderWorkerdConfig({
+      code: serviceWorker,
+      compatibilityDate: '2026-04-26',
+      allowPublicEgress: true,
+      deniedEgress: [],
+      guardSource: undefined,
+    });
     expect(bare).toContain('(name = "main", worker = .worker),');
     expect(bare).not.toContain('guard');
   });
@@ -105,9 +134,17 @@ describe('worker files', () => {
 
   test('of large code are written the same way', async () => {
     const script = Buffer.alloc(1024 * 1024, 'x');
-    const files = await writeWorkerFiles({ runtimePath, code: { format: 'service-worker', script }, compatibilityDate: '2026-04-26', allowPublicEgress: true, deniedEgress: [], guardSource });
+    const files = await writeWorkerFiles({
+      runtimePath,
+      code: { format: 'service-worker', script },
+      compatibilityDate: '2026-04-26',
+      allowPublicEgress: true,
+      deniedEgress: [],
+      guardSource,
+    });
     expect((await stat(files.dir)).mode & 0o777).toBe(0o700);
-    for (const file of await readdir(files.dir)) expect((await stat(path.join(files.dir, file))).mode & 0o777).toBe(0o600);
+    for (const file of await readdir(files.dir))
+      expect((await stat(path.join(files.dir, file))).mode & 0o777).toBe(0o600);
     expect((await readFile(path.join(files.dir, 'worker.js'))).equals(script)).toBe(true);
     expect(await readFile(files.configPath, 'utf8')).toContain('embed "worker.js"');
   });

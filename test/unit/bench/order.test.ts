@@ -20,7 +20,9 @@ describe('orderForRound', () => {
 
 describe('parseServerTiming', () => {
   test('reads name;dur=ms metrics and skips those without a duration', () => {
-    expect(parseServerTiming('admission;dur=0.4, attestation;desc="GET";dur=1.25,cache;desc=hit, start;dur="30"')).toEqual([
+    expect(
+      parseServerTiming('admission;dur=0.4, attestation;desc="GET";dur=1.25,cache;desc=hit, start;dur="30"'),
+    ).toEqual([
       ['admission', 0.4],
       ['attestation', 1.25],
       ['start', 30],
