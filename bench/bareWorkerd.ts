@@ -43,7 +43,7 @@ export interface BareWorkerdOptions {
   readonly cleanup: Cleanup;
 }
 
-// One bare invocation: the answer and how long each part took, in milliseconds.
+/** One bare invocation: the answer and how long each part took, in milliseconds. */
 export interface BareInvocation {
   readonly answer: string;
   /** Spawn until workerd reports its port. */
@@ -54,14 +54,14 @@ export interface BareInvocation {
   readonly cleanupMs: number;
 }
 
-// Runs one invocation at a time or many at once; each spawns, serves one POST and is reaped.
+/** Runs one invocation at a time or many at once; each spawns, serves one POST and is reaped. */
 export interface BareWorkerd {
   /** Spawns workerd, waits until it listens, POSTs body, kills and reaps it. */
   invoke(body: string, signal: AbortSignal): Promise<BareInvocation>;
   remove(): Promise<void>;
 }
 
-// Writes the ready-made config once; every invocation serves it.
+/** Writes the ready-made config once; every invocation serves it. */
 export async function prepareBareWorkerd(options: BareWorkerdOptions): Promise<BareWorkerd> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'oyster-bench-bare-'));
   const live = new Set<ChildProcess>();

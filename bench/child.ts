@@ -39,7 +39,7 @@ export interface StartNodeChildOptions {
   readonly name: string;
 }
 
-// Starts the program and resolves once its output shows it is ready; kills it if it is not in time.
+/** Starts the program and resolves once its output shows it is ready; kills it if it is not in time. */
 export async function startNodeChild(
   options: StartNodeChildOptions,
 ): Promise<{ child: NodeChild; match: RegExpExecArray; subprocess: ChildProcess }> {

@@ -8,12 +8,12 @@ const teardownTimeoutMs = 20_000;
 // Conventional exit status after a signal: 128 + its number.
 const signalExitBase = 128;
 
-// The undo steps, run last-registered first, like nested try/finally.
+/** The undo steps, run last-registered first, like nested try/finally. */
 export class Cleanup {
   readonly #steps: Array<{ readonly name: string; readonly undo: Undo }> = [];
   #running: Promise<void> | undefined;
 
-  // Registers a step; returns a function that runs it early (and only once) and unregisters it.
+  /** Registers a step; returns a function that runs it early (and only once) and unregisters it. */
   add(name: string, undo: Undo): () => Promise<void> {
     const step = { name, undo };
     this.#steps.push(step);
@@ -25,7 +25,7 @@ export class Cleanup {
     };
   }
 
-  // Runs every registered step once, newest first; a failing step is reported and the rest still run.
+  /** Runs every registered step once, newest first; a failing step is reported and the rest still run. */
   runAll(): Promise<void> {
     this.#running ??= (async () => {
       const deadline = new Promise<void>((resolve) => setTimeout(resolve, teardownTimeoutMs).unref());
@@ -45,7 +45,7 @@ export class Cleanup {
     return this.#running;
   }
 
-  // Makes Ctrl-C and SIGTERM tear everything down before the process exits.
+  /** Makes Ctrl-C and SIGTERM tear everything down before the process exits. */
   exitOnSignals(): void {
     for (const [signal, number] of [
       ['SIGINT', 2],

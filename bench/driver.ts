@@ -7,23 +7,23 @@ import type { BareInvocation } from './bareWorkerd.js';
 import { Cleanup } from './cleanup.js';
 import { invocationTimeoutMs } from './timeouts.js';
 
-// The line the bench waits for before it sends work.
+/** The line the bench waits for before it sends work. */
 export const driverReadyLine = 'DRIVER READY';
 
 export type DriverKind = 'bare' | 'bare-cgroup' | 'miniflare';
 
-// What the bench sends: one invocation with this request body.
+/** What the bench sends: one invocation with this request body. */
 export interface DriverRequest {
   readonly id: number;
   readonly body: string;
 }
 
-// What the driver answers: the function's answer (and, for bare workerd, its parts' durations).
+/** What the driver answers: the function's answer (and, for bare workerd, its parts' durations). */
 export type DriverReply =
   | { readonly id: number; readonly ok: true; readonly answer: string; readonly parts?: Omit<BareInvocation, 'answer'> }
   | { readonly id: number; readonly ok: false; readonly error: string };
 
-// Settings the bench passes in the environment.
+/** Settings the bench passes in the environment. */
 export interface DriverEnv {
   readonly BENCH_WORKERD_PATH: string;
   readonly BENCH_COMPATIBILITY_DATE: string;

@@ -21,7 +21,7 @@ export interface DriverOptions {
   readonly cleanup: Cleanup;
 }
 
-// A running driver process.
+/** A running driver process. */
 export interface Driver {
   readonly pid: number;
   /** One invocation; resolves with the answer and, for bare workerd, its parts' durations. */
@@ -31,7 +31,7 @@ export interface Driver {
   stop(): Promise<void>;
 }
 
-// Starts a driver and resolves once it is ready for work.
+/** Starts a driver and resolves once it is ready for work. */
 export async function startDriver(options: DriverOptions): Promise<Driver> {
   const { child, subprocess } = await startNodeChild({
     name: `${options.kind} driver`,

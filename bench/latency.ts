@@ -9,7 +9,7 @@ const maxFailureShare = 0.1;
 const maxFailuresAlways = 3;
 const keptErrorMessages = 5;
 
-// One side's timed invocations, in round order; undefined where the invocation failed.
+/** One side's timed invocations, in round order; undefined where the invocation failed. */
 export interface LatencySamples {
   samplesMs: Array<number | undefined>;
   failures: number;
@@ -28,7 +28,7 @@ export interface LatencyOptions {
   readonly onRound?: (round: number) => void;
 }
 
-// Runs the untimed warm-up rounds, then the timed ones; returns each side's samples by key.
+/** Runs the untimed warm-up rounds, then the timed ones; returns each side's samples by key. */
 export async function measureLatency(
   sides: readonly Side[],
   options: LatencyOptions,
@@ -69,8 +69,10 @@ export async function measureLatency(
   return results;
 }
 
-// The sides starting at a different one each round, and in reverse every other cycle, so no side
-// always follows the same neighbour (Miniflare, say, leaves garbage behind in this process).
+/**
+ * The sides starting at a different one each round, and in reverse every other cycle, so no side
+ * always follows the same neighbour (Miniflare, say, leaves garbage behind in this process).
+ */
 export function orderForRound<T>(items: readonly T[], round: number): T[] {
   if (items.length === 0) return [];
   const shift = round % items.length;

@@ -5,11 +5,13 @@ import { performance } from 'node:perf_hooks';
 import { orderForRound } from './latency.js';
 import { InvocationError, type Side, type SideKey } from './sides.js';
 
-// How long a client waits after "503 Server busy" before retrying. The service asks for 1 s
-// (Retry-After); a short pause keeps the pool saturated without a storm of instant retries.
+/**
+ * How long a client waits after "503 Server busy" before retrying. The service asks for 1 s
+ * (Retry-After); a short pause keeps the pool saturated without a storm of instant retries.
+ */
 export const busyBackoffMs = 10;
 
-// One side's totals at one concurrency, over all of its slices.
+/** One side's totals at one concurrency, over all of its slices. */
 export interface LoadResult {
   ok: number;
   /** Failed invocations by kind, e.g. {"HTTP 503": 12}. */
@@ -30,7 +32,7 @@ export interface LoadOptions {
   readonly onSlice?: (done: number, total: number) => void;
 }
 
-// Loads every side for durationS in total at the given concurrency; returns the totals by side.
+/** Loads every side for durationS in total at the given concurrency; returns the totals by side. */
 export async function runLoad(sides: readonly Side[], options: LoadOptions): Promise<Map<SideKey, LoadResult>> {
   const results = new Map<SideKey, LoadResult>(
     sides.map((side) => [side.key, { ok: 0, errors: {}, elapsedMs: 0, latenciesMs: [] }]),

@@ -17,7 +17,7 @@ export interface MachineInfo {
   readonly miniflare: string;
 }
 
-// Describes this machine and the versions of what is compared.
+/** Describes this machine and the versions of what is compared. */
 export async function describeMachine(): Promise<MachineInfo> {
   const release = await readFile('/etc/os-release', 'utf8').catch(() => '');
   const pretty = /^PRETTY_NAME="?([^"\n]*)"?$/m.exec(release)?.[1] ?? os.type();

@@ -10,7 +10,7 @@ export interface MiniflareRunner {
   remove(): Promise<void>;
 }
 
-// Prepares invocations of one service-worker script with a fixed compatibility date.
+/** Prepares invocations of one service-worker script with a fixed compatibility date. */
 export function prepareMiniflare(code: string, compatibilityDate: string, cleanup: Cleanup): MiniflareRunner {
   const live = new Set<Miniflare>();
   const remove = cleanup.add('miniflare instances', async () => {

@@ -13,7 +13,7 @@ export interface BenchPool extends ScratchPool {
   readonly procsFiles: ReadonlyArray<readonly string[]>;
 }
 
-// Creates `size` cgroups with the setup script for this machine's cgroup version.
+/** Creates `size` cgroups with the setup script for this machine's cgroup version. */
 export async function createBenchPool(size: number): Promise<BenchPool> {
   const pool = await createScratchPool({ stem: 'ob', count: size, memory: memoryLimit, cpuPercent });
   return { ...pool, size, procsFiles: pool.cgroups.map((cgroup) => cgroup.procsFiles) };

@@ -10,13 +10,13 @@ const mib = 1024 * 1024;
 
 let ticksPerSecond: number | undefined;
 
-// Resident memory now and its peak so far, in MiB.
+/** Resident memory now and its peak so far, in MiB. */
 export interface MemoryUse {
   readonly rssMb: number;
   readonly peakRssMb: number;
 }
 
-// Reads VmRSS and VmHWM (the high-water mark) of a process.
+/** Reads VmRSS and VmHWM (the high-water mark) of a process. */
 export async function readMemory(pid: number): Promise<MemoryUse> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
   const field = (name: string) => {
@@ -27,8 +27,10 @@ export async function readMemory(pid: number): Promise<MemoryUse> {
   return { rssMb: field('VmRSS'), peakRssMb: field('VmHWM') };
 }
 
-// CPU time (user + system) the process itself has used, in milliseconds. Reaped children count
-// separately (cutime, cstime), so workerd's own CPU is not in it; forking and exec'ing them is.
+/**
+ * CPU time (user + system) the process itself has used, in milliseconds. Reaped children count
+ * separately (cutime, cstime), so workerd's own CPU is not in it; forking and exec'ing them is.
+ */
 export async function readCpuMs(pid: number): Promise<number> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
   // The command name is in parentheses and may contain spaces: count fields after the last ')'.

@@ -4,7 +4,7 @@
 import { subscribe } from 'node:diagnostics_channel';
 import type { IncomingMessage } from 'node:http';
 
-// How many requests each upstream server has answered so far.
+/** How many requests each upstream server has answered so far. */
 export interface UpstreamCounts {
   /** GETs: the attestation server's only kind of request. */
   readonly attestation: number;
@@ -12,7 +12,7 @@ export interface UpstreamCounts {
   readonly storage: number;
 }
 
-// The message the bench sends to ask for the counts.
+/** The message the bench sends to ask for the counts. */
 export const countsRequest = 'counts';
 
 const counts = { attestation: 0, storage: 0 };

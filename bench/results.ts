@@ -14,7 +14,7 @@ export interface SideLatency {
   readonly samplesMs: ReadonlyArray<number | null>;
 }
 
-// Two sides compared round by round.
+/** Two sides compared round by round. */
 export interface PairedRatio {
   readonly numerator: SideKey;
   readonly denominator: SideKey;
@@ -39,7 +39,7 @@ export interface ThroughputSide {
   readonly serviceCpuMsPerOk?: number;
 }
 
-// What the service process itself cost, read from /proc; never includes workerd.
+/** What the service process itself cost, read from /proc; never includes workerd. */
 export interface ServiceResources {
   readonly key: SideKey;
   readonly label: string;
@@ -59,9 +59,11 @@ export interface ServiceResources {
   readonly idleCpuMsPerS: number;
 }
 
-// One stage of an invocation: as the service's Server-Timing header reports it, or as the bench
-// times bare workerd's start (spawn until listening), execution (POST until answered) and cleanup
-// (kill until reaped).
+/**
+ * One stage of an invocation: as the service's Server-Timing header reports it, or as the bench
+ * times bare workerd's start (spawn until listening), execution (POST until answered) and cleanup
+ * (kill until reaped).
+ */
 export interface StageRow {
   readonly side: SideKey;
   readonly name: string;

@@ -88,7 +88,7 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
     notes.push(await probeCodeCache(services, upstreams));
   }
 
-  // Latency.
+  /** Latency. */
   progress('latency: warm-up');
   const latencySamples = await measureLatency(sides, {
     rounds: settings.samples,
@@ -105,7 +105,7 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
   await sleep(idleSettleMs);
   for (const service of services) service.rssAfterLatencyMb = (await service.side.service.memory()).rssMb;
 
-  // The services' own CPU: idle, then per sequential invocation.
+  /** The services' own CPU: idle, then per sequential invocation. */
   progress('service CPU');
   await measureIdleCpu(services);
   for (const service of services) service.cpuMsPerInvocation = await measureSequentialCpu(service);

@@ -37,7 +37,7 @@ export interface StartServiceOptions {
   readonly cleanup: Cleanup;
 }
 
-// Starts the service on a free loopback port and resolves once it listens.
+/** Starts the service on a free loopback port and resolves once it listens. */
 export async function startServiceProcess(options: StartServiceOptions): Promise<ServiceProcess> {
   const runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-bench-runtime-'));
   const removeRuntime = options.cleanup.add(`remove ${runtimePath}`, () =>

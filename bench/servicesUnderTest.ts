@@ -16,7 +16,7 @@ const sequentialCpuInvocations = 50;
 // collection, timers), which is then not counted as the invocations' own. /proc counts 10 ms ticks.
 const idleCpuWindowMs = 5_000;
 
-// A service process under test and what the bench has read of it so far.
+/** A service process under test and what the bench has read of it so far. */
 export interface ServiceUnderTest {
   readonly side: ServiceSide;
   rssFreshMb: number;
@@ -27,8 +27,10 @@ export interface ServiceUnderTest {
   cpuMsPerInvocation: number;
 }
 
-// Makes a pool per service (two services sharing one would kill each other's workers) and
-// starts the cold and the warm service, both primed with one request.
+/**
+ * Makes a pool per service (two services sharing one would kill each other's workers) and
+ * starts the cold and the warm service, both primed with one request.
+ */
 export async function startServices(
   settings: BenchSettings,
   upstreams: Upstreams,
@@ -62,7 +64,7 @@ export async function startServices(
   return services;
 }
 
-// Reads what the idle services spend on their own per second, all in the same window.
+/** Reads what the idle services spend on their own per second, all in the same window. */
 export async function measureIdleCpu(services: ServiceUnderTest[]): Promise<void> {
   const before = await Promise.all(services.map((service) => service.side.service.cpuMs()));
   const started = performance.now();
@@ -72,7 +74,7 @@ export async function measureIdleCpu(services: ServiceUnderTest[]): Promise<void
   for (const [i, service] of services.entries()) service.idleCpuMsPerS = (after[i]! - before[i]!) / seconds;
 }
 
-// The CPU one invocation costs the service, from a run of back-to-back invocations, less the idle background.
+/** The CPU one invocation costs the service, from a run of back-to-back invocations, less the idle background. */
 export async function measureSequentialCpu(service: ServiceUnderTest): Promise<number> {
   const before = await service.side.service.cpuMs();
   const started = performance.now();
@@ -82,13 +84,13 @@ export async function measureSequentialCpu(service: ServiceUnderTest): Promise<n
   return (used - service.idleCpuMsPerS * seconds) / sequentialCpuInvocations;
 }
 
-// CPU a service side used during its load, less its idle background over that time.
+/** CPU a service side used during its load, less its idle background over that time. */
 export function netCpuMs(usedMs: number, elapsedMs: number, side: Side, services: readonly ServiceUnderTest[]): number {
   const idle = services.find((service) => service.side.key === side.key)?.idleCpuMsPerS ?? 0;
   return usedMs - (idle * elapsedMs) / 1000;
 }
 
-// Sends a few requests to the warm service alone and says whether they reached the upstream servers.
+/** Sends a few requests to the warm service alone and says whether they reached the upstream servers. */
 export async function probeCodeCache(services: readonly ServiceUnderTest[], upstreams: Upstreams): Promise<string> {
   const warm = services.find((service) => service.side.key === 'warm');
   if (!warm) return 'code cache: not probed';

@@ -29,7 +29,7 @@ export interface BenchSettings {
   readonly idleS: number;
 }
 
-// Reads the settings; a bad value stops the bench with a message naming it.
+/** Reads the settings; a bad value stops the bench with a message naming it. */
 export function readSettings(env: Readonly<Record<string, string | undefined>>): BenchSettings {
   return {
     samples: integer(env, 'BENCH_SAMPLES', defaultSamples, 1),

@@ -7,14 +7,14 @@ import { invocationTimeoutMs } from './timeouts.js';
 
 export type SideKey = 'limit' | 'cgroup' | 'miniflare' | 'cold' | 'warm';
 
-// The function every side runs, and its input; its answer proves the run really happened.
+/** The function every side runs, and its input; its answer proves the run really happened. */
 export const benchCodeId = 'hello';
 const benchInput = { name: 'bench' };
 const expectedAnswer = 'Hello, bench!';
-// The function's request body, as every side sends it to the worker.
+/** The function's request body, as every side sends it to the worker. */
 export const benchBody = JSON.stringify(benchInput);
 
-// Why an invocation failed, in a few stable words for error counts.
+/** Why an invocation failed, in a few stable words for error counts. */
 export class InvocationError extends Error {
   override readonly name = 'InvocationError';
   constructor(
@@ -38,18 +38,18 @@ export interface Side {
   readonly service?: ServiceProcess;
 }
 
-// A service side: its process, and a client to close at the end.
+/** A service side: its process, and a client to close at the end. */
 export interface ServiceSide extends Side {
   readonly service: ServiceProcess;
   close(): Promise<void>;
 }
 
-// Bare workerd spawned directly from a lean process, no cgroup: one workerd start and nothing else.
+/** Bare workerd spawned directly from a lean process, no cgroup: one workerd start and nothing else. */
 export function limitSide(bare: Driver): Side {
   return bareSide('limit', 'bare workerd (no cgroup)', bare);
 }
 
-// Bare workerd joined to a cgroup by the same shell wrapper the service uses: the cost of cgroup placement.
+/** Bare workerd joined to a cgroup by the same shell wrapper the service uses: the cost of cgroup placement. */
 export function cgroupSide(bare: Driver): Side {
   return bareSide('cgroup', 'bare workerd in a cgroup (sh join)', bare);
 }
@@ -70,7 +70,7 @@ function bareSide(key: 'limit' | 'cgroup', label: string, bare: Driver): Side {
   return { key, label, invoke, stages };
 }
 
-// A fresh Miniflare per invocation, in a process of its own.
+/** A fresh Miniflare per invocation, in a process of its own. */
 export function miniflareSide(miniflare: Driver): Side {
   return {
     key: 'miniflare',
@@ -80,7 +80,7 @@ export function miniflareSide(miniflare: Driver): Side {
   };
 }
 
-// POST /api/serverless over HTTP to a running service, with a kept-alive connection as a real client has.
+/** POST /api/serverless over HTTP to a running service, with a kept-alive connection as a real client has. */
 export function serviceSide(key: 'cold' | 'warm', label: string, service: ServiceProcess): ServiceSide {
   const agent = new Agent({ keepAliveTimeout: 10_000 });
   const body = JSON.stringify({ code_id: benchCodeId, input: benchInput });
@@ -109,7 +109,7 @@ export function serviceSide(key: 'cold' | 'warm', label: string, service: Servic
   return { key, label, invoke, service, stages, close: () => agent.close() };
 }
 
-// The name;dur=ms entries of a Server-Timing header (RFC: comma-separated metrics, ;-separated params).
+/** The name;dur=ms entries of a Server-Timing header (RFC: comma-separated metrics, ;-separated params). */
 export function parseServerTiming(header: string | string[] | undefined): Array<[string, number]> {
   const text = Array.isArray(header) ? header.join(',') : (header ?? '');
   const entries: Array<[string, number]> = [];

@@ -1,6 +1,6 @@
 // Summary statistics for latency samples, in milliseconds.
 
-// The numbers a side is reported with.
+/** The numbers a side is reported with. */
 export interface Summary {
   readonly n: number;
   readonly min: number;
@@ -11,9 +11,11 @@ export interface Summary {
   readonly max: number;
 }
 
-// The p-th percentile (0..100) of values, interpolating linearly between the two nearest ranks
-// (the usual "type 7" definition, as numpy and spreadsheets use), so p50 of an even count is the
-// mean of the middle two. NaN when there are no values.
+/**
+ * The p-th percentile (0..100) of values, interpolating linearly between the two nearest ranks
+ * (the usual "type 7" definition, as numpy and spreadsheets use), so p50 of an even count is the
+ * mean of the middle two. NaN when there are no values.
+ */
 export function percentile(values: readonly number[], p: number): number {
   if (!(p >= 0 && p <= 100)) throw new RangeError(`percentile must be within 0..100, got ${p}`);
   if (values.length === 0) return Number.NaN;
@@ -24,12 +26,12 @@ export function percentile(values: readonly number[], p: number): number {
   return sorted[below]! + (sorted[above]! - sorted[below]!) * (rank - below);
 }
 
-// The middle value (the mean of the middle two for an even count); NaN when there are none.
+/** The middle value (the mean of the middle two for an even count); NaN when there are none. */
 export function median(values: readonly number[]): number {
   return percentile(values, 50);
 }
 
-// Summarises samples, ignoring missing ones (failed invocations) and anything not finite.
+/** Summarises samples, ignoring missing ones (failed invocations) and anything not finite. */
 export function summarize(samples: ReadonlyArray<number | undefined>): Summary {
   const values = samples.filter((value): value is number => value !== undefined && Number.isFinite(value));
   const mean = values.length === 0 ? Number.NaN : values.reduce((sum, value) => sum + value, 0) / values.length;
@@ -44,8 +46,10 @@ export function summarize(samples: ReadonlyArray<number | undefined>): Summary {
   };
 }
 
-// The ratio of two sides measured in the same rounds: numerator[i] / denominator[i] for every
-// round where both succeeded, so drift of the machine between rounds cancels out.
+/**
+ * The ratio of two sides measured in the same rounds: numerator[i] / denominator[i] for every
+ * round where both succeeded, so drift of the machine between rounds cancels out.
+ */
 export function pairedRatios(
   numerators: ReadonlyArray<number | undefined>,
   denominators: ReadonlyArray<number | undefined>,
@@ -63,7 +67,7 @@ export function pairedRatios(
   return ratios;
 }
 
-// The median of the per-round ratios; NaN when no round has both sides.
+/** The median of the per-round ratios; NaN when no round has both sides. */
 export function pairedRatioMedian(
   numerators: ReadonlyArray<number | undefined>,
   denominators: ReadonlyArray<number | undefined>,

@@ -1,7 +1,7 @@
 // Renders a run's results as plain-text tables, for the terminal and the README.
 import type { BenchResults } from './results.js';
 
-// Renders every section of the results.
+/** Renders every section of the results. */
 export function formatResults(results: BenchResults): string {
   const m = results.machine;
   const out: string[] = [];
@@ -128,7 +128,7 @@ export function formatResults(results: BenchResults): string {
   return out.join('\n');
 }
 
-// Left-aligns the first column and right-aligns the rest, padded to the widest cell.
+/** Left-aligns the first column and right-aligns the rest, padded to the widest cell. */
 export function table(header: readonly string[], rows: ReadonlyArray<readonly string[]>): string {
   const all = [header, ...rows];
   const widths = header.map((_, column) => Math.max(...all.map((row) => (row[column] ?? '').length)));

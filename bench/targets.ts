@@ -24,7 +24,7 @@ export interface TargetInputs {
   readonly serviceSkipped: boolean;
 }
 
-// Evaluates every target; a target whose sides were not measured has pass undefined.
+/** Evaluates every target; a target whose sides were not measured has pass undefined. */
 export function evaluateTargets(inputs: TargetInputs): Target[] {
   const ratio = (numerator: SideKey, denominator: SideKey) =>
     inputs.ratios.find((r) => r.numerator === numerator && r.denominator === denominator)?.medianOfPairs ?? Number.NaN;

@@ -13,7 +13,7 @@ const requestCounter = pathToFileURL(path.resolve(import.meta.dirname, 'requestC
 const stopGraceMs = 2_000;
 const countsTimeoutMs = 5_000;
 
-// Where the development attestation and storage servers listen.
+/** Where the development attestation and storage servers listen. */
 export interface Upstreams {
   readonly attestationUrl: string;
   readonly storageUrl: string;
@@ -23,7 +23,7 @@ export interface Upstreams {
   stop(): Promise<void>;
 }
 
-// Runs the development upstream servers on loopback; port 0 in their URLs lets the kernel pick.
+/** Runs the development upstream servers on loopback; port 0 in their URLs lets the kernel pick. */
 export async function startUpstreams(cleanup: Cleanup): Promise<Upstreams> {
   const { child, match, subprocess } = await startNodeChild({
     name: 'development upstream servers',

@@ -58,7 +58,7 @@ const schema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
-// The service's settings, validated and typed; passed to every stage that needs one.
+/** The service's settings, validated and typed; passed to every stage that needs one. */
 export interface Config {
   /** TCP port the HTTP API listens on. */
   readonly port: number;
@@ -104,7 +104,7 @@ export interface Config {
   readonly signerKeyPath: string | undefined;
 }
 
-// Parses the environment into a Config, or throws a StartupError that names every bad variable.
+/** Parses the environment into a Config, or throws a StartupError that names every bad variable. */
 export function parseConfig(env: Readonly<Record<string, string | undefined>>): Config {
   const present = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== undefined && value !== ''));
   const result = schema.safeParse(present);

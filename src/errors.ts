@@ -39,9 +39,10 @@ const definitions = {
   INTERNAL_ERROR: { status: 500, message: 'Internal server error' },
 } as const satisfies Record<string, { readonly status: number; readonly message: string }>;
 
+/** The stable code of every failure the service can answer with. */
 export type ErrorCode = keyof typeof definitions;
 
-// A failure with a stable code; `data` is what the user sees in the envelope's data field.
+/** A failure with a stable code; `data` is what the user sees in the envelope's data field. */
 export class ServiceError extends Error {
   readonly code: ErrorCode;
   readonly status: number;
@@ -56,25 +57,27 @@ export class ServiceError extends Error {
   }
 }
 
-// Tells whether an unknown thrown value is one of ours with the given code.
+/** Tells whether an unknown thrown value is one of ours with the given code. */
 export function isServiceError(error: unknown, code?: ErrorCode): error is ServiceError {
   return error instanceof ServiceError && (code === undefined || error.code === code);
 }
 
-// The error for a signal that fired: its own reason when that is one of ours (the client went
-// away, the service is shutting down), otherwise the invocation's time limit.
+/**
+ * The error for a signal that fired: its own reason when that is one of ours (the client went
+ * away, the service is shutting down), otherwise the invocation's time limit.
+ */
 export function abortError(signal: AbortSignal): ServiceError {
   return isServiceError(signal.reason)
     ? signal.reason
     : new ServiceError('EXECUTION_TIMEOUT', { cause: signal.reason });
 }
 
-// Turns anything thrown into one of ours, so every answer has a code, a status and a message.
+/** Turns anything thrown into one of ours, so every answer has a code, a status and a message. */
 export function toServiceError(error: unknown): ServiceError {
   return error instanceof ServiceError ? error : new ServiceError('INTERNAL_ERROR', { cause: error });
 }
 
-// A start-up failure (bad configuration, missing binary, empty pool): the service must not run.
+/** A start-up failure (bad configuration, missing binary, empty pool): the service must not run. */
 export class StartupError extends Error {
   override readonly name = 'StartupError';
 }

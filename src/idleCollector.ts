@@ -1,8 +1,7 @@
 import v8 from 'node:v8';
 
-// Gives back to the system, once the service is idle, the memory a burst of invocations made V8 grow.
-//
-// V8 sizes its heap for the load it sees and keeps that size after the load is gone: its memory
+// Gives back to the system, once the service is idle, the memory a burst of invocations made V8
+// grow. V8 sizes its heap for the load it sees and keeps that size after the load is gone: its memory
 // reducer starts again only once the heap has grown by more than 10 MB since it last ran, so a
 // service that grew by a little less keeps it for good. One full garbage collection after the
 // burst, compacting the heap, frees the pages the burst's garbage held. It runs when nothing has
@@ -17,7 +16,7 @@ export interface IdleCollectorOptions {
   readonly onCollected?: (durationMs: number) => void;
 }
 
-// Collects garbage once after each burst of invocations, when the service has gone quiet.
+/** Collects garbage once after each burst of invocations, when the service has gone quiet. */
 export class IdleCollector {
   readonly #options: IdleCollectorOptions;
   readonly #timer: NodeJS.Timeout | undefined;
@@ -34,14 +33,14 @@ export class IdleCollector {
     this.#timer = setTimeout(() => this.#collect(), options.idleMs).unref();
   }
 
-  // Notes that an invocation began or ended, which moves the next collection to idleMs from now.
+  /** Notes that an invocation began or ended, which moves the next collection to idleMs from now. */
   activity(): void {
     if (!this.#timer) return;
     this.#active = true;
     this.#timer.refresh();
   }
 
-  // Stops collecting, e.g. at shutdown.
+  /** Stops collecting, e.g. at shutdown. */
   close(): void {
     clearTimeout(this.#timer);
   }
@@ -55,10 +54,12 @@ export class IdleCollector {
   }
 }
 
-// Makes Node's gc() (there under --expose-gc) into a full collection that also compacts the heap,
-// which V8 otherwise does only where its heuristics see fragmentation: without it, the pages that
-// held the burst's garbage stay. Compacting every full GC would cost CPU and peak memory under
-// load, so the flag is on for this collection only; V8 reads it at each collection.
+/**
+ * Makes Node's gc() (there under --expose-gc) into a full collection that also compacts the heap,
+ * which V8 otherwise does only where its heuristics see fragmentation: without it, the pages that
+ * held the burst's garbage stay. Compacting every full GC would cost CPU and peak memory under
+ * load, so the flag is on for this collection only; V8 reads it at each collection.
+ */
 export function compactingCollection(gc: () => void): () => void {
   return () => {
     v8.setFlagsFromString('--compact-on-every-full-gc');

@@ -13,7 +13,7 @@ import { createService } from './service.js';
 async function main(): Promise<void> {
   const config = parseConfig(process.env);
   await checkWorkerdBinary(config.workerdPath);
-  // Loaded only when asked for: the curve library is a tenth of the service's idle memory.
+  // Loaded only when asked for: the curve library is a sizeable part of the service's idle memory.
   const signer =
     config.signerKeyPath === undefined
       ? undefined

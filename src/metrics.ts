@@ -11,8 +11,10 @@ export interface MetricsSources {
   readonly codeCache: CodeCache;
 }
 
-// The numbers operators need, in the Prometheus text format: requests by answer, time per stage,
-// the pool, out-of-memory kills and time-outs, the code cache, and the process itself.
+/**
+ * The numbers operators need, in the Prometheus text format: requests by answer, time per stage,
+ * the pool, out-of-memory kills and time-outs, the code cache, and the process itself.
+ */
 export class Metrics {
   readonly registry = new Registry();
   readonly #requests: Counter<'status' | 'code'>;
@@ -96,17 +98,17 @@ export class Metrics {
     );
   }
 
-  // Counts one garbage collection after a burst.
+  /** Counts one garbage collection after a burst. */
   countIdleCollection(): void {
     this.#idleCollections.inc();
   }
 
-  // Records how long one stage took, for a stage that ends after the answer (cleanup).
+  /** Records how long one stage took, for a stage that ends after the answer (cleanup). */
   observeStage(stage: StageName, ms: number): void {
     this.#stages.observe({ stage }, ms / 1000);
   }
 
-  // Counts one answer of POST /api/serverless with the time each of its stages took.
+  /** Counts one answer of POST /api/serverless with the time each of its stages took. */
   recordRequest(status: number, code: string, stages: ReadonlyArray<readonly [StageName, number]>): void {
     this.#requests.inc({ status: String(status), code });
     for (const [stage, ms] of stages) this.#stages.observe({ stage }, ms / 1000);

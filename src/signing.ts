@@ -4,10 +4,12 @@ import { keccak_256 } from '@noble/hashes/sha3.js';
 import { bytesToHex, concatBytes, hexToBytes, utf8ToBytes } from '@noble/hashes/utils.js';
 import { StartupError } from './errors.js';
 
-// Names what is signed and which version of its encoding, so a signature over a result can never
-// pass for a signature over anything else, including a later version of this encoding.
+/**
+ * Names what is signed and which version of its encoding, so a signature over a result can never
+ * pass for a signature over anything else, including a later version of this encoding.
+ */
 export const signingDomain = 'oyster-serverless/result/v1';
-// The headers a signed 200 answer carries.
+/** The headers a signed 200 answer carries. */
 export const timestampHeader = 'X-Oyster-Timestamp';
 export const signatureHeader = 'X-Oyster-Signature';
 
@@ -27,7 +29,7 @@ const signatureHex = /^(?:0x)?([0-9a-fA-F]{130})$/;
 // share one encoding; with the u flag a correctly paired surrogate never matches.
 const loneSurrogate = /\p{Surrogate}/u;
 
-// What a signature over one answer covers.
+/** What a signature over one answer covers. */
 export interface SignedFields {
   /** When the answer was made, in unix seconds; sent as X-Oyster-Timestamp. */
   readonly timestamp: number;
@@ -41,7 +43,7 @@ export interface SignedFields {
   readonly output: Uint8Array;
 }
 
-// Signs answers with one secp256k1 key.
+/** Signs answers with one secp256k1 key. */
 export interface Signer {
   /** The key's Ethereum address, EIP-55 checksummed (0x…). */
   readonly address: string;
@@ -51,12 +53,12 @@ export interface Signer {
   headers(fields: Omit<SignedFields, 'timestamp'>): Record<string, string>;
 }
 
-// The exact bytes whose keccak256 is signed; the README's "Signed results" documents them.
+/** The exact bytes whose keccak256 is signed; the README's "Signed results" documents them. */
 export function signingMessage(fields: SignedFields): Uint8Array {
   return concatBytes(...messageParts(fields));
 }
 
-// keccak256 of the signed message: what the signature is made over, and what ecrecover takes.
+/** keccak256 of the signed message: what the signature is made over, and what ecrecover takes. */
 export function signingDigest(fields: SignedFields): Uint8Array {
   const hash = keccak_256.create();
   // Hashed part by part: input and output can be a megabyte each, and need not be copied.
@@ -95,7 +97,7 @@ function uint64(value: number, size = lengthPrefixBytes): Uint8Array {
   return bytes;
 }
 
-// Reads the signing key named by SIGNER_KEY_PATH; any problem with it stops start-up.
+/** Reads the signing key named by SIGNER_KEY_PATH; any problem with it stops start-up. */
 export async function loadSigner(keyPath: string): Promise<Signer> {
   const secretKey = parseSecretKey(await readKeyFile(keyPath), keyPath);
   const address = addressOf(secp256k1.getPublicKey(secretKey, false));
@@ -174,7 +176,7 @@ function signDigest(digest: Uint8Array, secretKey: Uint8Array): string {
   return `0x${bytesToHex(signature.subarray(1))}${(recovery + vOffset).toString(16)}`;
 }
 
-// Returns the address whose key made a signature over these fields; throws on a malformed signature.
+/** Returns the address whose key made a signature over these fields; throws on a malformed signature. */
 export function recoverSigner(fields: SignedFields, signature: string): string {
   const hex = signatureHex.exec(signature.trim())?.[1];
   if (hex === undefined) throw new Error('a signature is 0x and 130 hex digits (r || s || v)');
@@ -189,7 +191,7 @@ export function recoverSigner(fields: SignedFields, signature: string): string {
   return addressOf(parsed.recoverPublicKey(signingDigest(fields)).toBytes(false));
 }
 
-// The Ethereum address of a secp256k1 public key (any SEC 1 encoding), EIP-55 checksummed.
+/** The Ethereum address of a secp256k1 public key (any SEC 1 encoding), EIP-55 checksummed. */
 export function addressOf(publicKey: Uint8Array): string {
   const uncompressed = secp256k1.Point.fromBytes(publicKey).toBytes(false);
   // The address is the last 20 bytes of keccak256 of x || y, without SEC 1's 0x04 prefix.

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { isServiceError } from '../errors.js';
 import type { StoredCode } from '../pipeline/codeDownload.js';
 
-// A code_id names immutable code, so its bytes can be kept and reused without asking again.
+/** A code_id names immutable code, so its bytes can be kept and reused without asking again. */
 export interface CachedCode {
   readonly code: StoredCode;
   /** sha256 of the code's bytes, as fetched from the storage server. */
@@ -11,12 +11,14 @@ export interface CachedCode {
   readonly hit: boolean;
 }
 
-// What one cached piece of code costs the machine beyond its bytes: its kept directory, its config
-// and its files rounded up to whole blocks under RUNTIME_PATH, and the service's bookkeeping for
-// it (docs/ has the measurement). Without it a million tiny entries would fit the byte budget.
+/**
+ * What one cached piece of code costs the machine beyond its bytes: its kept directory, its config
+ * and its files rounded up to whole blocks under RUNTIME_PATH, and the service's bookkeeping for
+ * it (docs/ has the measurement). Without it a million tiny entries would fit the byte budget.
+ */
 export const entryOverheadBytes = 20 * 1024;
 
-// An entry's cost: its bytes twice (in memory, and as files that workerd reads) and the overhead.
+/** An entry's cost: its bytes twice (in memory, and as files that workerd reads) and the overhead. */
 export function entryCost(code: StoredCode): number {
   return 2 * code.bytes.length + entryOverheadBytes;
 }
@@ -30,8 +32,10 @@ export interface CodeCacheOptions {
   readonly onEvict?: (code: StoredCode) => void;
 }
 
-// Code by code_id, least recently used first out, with each entry's sha256 checked on every hit
-// and one fetch shared by concurrent first requests for the same code_id.
+/**
+ * Code by code_id, least recently used first out, with each entry's sha256 checked on every hit
+ * and one fetch shared by concurrent first requests for the same code_id.
+ */
 export class CodeCache {
   readonly #maxBytes: number;
   readonly #cost: (code: StoredCode) => number;
@@ -59,12 +63,12 @@ export class CodeCache {
     return this.#entries.size;
   }
 
-  // Whether this download is what the cache holds for the code_id right now.
+  /** Whether this download is what the cache holds for the code_id right now. */
   holds(codeId: string, code: StoredCode): boolean {
     return this.#entries.get(codeId)?.code === code;
   }
 
-  // Returns the code for a code_id, calling fetch only when it is not cached (or its copy is corrupt).
+  /** Returns the code for a code_id, calling fetch only when it is not cached (or its copy is corrupt). */
   async get(codeId: string, fetch: () => Promise<StoredCode>): Promise<CachedCode> {
     const entry = this.#entries.get(codeId);
     if (entry) {
@@ -133,7 +137,7 @@ export class CodeCache {
   }
 }
 
-// sha256 of some bytes.
+/** sha256 of some bytes. */
 export function sha256(bytes: Buffer): Buffer {
   return createHash('sha256').update(bytes).digest();
 }

@@ -1,17 +1,17 @@
 import { init as initLexer, parse as lexModule } from 'es-module-lexer';
 import { ServiceError } from '../errors.js';
 
-// The kinds of module a worker can be made of, by the capnp field that declares each one.
+/** The kinds of module a worker can be made of, by the capnp field that declares each one. */
 export type ModuleType = 'esModule' | 'wasm' | 'json' | 'text' | 'data';
 
-// One module of a bundle: its name as other modules import it, its kind and its bytes.
+/** One module of a bundle: its name as other modules import it, its kind and its bytes. */
 export interface WorkerModule {
   readonly name: string;
   readonly type: ModuleType;
   readonly content: Buffer;
 }
 
-// What workerd runs: a single service-worker script, or ES modules whose first is the main one.
+/** What workerd runs: a single service-worker script, or ES modules whose first is the main one. */
 export type WorkerCode =
   | { readonly format: 'service-worker'; readonly script: Buffer }
   | { readonly format: 'modules'; readonly modules: readonly WorkerModule[] };
@@ -27,8 +27,10 @@ const moduleTypes: Readonly<Record<string, ModuleType>> = {
 };
 const metadataPart = 'metadata';
 const maxModuleNameLength = 128;
-// Enough for any real bundle; every module is a file written before workerd starts and unlinked,
-// on the event loop, once the code is done with.
+/**
+ * Enough for any real bundle; every module is a file written before workerd starts and unlinked,
+ * on the event loop, once the code is done with.
+ */
 export const maxModules = 256;
 // A module name is one plain file name: it can never name a path.
 const moduleName = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
@@ -36,8 +38,10 @@ const moduleName = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
 // Parsed code by the cached download it came from: a warm request need not parse it again.
 const parsed = new WeakMap<Buffer, Promise<WorkerCode>>();
 
-// Turns what the storage server answered into the code workerd runs: a multipart bundle by its
-// content type, otherwise one script, an ES module if it has import or export declarations.
+/**
+ * Turns what the storage server answered into the code workerd runs: a multipart bundle by its
+ * content type, otherwise one script, an ES module if it has import or export declarations.
+ */
 export function parseWorkerCode(body: Buffer, contentType: string | undefined): Promise<WorkerCode> {
   let code = parsed.get(body);
   if (!code) {

@@ -2,7 +2,7 @@ import type { StoredCode } from '../pipeline/codeDownload.js';
 import type { WorkerCode } from './codeFormat.js';
 import { removeWorkerFiles, type WorkerFiles } from './workerdConfig.js';
 
-// One invocation's use of the files workerd reads: its config and code.
+/** One invocation's use of the files workerd reads: its config and code. */
 export interface FilesLease {
   readonly configPath: string;
   /** Ends this invocation's use; removes the files (synchronously) if nothing else will read them. Throws what the removal threw. */
@@ -24,10 +24,12 @@ interface Shared {
   retired: boolean;
 }
 
-// Writes each piece of code's files once for as long as the code cache holds the code, and shares
-// them between its invocations: the config is the same for every invocation of the same code (the
-// port comes from the control fd), and writing it costs more than everything else the service does
-// for a warm request. Code the cache does not hold gets files of its own, removed when released.
+/**
+ * Writes each piece of code's files once for as long as the code cache holds the code, and shares
+ * them between its invocations: the config is the same for every invocation of the same code (the
+ * port comes from the control fd), and writing it costs more than everything else the service does
+ * for a warm request. Code the cache does not hold gets files of its own, removed when released.
+ */
 export class WorkerFileStore {
   readonly #options: WorkerFileStoreOptions;
   /** By the cached download itself: code fetched again for the same code_id is new code. */
@@ -82,8 +84,10 @@ export class WorkerFileStore {
     return shared;
   }
 
-  // Lets go of the files of code the cache no longer holds: removed now if unused, else by the
-  // last invocation that uses them.
+  /**
+   * Lets go of the files of code the cache no longer holds: removed now if unused, else by the
+   * last invocation that uses them.
+   */
   retire(stored: StoredCode): void {
     const shared = this.#shared.get(stored);
     if (!shared) return;
@@ -92,7 +96,7 @@ export class WorkerFileStore {
     if (shared.users === 0 && shared.files) this.#remove(shared.files);
   }
 
-  // For shutdown: every kept file goes (those in use when released), and nothing is kept from now on.
+  /** For shutdown: every kept file goes (those in use when released), and nothing is kept from now on. */
   retireAll(): void {
     this.#closed = true;
     for (const stored of [...this.#shared.keys()]) this.retire(stored);

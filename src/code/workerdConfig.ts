@@ -10,8 +10,10 @@ const invocationDirName = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9
 const configFileName = 'config.capnp';
 const scriptFileName = 'worker.js';
 
-// How the config declares the worker's code: files (relative to the config) and, for modules,
-// the name each is imported by. The first module is the main one.
+/**
+ * How the config declares the worker's code: files (relative to the config) and, for modules,
+ * the name each is imported by. The first module is the main one.
+ */
 export type CodeFiles =
   | { readonly format: 'service-worker'; readonly file: string }
   | {
@@ -87,7 +89,7 @@ function quote(text: string): string {
   return JSON.stringify(text);
 }
 
-// The files of one invocation: a private directory holding the code and its config.
+/** The files of one invocation: a private directory holding the code and its config. */
 export interface WorkerFiles {
   readonly dir: string;
   readonly configPath: string;
@@ -103,13 +105,14 @@ export interface WriteWorkerFilesOptions extends Omit<WorkerdConfigOptions, 'cod
 
 // Code and config up to this size are written synchronously: an asynchronous write is a
 // thread-pool round trip for each mkdir, open, write and close, which cost more of the service's
-// CPU than putting a few KiB into the page cache (about 0.5 ms a cold invocation, 3-7 % more of
-// them a second in the benchmark). Larger code goes through the thread pool, so that a bundle of
-// megabytes does not stop the event loop.
+// CPU than putting a few KiB into the page cache (docs/performance.md). Larger code goes through
+// the thread pool, so that a bundle of megabytes does not stop the event loop.
 const syncWriteMaxBytes = 64 * 1024;
 
-// Writes the code and its config into a new directory whose name is random, never the code_id;
-// module files are numbered, never named after the modules.
+/**
+ * Writes the code and its config into a new directory whose name is random, never the code_id;
+ * module files are numbered, never named after the modules.
+ */
 export async function writeWorkerFiles(options: WriteWorkerFilesOptions): Promise<WorkerFiles> {
   const dir = path.join(options.runtimePath, randomUUID());
   const { code, files: codeFiles } = planCodeFiles(options.code);
@@ -159,10 +162,12 @@ function planCodeFiles(code: WorkerCode): { code: CodeFiles; files: Array<{ file
   return { code: { format: 'modules', modules }, files };
 }
 
-// Deletes an invocation's directory and everything in it. Its files are known, so each is unlinked
-// by name: a recursive rm would first look at every one of them. Synchronous: it runs after the
-// answer has gone, and a few quick system calls (one per module at most, and codeFormat caps
-// bundles) cost a fraction of the CPU that their trips through the thread pool would.
+/**
+ * Deletes an invocation's directory and everything in it. Its files are known, so each is unlinked
+ * by name: a recursive rm would first look at every one of them. Synchronous: it runs after the
+ * answer has gone, and a few quick system calls (one per module at most, and codeFormat caps
+ * bundles) cost a fraction of the CPU that their trips through the thread pool would.
+ */
 export function removeWorkerFiles(files: WorkerFiles): void {
   // Every removal is tried, whatever fails; the first failure is reported.
   let failure: unknown;
@@ -179,8 +184,10 @@ export function removeWorkerFiles(files: WorkerFiles): void {
   if (failure !== undefined) throw failure;
 }
 
-// Makes the runtime directory (readable by the service's user only) and deletes the invocation
-// directories a killed run left in it; returns how many it deleted.
+/**
+ * Makes the runtime directory (readable by the service's user only) and deletes the invocation
+ * directories a killed run left in it; returns how many it deleted.
+ */
 export async function removeStaleWorkerFiles(runtimePath: string): Promise<number> {
   await mkdir(runtimePath, { recursive: true, mode: 0o700 });
   const stale = (await readdir(runtimePath)).filter((name) => invocationDirName.test(name));

@@ -8,7 +8,7 @@ import { startStorageServer } from './storageServer.js';
 const examplesDir = path.join(projectRoot, 'examples');
 const defaultHttpPort = 80;
 
-// Both development servers, running.
+/** Both development servers, running. */
 export interface DevServers {
   readonly attestation: RunningServer;
   readonly storage: RunningServer;
@@ -17,8 +17,10 @@ export interface DevServers {
   close(): Promise<void>;
 }
 
-// Starts the development attestation and storage servers on loopback at the ports of the
-// service's own ATTESTATION_URL and STORAGE_URL, serving the functions in examples/.
+/**
+ * Starts the development attestation and storage servers on loopback at the ports of the
+ * service's own ATTESTATION_URL and STORAGE_URL, serving the functions in examples/.
+ */
 export async function startDevServers(config: Pick<Config, 'attestationUrl' | 'storageUrl'>): Promise<DevServers> {
   const attestation = await startAttestationServer({ port: portOf(config.attestationUrl) });
   const storage = await startStorageServer({

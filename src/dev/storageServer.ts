@@ -19,9 +19,11 @@ export interface StorageServerOptions {
   readonly port?: number;
 }
 
-// Serves stored code the way the real storage server does: POST /load {"key": …} with an
-// Attestation header (base64) answers the raw JS, 404 for an unknown key, 400 for a bad body,
-// 401 without a valid attestation.
+/**
+ * Serves stored code the way the real storage server does: POST /load {"key": …} with an
+ * Attestation header (base64) answers the raw JS, 404 for an unknown key, 400 for a bad body,
+ * 401 without a valid attestation.
+ */
 export function startStorageServer(options: StorageServerOptions): Promise<RunningServer> {
   const server = createServer((request, response) => {
     handle(options, request, response).catch(() => response.writeHead(500).end());

@@ -13,7 +13,7 @@ export interface AttestationOptions {
   readonly signal: AbortSignal;
 }
 
-// Gets a fresh attestation document from the enclave's attestation server, as its exact bytes.
+/** Gets a fresh attestation document from the enclave's attestation server, as its exact bytes. */
 export async function fetchAttestation(options: AttestationOptions): Promise<Buffer> {
   try {
     return await withDeadline(options.signal, options.timeoutMs, async (signal) => {

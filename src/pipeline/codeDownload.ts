@@ -15,14 +15,16 @@ export interface CodeDownloadOptions {
   readonly signal: AbortSignal;
 }
 
-// What the storage server answered for a code_id: the bytes and how they are typed (one script,
-// or a multipart bundle of modules).
+/**
+ * What the storage server answered for a code_id: the bytes and how they are typed (one script,
+ * or a multipart bundle of modules).
+ */
 export interface StoredCode {
   readonly bytes: Buffer;
   readonly contentType: string | undefined;
 }
 
-// Fetches the code stored under a code_id, presenting the attestation document as proof.
+/** Fetches the code stored under a code_id, presenting the attestation document as proof. */
 export async function downloadCode(options: CodeDownloadOptions): Promise<StoredCode> {
   try {
     return await withDeadline(options.signal, options.timeoutMs, async (signal) => {

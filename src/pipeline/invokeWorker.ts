@@ -15,13 +15,13 @@ export interface InvokeOptions {
   readonly signal: AbortSignal;
 }
 
-// What the function answered.
+/** What the function answered. */
 export interface Invocation {
   readonly statusCode: number;
   readonly body: Buffer;
 }
 
-// Sends the input to a running workerd and reads its whole answer, within the caller's time limit.
+/** Sends the input to a running workerd and reads its whole answer, within the caller's time limit. */
 export async function invokeWorker(options: InvokeOptions): Promise<Invocation> {
   try {
     const response = await send(`http://127.0.0.1:${options.port}/`, {

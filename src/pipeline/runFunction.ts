@@ -18,7 +18,7 @@ import { type Deadline, startDeadline } from './upstream.js';
 // How long a lost connection to workerd waits for workerd's exit before calling it a crash.
 const exitWaitMs = 200;
 
-// What every run needs and outlives it.
+/** What every run needs and outlives it. */
 export interface PipelineDependencies {
   readonly config: Config;
   /** The cgroups workers run in. */
@@ -34,7 +34,7 @@ export interface PipelineDependencies {
   readonly onCleanup?: (durationMs: number) => void;
 }
 
-// One client request to run a function.
+/** One client request to run a function. */
 export interface RunRequest {
   readonly codeId: string;
   /** The client's input; the function receives `{}` when there is none. */
@@ -47,7 +47,7 @@ export interface RunRequest {
   readonly log: { error(details: object, message: string): void };
 }
 
-// What a successful run produced, with what a signature over it needs.
+/** What a successful run produced, with what a signature over it needs. */
 export interface RunResult {
   /** The function's response body, exactly as it answered. */
   readonly output: Buffer;
@@ -57,8 +57,10 @@ export interface RunResult {
   readonly codeSha256: Buffer;
 }
 
-// Runs a stored function once, start to finish: the request flow of the service. Every failure is
-// a ServiceError, and on every path nothing is left behind.
+/**
+ * Runs a stored function once, start to finish: the request flow of the service. Every failure is
+ * a ServiceError, and on every path nothing is left behind.
+ */
 export async function runFunction(deps: PipelineDependencies, request: RunRequest): Promise<RunResult> {
   const { config, pool, codeCache, workerFiles } = deps;
   const { codeId, signal, stages } = request;

@@ -1,9 +1,9 @@
 import { performance } from 'node:perf_hooks';
 
-// The stages of one request, in order; their names appear in logs, Server-Timing and metrics.
+/** The stages of one request, in order; their names appear in logs, Server-Timing and metrics. */
 export type StageName = 'admission' | 'attestation' | 'download' | 'files' | 'start' | 'execution' | 'cleanup';
 
-// Records which stage a request is in and how long each one took.
+/** Records which stage a request is in and how long each one took. */
 export class StageTimer {
   #current: StageName = 'admission';
   readonly #durations: Array<readonly [StageName, number]> = [];
@@ -18,7 +18,7 @@ export class StageTimer {
     return this.#durations;
   }
 
-  // Runs one stage and records its duration, whether it succeeds or fails.
+  /** Runs one stage and records its duration, whether it succeeds or fails. */
   async run<T>(name: StageName, stage: () => Promise<T>): Promise<T> {
     this.#current = name;
     const start = performance.now();

@@ -19,7 +19,7 @@ export interface SendOptions {
   readonly keepAlive: boolean;
 }
 
-// Sends one HTTP(S) request; resolves with the response once its head has arrived, its body unread.
+/** Sends one HTTP(S) request; resolves with the response once its head has arrived, its body unread. */
 export function send(url: string, options: SendOptions): Promise<http.IncomingMessage> {
   const target = new URL(url);
   const transport = target.protocol === 'https:' ? https : http;
@@ -43,7 +43,7 @@ export function send(url: string, options: SendOptions): Promise<http.IncomingMe
   return attempt(options.keepAlive);
 }
 
-// Thrown by readCapped when a body is larger than allowed; the caller maps it to its own error.
+/** Thrown by readCapped when a body is larger than allowed; the caller maps it to its own error. */
 export class BodyTooLargeError extends Error {
   override readonly name = 'BodyTooLargeError';
   constructor(readonly maxBytes: number) {
@@ -51,7 +51,7 @@ export class BodyTooLargeError extends Error {
   }
 }
 
-// Reads a whole body but never more than maxBytes of it, so an endless answer cannot fill memory.
+/** Reads a whole body but never more than maxBytes of it, so an endless answer cannot fill memory. */
 export async function readCapped(body: Readable, maxBytes: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let size = 0;
@@ -66,15 +66,17 @@ export async function readCapped(body: Readable, maxBytes: number): Promise<Buff
   return Buffer.concat(chunks, size);
 }
 
-// A signal that fires when its parent does or when its time is up, whichever is first.
+/** A signal that fires when its parent does or when its time is up, whichever is first. */
 export interface Deadline {
   readonly signal: AbortSignal;
   /** Stops the timer and detaches from the parent; call it once the guarded work is over. */
   clear(): void;
 }
 
-// Starts a deadline. Built on a plain timer rather than AbortSignal.any(AbortSignal.timeout()),
-// whose combined signal Node 20 can garbage-collect before it fires, leaving a call without limit.
+/**
+ * Starts a deadline. Built on a plain timer rather than AbortSignal.any(AbortSignal.timeout()),
+ * whose combined signal Node 20 can garbage-collect before it fires, leaving a call without limit.
+ */
 export function startDeadline(parent: AbortSignal, timeoutMs: number): Deadline {
   const controller = new AbortController();
   const onParentAbort = () => controller.abort(parent.reason);
@@ -92,7 +94,7 @@ export function startDeadline(parent: AbortSignal, timeoutMs: number): Deadline 
   return { signal: controller.signal, clear };
 }
 
-// Runs an upstream call under its own deadline, and always clears it.
+/** Runs an upstream call under its own deadline, and always clears it. */
 export async function withDeadline<T>(
   parent: AbortSignal,
   timeoutMs: number,
@@ -106,8 +108,10 @@ export async function withDeadline<T>(
   }
 }
 
-// Maps a failed upstream call to the stage's error, unless the request itself was abandoned
-// (client gone, shutdown), which is not the upstream's fault.
+/**
+ * Maps a failed upstream call to the stage's error, unless the request itself was abandoned
+ * (client gone, shutdown), which is not the upstream's fault.
+ */
 export function upstreamFailure(code: ErrorCode, requestSignal: AbortSignal, cause: unknown): ServiceError {
   if (cause instanceof ServiceError) return cause;
   if (requestSignal.aborted) return abortError(requestSignal);

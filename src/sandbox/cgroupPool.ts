@@ -51,7 +51,7 @@ export class CgroupPool {
     this.#free = [...cgroups];
   }
 
-  // Finds the pool on disk; refuses to start with an empty pool, as nothing could run.
+  /** Finds the pool on disk; refuses to start with an empty pool, as nothing could run. */
   static async open(options: CgroupPoolOptions): Promise<CgroupPool> {
     const version = options.version ?? (await detectCgroupVersion(options.root));
     const cgroups = await discoverCgroups(options.root, version, options.prefix).catch((cause: unknown) => {
@@ -82,16 +82,20 @@ export class CgroupPool {
     return this.#all.length - this.#occupied.size;
   }
 
-  // Kills whatever a previous run of the service left in the pool (it may have been SIGKILLed
-  // with workers running); returns how many processes it killed.
+  /**
+   * Kills whatever a previous run of the service left in the pool (it may have been SIGKILLed
+   * with workers running); returns how many processes it killed.
+   */
   async recover(): Promise<number> {
     let killed = 0;
     for (const cgroup of this.#all) killed += (await this.#drain(cgroup)).killed;
     return killed;
   }
 
-  // From now on every free cgroup holds a standby made by prepare, the process that starts its
-  // invocations' workerd: those free now get one at once, the others when they come back.
+  /**
+   * From now on every free cgroup holds a standby made by prepare, the process that starts its
+   * invocations' workerd: those free now get one at once, the others when they come back.
+   */
   keepStandbys(prepare: (cgroup: Cgroup) => WorkerdStandby): void {
     this.#prepare = prepare;
     for (const cgroup of this.#free) if (!this.#standbys.has(cgroup)) void this.#keepStandby(cgroup, undefined);
@@ -102,8 +106,10 @@ export class CgroupPool {
     return [...this.#standbys.values()].flatMap((standby) => (standby.pid === undefined ? [] : [standby.pid]));
   }
 
-  // Stops making standbys and kills those waiting; resolves once every standby the pool stopped
-  // is gone. For shutdown.
+  /**
+   * Stops making standbys and kills those waiting; resolves once every standby the pool stopped
+   * is gone. For shutdown.
+   */
   async discardStandbys(): Promise<void> {
     this.#prepare = undefined;
     for (const standby of this.#standbys.values()) void this.#stop(standby);

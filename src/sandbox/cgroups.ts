@@ -3,7 +3,7 @@ import { access, readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { StartupError } from '../errors.js';
 
-// One pool member. A process joins it by writing its pid into every file of procsFiles.
+/** One pool member. A process joins it by writing its pid into every file of procsFiles. */
 export interface Cgroup {
   readonly name: string;
   /** cgroup.procs of each controller: memory and cpu on v1, the single unified one on v2. */
@@ -12,7 +12,7 @@ export interface Cgroup {
   readonly oomFile: string;
 }
 
-// Finds out which cgroup version a root holds: v2 only if its unified hierarchy has the memory controller.
+/** Finds out which cgroup version a root holds: v2 only if its unified hierarchy has the memory controller. */
 export async function detectCgroupVersion(root: string): Promise<1 | 2> {
   const controllers = await readFile(path.join(root, 'cgroup.controllers'), 'utf8').catch(() => '');
   if (controllers.split(/\s+/).includes('memory')) return 2;
@@ -22,7 +22,7 @@ export async function detectCgroupVersion(root: string): Promise<1 | 2> {
   );
 }
 
-// Lists the pool's cgroups in name order (workerd1, workerd2, … workerd10).
+/** Lists the pool's cgroups in name order (workerd1, workerd2, … workerd10). */
 export async function discoverCgroups(root: string, version: 1 | 2, prefix: string): Promise<Cgroup[]> {
   const byNumber = (a: string, b: string) => a.localeCompare(b, 'en', { numeric: true });
   if (version === 2) {
@@ -45,25 +45,26 @@ export async function discoverCgroups(root: string, version: 1 | 2, prefix: stri
   }));
 }
 
-// The files of a cgroup are read synchronously: the kernel answers them from memory in about
-// 10 µs, where an asynchronous read's trips through the thread pool cost about 300 µs of CPU, and a
-// request reads five of them.
+// The files of a cgroup are read synchronously: the kernel answers them from memory, far faster
+// than an asynchronous read's trips through the thread pool, and a request reads several of them.
 
-// Reads the number of processes the memory limit has killed in a cgroup since it was made.
+/** Reads the number of processes the memory limit has killed in a cgroup since it was made. */
 export function readOomKills(cgroup: Cgroup): number {
   const text = readFileSync(cgroup.oomFile, 'utf8');
   const match = /^oom_kill (\d+)$/m.exec(text);
   return match ? Number(match[1]) : 0;
 }
 
-// Notes a cgroup's OOM-kill count now; the function it returns tells whether the memory limit has
-// killed a process since. The cgroup's own counter, not a guess from the exit signal.
+/**
+ * Notes a cgroup's OOM-kill count now; the function it returns tells whether the memory limit has
+ * killed a process since. The cgroup's own counter, not a guess from the exit signal.
+ */
 export function watchOom(cgroup: Cgroup): () => boolean {
   const before = readOomKills(cgroup);
   return () => readOomKills(cgroup) > before;
 }
 
-// Lists the pids in a cgroup, across all of its controllers.
+/** Lists the pids in a cgroup, across all of its controllers. */
 export function readPids(cgroup: Cgroup): number[] {
   const texts = cgroup.procsFiles.map((file) => {
     try {

@@ -33,8 +33,10 @@ export interface PrepareWorkerdOptions {
   readonly cgroup: Cgroup;
 }
 
-// A process of the service's inside a cgroup that starts a fresh workerd for each invocation, one
-// at a time, and outlives them.
+/**
+ * A process of the service's inside a cgroup that starts a fresh workerd for each invocation, one
+ * at a time, and outlives them.
+ */
 export interface WorkerdStandby {
   readonly cgroup: Cgroup;
   /** The standby's own pid (each workerd has its own). */
@@ -47,7 +49,7 @@ export interface WorkerdStandby {
   stop(): Promise<void>;
 }
 
-// A running workerd that listens on 127.0.0.1:port.
+/** A running workerd that listens on 127.0.0.1:port. */
 export interface WorkerdProcess {
   readonly port: number;
   /** Whether the process has ended on its own or been stopped. */
@@ -75,8 +77,10 @@ interface Run {
   finish(status: number | undefined): void;
 }
 
-// Spawns the process that starts workerd in a cgroup, ahead of the requests that need it.
-// Never throws: a standby that could not be spawned says why when it is started.
+/**
+ * Spawns the process that starts workerd in a cgroup, ahead of the requests that need it.
+ * Never throws: a standby that could not be spawned says why when it is started.
+ */
 export function prepareWorkerd(options: PrepareWorkerdOptions): WorkerdStandby {
   const marker = randomBytes(16).toString('hex');
   // --verbose makes workerd write the function's console output to stderr, which shares the

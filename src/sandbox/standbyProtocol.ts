@@ -6,20 +6,22 @@ export const cgroupJoinFailed = 125;
 /** How many bytes of each workerd's output (stdout and stderr) reach the service: the end, where the error is. */
 export const outputTailBytes = 64 * 1024;
 
-// The standby: a shell that puts itself into every cgroup named before "--" (workerd is capped
-// from its first instruction on, before it reads any user code), then starts a fresh workerd for
-// each config path it reads on stdin, one at a time, and waits for it to end. Forking a workerd
-// from this small shell, already inside the cgroup, costs far less than forking the service's
-// large process and joining a cgroup for each request: a write to cgroup.procs can wait ~10 ms for
-// the kernel (an RCU grace period).
-// - fd 3: each workerd's process says {"event":"exec","turn":N,"pid":P} just before it becomes
-//   workerd (its pid, read from /proc, as dash has no $BASHPID), then workerd says
-//   {"event":"listen","socket":"http","port":40123} once it listens.
-// - stdout: once a workerd has ended, the last bytes of what it wrote (its stderr too), then a line
-//   "<marker> <turn> <status>". Its output goes through `tail`, in the cgroup, which keeps only
-//   those last bytes: a function that prints without end costs its own cgroup the CPU, and the
-//   service reads at most outputTailBytes of it. The marker is random, so a function's output
-//   cannot fake the end of its run. The shell's own stderr is a pipe of its own.
+/**
+ * The standby: a shell that puts itself into every cgroup named before "--" (workerd is capped
+ * from its first instruction on, before it reads any user code), then starts a fresh workerd for
+ * each config path it reads on stdin, one at a time, and waits for it to end. Forking a workerd
+ * from this small shell, already inside the cgroup, costs far less than forking the service's
+ * large process and joining a cgroup for each request, where a write to cgroup.procs can wait for
+ * an RCU grace period (docs/architecture.md has the measurements).
+ * - fd 3: each workerd's process says {"event":"exec","turn":N,"pid":P} just before it becomes
+ *   workerd (its pid, read from /proc, as dash has no $BASHPID), then workerd says
+ *   {"event":"listen","socket":"http","port":40123} once it listens.
+ * - stdout: once a workerd has ended, the last bytes of what it wrote (its stderr too), then a line
+ *   "<marker> <turn> <status>". Its output goes through `tail`, in the cgroup, which keeps only
+ *   those last bytes: a function that prints without end costs its own cgroup the CPU, and the
+ *   service reads at most outputTailBytes of it. The marker is random, so a function's output
+ *   cannot fake the end of its run. The shell's own stderr is a pipe of its own.
+ */
 export const standbyScript = [
   'marker=$1; shift',
   `while [ "$1" != -- ]; do echo $$ > "$1" || exit ${cgroupJoinFailed}; shift; done; shift`,
@@ -32,10 +34,12 @@ export const standbyScript = [
   'done',
 ].join('\n');
 
-// The standby shell's $0: `ps` shows it, and the tests look for stray standbys by it.
+/** The standby shell's $0: `ps` shows it, and the tests look for stray standbys by it. */
 export const standbyName = 'workerd-standby';
-// Splits the standby's output into its runs (exported for its tests): everything up to a line "<marker> <turn> <status>"
-// belongs to that turn's workerd. A marker cut across chunks is held back until it is whole.
+/**
+ * Splits the standby's output into its runs (exported for its tests): everything up to a line "<marker> <turn> <status>"
+ * belongs to that turn's workerd. A marker cut across chunks is held back until it is whole.
+ */
 export function splitRuns(
   marker: string,
   onOutput: (chunk: Buffer) => void,
@@ -78,9 +82,11 @@ function markerStartAtEnd(data: Buffer, marker: Buffer): number {
   return 0;
 }
 
-// Follows the control fd, one JSON object per line: a run's {"event":"exec","turn":1,"pid":123}
-// just before its process becomes workerd, then workerd's
-// {"event":"listen","socket":"http","port":40123}.
+/**
+ * Follows the control fd, one JSON object per line: a run's {"event":"exec","turn":1,"pid":123}
+ * just before its process becomes workerd, then workerd's
+ * {"event":"listen","socket":"http","port":40123}.
+ */
 export function watchControl(
   controlFd: Readable | undefined,
   on: { exec(turn: number, pid: number): void; listen(port: number): void },
