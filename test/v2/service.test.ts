@@ -5,15 +5,19 @@
 // The guest is emulated (qemu's TCG), so everything in it runs 100-200 times slower than on the
 // host: a workerd start takes 3-5 s instead of 20 ms. Every time limit below is the host tests'
 // own stretched by `stretch`; none of them is about speed.
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { execFile, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { type Cgroup, discoverCgroups, readOomKills, readPids } from '../../src/cgroupPool.js';
 import { parseConfig } from '../../src/config.js';
 import { devAttestationDocument, startAttestationServer } from '../../src/dev/attestationServer.js';
 import type { RunningServer } from '../../src/dev/listen.js';
+import { projectRoot } from '../../src/dev/projectRoot.js';
 import { hostCgroupVersion } from '../../src/dev/scratchPool.js';
 import { startStorageServer } from '../../src/dev/storageServer.js';
 import { cgroupRoot, createTestPool, type TestPool } from '../helpers/cgroups.js';
@@ -23,6 +27,7 @@ import { type ServiceProcess, serviceEnv, startService } from '../helpers/servic
 import { examplesDir, fixturesDir, processesMentioning } from '../helpers/stack.js';
 import { waitFor } from '../helpers/wait.js';
 
+const run = promisify(execFile);
 const stretch = 20;
 // The host tests' 2 s would be 40 s here; a workerd start plus a short function takes about 2 s in
 // the guest, so half of that still leaves a wide margin and keeps the time-out test short.
@@ -169,3 +174,102 @@ describe('the service on a cgroup v2 kernel', () => {
     expect(await readdir(runtimePath)).toEqual([]);
   });
 });
+
+// A CGROUP_ROOT below the hierarchy's root: a subtree delegated to the service, as a container or
+// a systemd unit with Delegate= gets. Its name is unique; it is removed with all it holds.
+describe('cgroupv2_setup.sh under a delegated cgroup', () => {
+  const setup = path.join(projectRoot, 'cgroupv2_setup.sh');
+  const outer = path.join(cgroupRoot, `oyv2${randomBytes(4).toString('hex')}`);
+  const runSetup = (root: string, prefix: string) =>
+    run(setup, ['2', '128M', '100'], { env: { ...process.env, CGROUP_ROOT: root, CGROUP_PREFIX: prefix } }).then(
+      ({ stdout }) => ({ ok: true, output: stdout }),
+      (error: { stderr?: string }) => ({ ok: false, output: error.stderr ?? String(error) }),
+    );
+  const children = async (dir: string) =>
+    (await readdir(dir, { withFileTypes: true })).filter((entry) => entry.isDirectory()).map((entry) => path.join(dir, entry.name));
+
+  beforeAll(async () => {
+    // The root hands both controllers down to `outer`, and `outer` to its children, as the
+    // service's own setup made them; each test then sets up its own cgroup below.
+    await writeFile(path.join(cgroupRoot, 'cgroup.subtree_control'), '+memory +cpu');
+    await mkdir(outer);
+    await writeFile(path.join(outer, 'cgroup.subtree_control'), '+memory +cpu');
+  });
+  afterAll(async () => {
+    await removeTree(outer);
+  });
+
+  test('makes a pool whose cgroups get memory and cpu from a delegated parent, and the service runs in it', async () => {
+    const result = await runSetup(outer, 'dlg');
+    expect(result).toMatchObject({ ok: true });
+    const made = (await children(outer)).filter((dir) => path.basename(dir).startsWith('dlg'));
+    expect(made.map((dir) => path.basename(dir)).sort()).toEqual(['dlg1', 'dlg2']);
+    for (const dir of made) {
+      expect((await readFile(path.join(dir, 'cgroup.controllers'), 'utf8')).trim()).toBe('cpu memory');
+      expect((await readFile(path.join(dir, 'cpu.max'), 'utf8')).trim()).toBe('100000 100000');
+    }
+
+    const attestation = await startAttestationServer();
+    const storage = await startStorageServer({ codeDirs: [examplesDir], attestation: devAttestationDocument });
+    const runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
+    // CGROUP_VERSION is left to the service: the delegated cgroup's own cgroup.controllers says 2.
+    const service = await startService(
+      { CGROUP_ROOT: outer, CGROUP_PREFIX: 'dlg', RUNTIME_PATH: runtimePath, ATTESTATION_URL: attestation.url, STORAGE_URL: `${storage.url}/load`, EXECUTION_TIMEOUT_MS: String(executionTimeoutMs), LOG_LEVEL: 'warn' },
+      undefined,
+      10_000 * stretch,
+    );
+    try {
+      const answer = await invoke(service.url, { code_id: 'hello', input: { name: 'delegated' } });
+      expect(answer.statusCode).toBe(200);
+      expect(JSON.parse(answer.body).data).toBe('Hello, delegated!');
+      service.child.kill('SIGTERM');
+      expect(await service.exited).toBe(0);
+    } finally {
+      service.child.kill('SIGKILL');
+      await Promise.all([attestation.close(), storage.close()]);
+      await rm(runtimePath, { recursive: true, force: true });
+    }
+    for (const dir of made) expect(await readFile(path.join(dir, 'cgroup.procs'), 'utf8')).toBe('');
+  });
+
+  test('says which parent must delegate a controller it lacks', async () => {
+    // `inner` gets nothing: `middle` delegates no controller to its children.
+    const middle = path.join(outer, 'middle');
+    const inner = path.join(middle, 'inner');
+    await mkdir(inner, { recursive: true });
+    expect((await readFile(path.join(inner, 'cgroup.controllers'), 'utf8')).trim()).toBe('');
+    const result = await runSetup(inner, 'nd');
+    expect(result.ok).toBe(false);
+    expect(result.output).toContain(`${middle} does not delegate the memory controller to ${inner}`);
+    expect(await children(inner)).toEqual([]);
+  });
+
+  test('refuses, saying why, a CGROUP_ROOT that holds a process ("no internal processes")', async () => {
+    const busy = path.join(outer, 'busy');
+    await mkdir(busy);
+    const sleeper = spawn('sleep', ['600'], { stdio: 'ignore' });
+    try {
+      await writeFile(path.join(busy, 'cgroup.procs'), String(sleeper.pid));
+      const result = await runSetup(busy, 'ip');
+      expect(result.ok).toBe(false);
+      expect(result.output).toContain(`it holds processes (${sleeper.pid})`);
+      expect(await children(busy)).toEqual([]);
+    } finally {
+      sleeper.kill('SIGKILL');
+    }
+  });
+});
+
+// Kills what is left in a cgroup and everything below it, then removes them, deepest first.
+async function removeTree(dir: string): Promise<void> {
+  const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+  for (const entry of entries) if (entry.isDirectory()) await removeTree(path.join(dir, entry.name));
+  for (const pid of (await readFile(path.join(dir, 'cgroup.procs'), 'utf8').catch(() => '')).split('\n').filter(Boolean)) {
+    try {
+      process.kill(Number(pid), 'SIGKILL');
+    } catch {
+      // Gone already.
+    }
+  }
+  await waitFor(`${dir} to be removed`, () => rmdir(dir).then(() => true, (error: NodeJS.ErrnoException) => error.code === 'ENOENT'), 2_000 * stretch);
+}
