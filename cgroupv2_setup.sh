@@ -53,6 +53,14 @@ i=1
 while [ "$i" -le "$count" ]; do
   dir=$root/$prefix$i
   mkdir -p "$dir"
+  # Each pool cgroup gets the service's standby, and v2 lets a process join only a cgroup that
+  # passes no controllers on to cgroups below it (EBUSY otherwise): the service would still hand
+  # such a cgroup out, and fail every request it got.
+  passed_on=$(cat "$dir/cgroup.subtree_control" 2>/dev/null || true)
+  if [ -n "$passed_on" ]; then
+    undo=$(printf ' -%s' $passed_on)
+    fail "$dir passes controllers ($passed_on) on to the cgroups below it, so no process can join it: echo '${undo# }' > $dir/cgroup.subtree_control, or choose another CGROUP_PREFIX"
+  fi
   echo "$memory" > "$dir/memory.max"
   # Without this a process could page out past its limit instead of being stopped.
   if [ -f "$dir/memory.swap.max" ]; then echo 0 > "$dir/memory.swap.max"; fi

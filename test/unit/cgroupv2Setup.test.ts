@@ -54,6 +54,15 @@ describe.runIf(asRoot)('cgroupv2_setup.sh', () => {
     expect(await subdirectories(inner)).toEqual([]);
   });
 
+  test('refuses a pool cgroup that passes controllers on, which no process could join', async () => {
+    const root = await fakeRoot(['pool1']);
+    await writeFile(path.join(root, 'pool1', 'cgroup.subtree_control'), 'cpu memory\n');
+    expect(await runSetup(root)).toContain(
+      `${root}/pool1 passes controllers (cpu memory) on to the cgroups below it, so no process can join it: echo '-cpu -memory' > ${root}/pool1/cgroup.subtree_control`,
+    );
+    expect(await subdirectories(root)).toEqual(['pool1']);
+  });
+
   test('says so when the hierarchy itself has no memory controller', async () => {
     const root = await fakeRoot([]);
     await writeFile(path.join(root, 'cgroup.controllers'), 'cpu io pids\n');

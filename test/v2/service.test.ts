@@ -258,6 +258,23 @@ describe('cgroupv2_setup.sh under a delegated cgroup', () => {
       sleeper.kill('SIGKILL');
     }
   });
+
+  test('refuses a pool cgroup that passes controllers on: the kernel would refuse its standby', async () => {
+    const parentOfOthers = path.join(outer, 'np1');
+    await mkdir(path.join(parentOfOthers, 'below'), { recursive: true });
+    await writeFile(path.join(parentOfOthers, 'cgroup.subtree_control'), '+memory');
+    const sleeper = spawn('sleep', ['600'], { stdio: 'ignore' });
+    try {
+      // What the standby would meet: EBUSY, the "no internal processes" rule from the other side.
+      await expect(writeFile(path.join(parentOfOthers, 'cgroup.procs'), String(sleeper.pid))).rejects.toMatchObject({ code: 'EBUSY' });
+    } finally {
+      sleeper.kill('SIGKILL');
+    }
+    const result = await runSetup(outer, 'np');
+    expect(result.ok).toBe(false);
+    expect(result.output).toContain(`${parentOfOthers} passes controllers (memory) on to the cgroups below it, so no process can join it`);
+    expect(await readFile(path.join(parentOfOthers, 'memory.max'), 'utf8')).toBe('max\n');
+  });
 });
 
 // Kills what is left in a cgroup and everything below it, then removes them, deepest first.
