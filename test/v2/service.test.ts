@@ -125,6 +125,8 @@ describe('the service on a cgroup v2 kernel', () => {
     const answer = await call({ code_id: 'oom', input: {} });
     expect(answer.statusCode).toBe(500);
     expect(envelope(answer.body).message).toBe('The execution of the code has run out of memory.');
+    // The service's own log line for it (errors are logged at LOG_LEVEL=warn) names the code.
+    expect(service.output()).toContain('"code":"OUT_OF_MEMORY"');
     // The kernel's memory.events counted exactly one kill, in one cgroup of the pool.
     const kills = cgroups.map(readOomKills).map((count, i) => count - killsBefore[i]!);
     expect(kills.reduce((sum, count) => sum + count, 0)).toBe(1);
