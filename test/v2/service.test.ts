@@ -2,9 +2,9 @@
 // guest that scripts/v2-vm.sh boots with cgroup_no_v1=all (test/integration/cgroupv2.test.ts
 // starts it there); the host's own `vitest run` leaves test/v2/ out, as the host's cgroups are v1.
 //
-// The guest is emulated (qemu's TCG), so everything in it runs 100-200 times slower than on the
-// host: a workerd start takes 3-5 s instead of 20 ms. Every time limit below is the host tests'
-// own stretched by `stretch`; none of them is about speed.
+// The guest is emulated (qemu's TCG), so everything in it runs tens of times slower than on the
+// host: a request that takes 20 ms there takes about 2 s here, and the service takes seconds to
+// start. Every time limit below is a host-sized one stretched by `stretch`; none is about speed.
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
