@@ -29,16 +29,38 @@ case $cpu_percent in '' | *[!0-9]* | 0) fail "CPU_PERCENT must be a positive int
 case $prefix in '' | *[!A-Za-z0-9_.-]*) fail "CGROUP_PREFIX must be letters, digits, _ . or -, got '$prefix'" ;; esac
 [ "$(id -u)" -eq 0 ] || fail "must run as root (it writes under $root)"
 [ -f "$root/cgroup.controllers" ] || fail "no cgroup v2 hierarchy at $root (on a cgroup v1 machine use cgroupv1_setup.sh)"
+# Only a cgroup below the hierarchy's root has a cgroup.type; such a CGROUP_ROOT (a delegated
+# subtree) has just the controllers its own parent passes on to it.
+parent=$(dirname "$root")
 for controller in memory cpu; do
-  grep -qw "$controller" "$root/cgroup.controllers" || fail "the cgroup v2 hierarchy at $root has no $controller controller"
+  grep -qw "$controller" "$root/cgroup.controllers" && continue
+  [ -f "$root/cgroup.type" ] && grep -qw "$controller" "$parent/cgroup.controllers" &&
+    fail "$parent does not delegate the $controller controller to $root: echo +$controller > $parent/cgroup.subtree_control"
+  fail "the cgroup v2 hierarchy at $root has no $controller controller"
 done
 
-# Children only get the controllers their parent delegates.
-echo "+memory +cpu" > "$root/cgroup.subtree_control"
+# Children only get the controllers their parent delegates. cgroup v2 lets a cgroup below the root
+# either hold processes or delegate controllers, not both ("no internal processes"): the kernel
+# refuses the write with EBUSY, which the shell reports only as an I/O error.
+if ! { echo "+memory +cpu" > "$root/cgroup.subtree_control"; } 2>/dev/null; then
+  held=$(tr '\n' ' ' < "$root/cgroup.procs")
+  held=${held% }
+  [ -n "$held" ] && fail "cannot delegate memory and cpu from $root: it holds processes ($held), and cgroup v2 lets a cgroup below the root either hold processes or delegate controllers; move them into a child cgroup, or choose another CGROUP_ROOT"
+  fail "cannot enable the memory and cpu controllers in $root/cgroup.subtree_control"
+fi
+
 i=1
 while [ "$i" -le "$count" ]; do
   dir=$root/$prefix$i
   mkdir -p "$dir"
+  # Each pool cgroup gets the service's standby, and v2 lets a process join only a cgroup that
+  # passes no controllers on to cgroups below it (EBUSY otherwise): the service would still hand
+  # such a cgroup out, and fail every request it got.
+  passed_on=$(cat "$dir/cgroup.subtree_control" 2>/dev/null || true)
+  if [ -n "$passed_on" ]; then
+    undo=$(printf ' -%s' $passed_on)
+    fail "$dir passes controllers ($passed_on) on to the cgroups below it, so no process can join it: echo '${undo# }' > $dir/cgroup.subtree_control, or choose another CGROUP_PREFIX"
+  fi
   echo "$memory" > "$dir/memory.max"
   # Without this a process could page out past its limit instead of being stopped.
   if [ -f "$dir/memory.swap.max" ]; then echo 0 > "$dir/memory.swap.max"; fi

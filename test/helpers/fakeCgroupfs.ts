@@ -1,23 +1,38 @@
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach } from 'vitest';
 
-// Lays out a temporary directory like a cgroup v2 root with the memory and cpu controllers and
-// the given child cgroups, each with empty cgroup.procs and a memory.events file.
+// The files' contents are those a real cgroup v2 kernel (Debian's 6.1, in the guest of
+// scripts/v2-vm.sh) shows for the pool cgroupv2_setup.sh makes. What plain files cannot model:
+// the kernel's refusals (EBUSY when a cgroup below the root would both hold processes and delegate
+// controllers, EINVAL or ESRCH for a bad pid in cgroup.procs); test/v2/ meets those for real.
+const memoryEvents = 'low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n';
+
+// Lays out a temporary directory like a cgroup v2 root with the memory and cpu controllers, which
+// it delegates to its children (as cgroupv2_setup.sh leaves it), and the given child cgroups.
 export async function fakeCgroupV2Root(names: readonly string[]): Promise<string> {
   const root = await mkdtemp(path.join(os.tmpdir(), 'oyster-cgroupfs-'));
-  await writeFile(path.join(root, 'cgroup.controllers'), 'cpuset cpu io memory hugetlb pids\n');
+  await writeFile(path.join(root, 'cgroup.controllers'), 'cpuset cpu io memory hugetlb pids rdma misc\n');
+  await writeFile(path.join(root, 'cgroup.subtree_control'), 'cpu memory\n');
   await writeFile(path.join(root, 'cgroup.procs'), '');
-  for (const name of names) {
-    await mkdir(path.join(root, name));
-    await writeFile(path.join(root, name, 'cgroup.procs'), '');
-    await writeFile(
-      path.join(root, name, 'memory.events'),
-      'low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n',
-    );
-  }
+  for (const name of names) await fakeChildCgroup(root, name);
   return root;
+}
+
+// Adds a cgroup below a fake one. As in the kernel, it has exactly the controllers its parent
+// delegates (the parent's cgroup.subtree_control), the memory files only with the memory
+// controller, and a cgroup.type, which only cgroups below the root have; it delegates nothing.
+export async function fakeChildCgroup(parent: string, name: string): Promise<string> {
+  const dir = path.join(parent, name);
+  const controllers = (await readFile(path.join(parent, 'cgroup.subtree_control'), 'utf8')).trim();
+  await mkdir(dir);
+  await writeFile(path.join(dir, 'cgroup.controllers'), `${controllers}\n`);
+  await writeFile(path.join(dir, 'cgroup.subtree_control'), '\n');
+  await writeFile(path.join(dir, 'cgroup.type'), 'domain\n');
+  await writeFile(path.join(dir, 'cgroup.procs'), '');
+  if (controllers.split(/\s+/).includes('memory')) await writeFile(path.join(dir, 'memory.events'), memoryEvents);
+  return dir;
 }
 
 // For a test file: a function that makes a fake v2 root (or takes a directory made otherwise) and

@@ -7,7 +7,7 @@ import { serviceNodeFlags } from '../../src/nodeFlags.js';
 import { cgroupRoot, type TestPool } from './cgroups.js';
 import { projectRoot } from './projectRoot.js';
 
-const startTimeoutMs = 10_000;
+const defaultStartTimeoutMs = 10_000;
 
 // The built service (`npm start`) running as its own process.
 export interface ServiceProcess {
@@ -40,10 +40,12 @@ async function spawnService(
   return { url: `http://127.0.0.1:${port}`, child, output: () => output, exited };
 }
 
-// Starts the service and resolves once it listens; fails with its output if it exits first.
+// Starts the service and resolves once it listens; fails with its output if it exits first or
+// takes longer than startTimeoutMs (longer in an emulated guest, see test/v2/).
 export async function startService(
   env: Readonly<Record<string, string>>,
   nodeFlags?: readonly string[],
+  startTimeoutMs = defaultStartTimeoutMs,
 ): Promise<ServiceProcess> {
   const service = await spawnService(env, nodeFlags);
   let exited = false;
@@ -66,7 +68,7 @@ export async function startService(
 // Starts the service expecting it to refuse; resolves with its exit code and output.
 export async function refusedStart(env: Readonly<Record<string, string>>): Promise<{ code: unknown; output: string }> {
   const service = await spawnService(env);
-  const timer = setTimeout(() => service.child.kill('SIGKILL'), startTimeoutMs);
+  const timer = setTimeout(() => service.child.kill('SIGKILL'), defaultStartTimeoutMs);
   const code = await service.exited;
   clearTimeout(timer);
   return { code, output: service.output() };
