@@ -19,10 +19,11 @@ import type { Cleanup } from './cleanup.js';
 const scriptFileName = 'worker.js';
 const configFileName = 'config.capnp';
 // The service's own config, less the guard worker: the function answers the socket itself.
-const renderConfig = (compatibilityDate: string) =>
+const renderConfig = (options: BareWorkerdOptions) =>
   renderWorkerdConfig({
-    code: { format: 'service-worker', file: scriptFileName },
-    compatibilityDate,
+    code: { format: 'service-worker', file: scriptFileName, bindings: [] },
+    compatibilityDate: options.compatibilityDate,
+    compatibilityFlags: options.compatibilityFlags,
     allowPublicEgress: true,
     deniedEgress: egressDenyList(),
     guardSource: undefined,
@@ -36,6 +37,7 @@ const joinCgroupsThenExec = `while [ "$1" != -- ]; do echo $$ > "$1" || exit ${c
 export interface BareWorkerdOptions {
   readonly workerdPath: string;
   readonly compatibilityDate: string;
+  readonly compatibilityFlags: readonly string[];
   /** The worker's source, a service worker like the ones the service runs. */
   readonly code: string;
   /** When given, each invocation runs in one of these cgroups (each a list of cgroup.procs files), one invocation per cgroup at a time. */
@@ -71,7 +73,7 @@ export async function prepareBareWorkerd(options: BareWorkerdOptions): Promise<B
   });
   await writeFile(path.join(dir, scriptFileName), options.code);
   const configPath = path.join(dir, configFileName);
-  await writeFile(configPath, renderConfig(options.compatibilityDate));
+  await writeFile(configPath, renderConfig(options));
   const freeCgroups = [...(options.cgroups ?? [])];
   const workerdArgs = ['serve', configPath, '--control-fd=3'];
 

@@ -27,6 +27,8 @@ export type DriverReply =
 export interface DriverEnv {
   readonly BENCH_WORKERD_PATH: string;
   readonly BENCH_COMPATIBILITY_DATE: string;
+  /** Comma-separated, as COMPATIBILITY_FLAGS. */
+  readonly BENCH_COMPATIBILITY_FLAGS: string;
   readonly BENCH_CODE_PATH: string;
   /** For bare-cgroup: JSON, one array of cgroup.procs files per cgroup. */
   readonly BENCH_CGROUPS?: string;
@@ -43,6 +45,10 @@ async function main(): Promise<void> {
   process.once('disconnect', stop);
 
   const code = await readFile(env.BENCH_CODE_PATH, 'utf8');
+  const compatibility = {
+    compatibilityDate: env.BENCH_COMPATIBILITY_DATE,
+    compatibilityFlags: env.BENCH_COMPATIBILITY_FLAGS.split(',').filter((flag) => flag !== ''),
+  };
   let invoke: (
     body: string,
     signal: AbortSignal,
@@ -51,7 +57,7 @@ async function main(): Promise<void> {
     const { prepareBareWorkerd } = await import('./bareWorkerd.js');
     const bare = await prepareBareWorkerd({
       workerdPath: env.BENCH_WORKERD_PATH,
-      compatibilityDate: env.BENCH_COMPATIBILITY_DATE,
+      ...compatibility,
       code,
       cleanup,
       ...(kind === 'bare-cgroup' ? { cgroups: JSON.parse(env.BENCH_CGROUPS ?? '[]') as string[][] } : {}),
@@ -63,7 +69,7 @@ async function main(): Promise<void> {
   } else if (kind === 'miniflare') {
     // Loaded only here, so the bare driver stays small.
     const { prepareMiniflare } = await import('./miniflare.js');
-    const miniflare = prepareMiniflare(code, env.BENCH_COMPATIBILITY_DATE, cleanup);
+    const miniflare = prepareMiniflare(code, compatibility, cleanup);
     invoke = async (body, signal) => ({ answer: await miniflare.invoke(body, signal) });
   } else {
     throw new Error(`unknown driver kind '${String(kind)}'`);

@@ -15,6 +15,7 @@ export interface DriverOptions {
   readonly kind: DriverKind;
   readonly workerdPath: string;
   readonly compatibilityDate: string;
+  readonly compatibilityFlags: readonly string[];
   readonly codePath: string;
   /** For bare-cgroup: the cgroups to run in, each as its cgroup.procs files. */
   readonly cgroups?: ReadonlyArray<readonly string[]>;
@@ -41,6 +42,7 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
       PATH: process.env.PATH ?? '/usr/bin:/bin',
       BENCH_WORKERD_PATH: options.workerdPath,
       BENCH_COMPATIBILITY_DATE: options.compatibilityDate,
+      BENCH_COMPATIBILITY_FLAGS: options.compatibilityFlags.join(','),
       BENCH_CODE_PATH: options.codePath,
       ...(options.cgroups ? { BENCH_CGROUPS: JSON.stringify(options.cgroups) } : {}),
     },

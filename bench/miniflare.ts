@@ -10,15 +10,23 @@ export interface MiniflareRunner {
   remove(): Promise<void>;
 }
 
-/** Prepares invocations of one service-worker script with a fixed compatibility date. */
-export function prepareMiniflare(code: string, compatibilityDate: string, cleanup: Cleanup): MiniflareRunner {
+/** Prepares invocations of one service-worker script with a fixed compatibility date and flags. */
+export function prepareMiniflare(
+  code: string,
+  compatibility: { readonly compatibilityDate: string; readonly compatibilityFlags: readonly string[] },
+  cleanup: Cleanup,
+): MiniflareRunner {
   const live = new Set<Miniflare>();
   const remove = cleanup.add('miniflare instances', async () => {
     await Promise.allSettled([...live].map((instance) => instance.dispose()));
     live.clear();
   });
   const invoke = async (body: string, signal: AbortSignal) => {
-    const instance = new Miniflare({ script: code, compatibilityDate });
+    const instance = new Miniflare({
+      script: code,
+      compatibilityDate: compatibility.compatibilityDate,
+      compatibilityFlags: [...compatibility.compatibilityFlags],
+    });
     live.add(instance);
     try {
       const response = await instance.dispatchFetch('http://localhost/', {

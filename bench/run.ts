@@ -61,6 +61,7 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
   const driverOptions = {
     workerdPath: base.workerdPath,
     compatibilityDate: base.compatibilityDate,
+    compatibilityFlags: base.compatibilityFlags,
     codePath: helloPath,
     cleanup,
   };

@@ -55,6 +55,19 @@ const schema = z.object({
   IDLE_GC_MS: z.coerce.number().int().min(0).max(maxTimerMs).default(10_000),
   ALLOW_PUBLIC_EGRESS: flag.default(true),
   SIGNER_KEY_PATH: z.string().min(1).optional(),
+  COMPATIBILITY_DATE: z
+    .string()
+    .regex(/^\d{4}-\d{2}-\d{2}$/, 'must be a date, YYYY-MM-DD')
+    .refine(
+      (date) => date <= workerd.compatibilityDate,
+      `must not be after ${workerd.compatibilityDate}, the newest date the bundled workerd supports`,
+    )
+    .default(workerd.compatibilityDate),
+  COMPATIBILITY_FLAGS: z
+    .string()
+    .regex(/^[a-z0-9_, ]*$/, 'must be compatibility flags (lowercase letters, digits, _), separated by commas')
+    .transform((flags) => flags.split(/[ ,]+/).filter((flag) => flag !== ''))
+    .default(['nodejs_compat']),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -74,8 +87,10 @@ export interface Config {
   readonly runtimePath: string;
   /** The workerd binary. */
   readonly workerdPath: string;
-  /** compatibilityDate written into every workerd config; the one the pinned workerd ships with. */
+  /** compatibilityDate of code whose metadata names none (one script, or an upload without the field). */
   readonly compatibilityDate: string;
+  /** compatibilityFlags of code whose metadata names none. */
+  readonly compatibilityFlags: readonly string[];
   readonly attestationUrl: string;
   readonly storageUrl: string;
   /** Wall-clock limit for one invocation, from workerd's start to its answer. */
@@ -121,7 +136,8 @@ export function parseConfig(env: Readonly<Record<string, string | undefined>>): 
     cgroupPrefix: e.CGROUP_PREFIX,
     runtimePath: path.resolve(e.RUNTIME_PATH),
     workerdPath: e.WORKERD_PATH,
-    compatibilityDate: workerd.compatibilityDate,
+    compatibilityDate: e.COMPATIBILITY_DATE,
+    compatibilityFlags: e.COMPATIBILITY_FLAGS,
     attestationUrl: e.ATTESTATION_URL,
     storageUrl: e.STORAGE_URL,
     executionTimeoutMs: e.EXECUTION_TIMEOUT_MS,

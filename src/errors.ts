@@ -11,6 +11,15 @@ const definitions = {
       'Failed to generate a response. Syntax error in your JavaScript code. Please check the syntax and try again.',
   },
   INVALID_BUNDLE: { status: 400, message: 'The stored code bundle is invalid' },
+  UNSUPPORTED_BINDING: { status: 400, message: 'The code needs a binding of a type this runtime cannot provide' },
+  UNSUPPORTED_LANGUAGE: {
+    status: 400,
+    message: 'This runtime runs JavaScript and WebAssembly; the code is in a language it does not run',
+  },
+  INVALID_COMPATIBILITY: {
+    status: 400,
+    message: "workerd refused the code's compatibility date or flags",
+  },
   CODE_TOO_LARGE: { status: 413, message: 'The stored code is larger than this service runs (MAX_CODE_BYTES)' },
   CODE_NOT_FOUND: { status: 404, message: 'No code was found for this code_id' },
   EXECUTION_TIMEOUT: { status: 408, message: 'Server timeout, fetching response took a long time' },

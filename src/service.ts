@@ -57,7 +57,7 @@ export function createService(config: Config, deps: ServiceDependencies): Servic
   const guard = createResponseGuard(config.maxResponseBytes);
   const fileSettings = {
     runtimePath: config.runtimePath,
-    compatibilityDate: config.compatibilityDate,
+    defaults: { compatibilityDate: config.compatibilityDate, compatibilityFlags: config.compatibilityFlags },
     allowPublicEgress: config.allowPublicEgress,
     deniedEgress: egressDenyList(),
     guardSource: guardWorkerSource(guard),

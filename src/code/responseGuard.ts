@@ -15,6 +15,9 @@ export interface ResponseGuard {
   readonly maxResponseBytes: number;
 }
 
+/** The guard's own compatibility date, whatever the function's: the guard is the service's code. */
+export const guardCompatibilityDate = '2025-01-01';
+
 /** A guard with a fresh secret; the function's code, in another isolate, can never learn it. */
 export function createResponseGuard(maxResponseBytes: number): ResponseGuard {
   return { secret: randomBytes(16).toString('hex'), maxResponseBytes };

@@ -3,7 +3,8 @@ import { mkdirSync, rmdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ServiceError } from '../errors.js';
-import type { ModuleType, WorkerCode } from './codeFormat.js';
+import { guardCompatibilityDate } from './responseGuard.js';
+import type { ModuleType, WorkerBinding, WorkerCode } from './workerCode.js';
 
 // Invocation directories are named by randomUUID(); nothing else in RUNTIME_PATH is ever deleted.
 const invocationDirName = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -14,17 +15,34 @@ const scriptFileName = 'worker.js';
  * How the config declares the worker's code: files (relative to the config) and, for modules,
  * the name each is imported by. The first module is the main one.
  */
-export type CodeFiles =
+export type CodeFiles = (
   | { readonly format: 'service-worker'; readonly file: string }
   | {
       readonly format: 'modules';
       readonly modules: ReadonlyArray<{ readonly name: string; readonly type: ModuleType; readonly file: string }>;
-    };
+    }
+) & {
+  /** The bindings, those whose value is a part by the file it was written to. */
+  readonly bindings: readonly BindingFile[];
+};
+
+/** A binding as the config declares it: a value inline, or a file that holds it. */
+export type BindingFile =
+  | { readonly name: string; readonly type: 'text' | 'json'; readonly value: string }
+  | { readonly name: string; readonly type: 'wasmModule' | 'textBlob' | 'dataBlob'; readonly file: string };
+
+/** What code gets that does not say: the service's COMPATIBILITY_DATE and COMPATIBILITY_FLAGS. */
+export interface RuntimeDefaults {
+  readonly compatibilityDate: string;
+  readonly compatibilityFlags: readonly string[];
+}
 
 export interface WorkerdConfigOptions {
   readonly code: CodeFiles;
-  /** compatibilityDate for the worker; must not be newer than the workerd binary. */
+  /** compatibilityDate for the worker; workerd refuses one newer than its binary. */
   readonly compatibilityDate: string;
+  /** compatibilityFlags for the worker; workerd refuses one it does not know. */
+  readonly compatibilityFlags: readonly string[];
   /** Whether the worker may fetch public internet addresses. Private and loopback ones are never allowed. */
   readonly allowPublicEgress: boolean;
   /** Address blocks the worker may never reach, even when they count as public (src/egress.ts). */
@@ -56,19 +74,20 @@ const config :Workerd.Config = (
   sockets = [(name = "http", address = "127.0.0.1:0", http = (), service = "main")],
 );
 
-${options.guardSource === undefined ? '' : renderGuard(options.guardSource, options.compatibilityDate)}const worker :Workerd.Worker = (
+${options.guardSource === undefined ? '' : renderGuard(options.guardSource)}const worker :Workerd.Worker = (
   ${renderCode(options.code)},
   compatibilityDate = ${quote(options.compatibilityDate)},
+  compatibilityFlags = [${options.compatibilityFlags.map(quote).join(', ')}],${renderBindings(options.code.bindings)}
   globalOutbound = "egress",
 );
 `;
 }
 
 // The guard worker, which calls the user's through a service binding.
-function renderGuard(source: string, compatibilityDate: string): string {
+function renderGuard(source: string): string {
   return `const guard :Workerd.Worker = (
   modules = [(name = "guard.js", esModule = ${quote(source)})],
-  compatibilityDate = ${quote(compatibilityDate)},
+  compatibilityDate = ${quote(guardCompatibilityDate)},
   bindings = [(name = "user", service = "user")],
   globalOutbound = "egress",
 );
@@ -84,9 +103,36 @@ function renderCode(code: CodeFiles): string {
   return `modules = [\n${modules.join('\n')}\n  ]`;
 }
 
-// A capnp text literal; its escapes are JSON's for the characters that can occur here.
-function quote(text: string): string {
-  return JSON.stringify(text);
+// The capnp field of each kind of binding; a blob is embedded from its file, as text or as bytes.
+const bindingFields = {
+  text: 'text',
+  json: 'json',
+  wasmModule: 'wasmModule',
+  textBlob: 'text',
+  dataBlob: 'data',
+} as const;
+
+function renderBindings(bindings: readonly BindingFile[]): string {
+  if (bindings.length === 0) return '';
+  const rendered = bindings.map((binding) => {
+    const value = 'value' in binding ? quote(binding.value) : `embed ${quote(binding.file)}`;
+    return `    (name = ${quote(binding.name)}, ${bindingFields[binding.type]} = ${value}),`;
+  });
+  return `\n  bindings = [\n${rendered.join('\n')}\n  ],`;
+}
+
+/**
+ * A capnp text literal. Printable ASCII stands as it is, but for the quote and the backslash;
+ * every other byte of the UTF-8 text is written as \xNN, which capnp reads back as that byte, so
+ * no name, value or source can end the literal or the config early.
+ */
+export function quote(text: string): string {
+  let literal = '"';
+  for (const byte of Buffer.from(text, 'utf8')) {
+    const printable = byte >= 0x20 && byte < 0x7f && byte !== 0x22 && byte !== 0x5c;
+    literal += printable ? String.fromCharCode(byte) : `\\x${byte.toString(16).padStart(2, '0')}`;
+  }
+  return `${literal}"`;
 }
 
 /** The files of one invocation: a private directory holding the code and its config. */
@@ -97,10 +143,13 @@ export interface WorkerFiles {
   readonly paths: readonly string[];
 }
 
-export interface WriteWorkerFilesOptions extends Omit<WorkerdConfigOptions, 'code'> {
+export interface WriteWorkerFilesOptions
+  extends Omit<WorkerdConfigOptions, 'code' | 'compatibilityDate' | 'compatibilityFlags'> {
   /** Directory under which each invocation gets its own directory. */
   readonly runtimePath: string;
   readonly code: WorkerCode;
+  /** The date and flags of code that does not name its own. */
+  readonly defaults: RuntimeDefaults;
 }
 
 // Code and config up to this size are written synchronously: an asynchronous write is a
@@ -118,7 +167,13 @@ export async function writeWorkerFiles(options: WriteWorkerFilesOptions): Promis
   const { code, files: codeFiles } = planCodeFiles(options.code);
   const configPath = path.join(dir, configFileName);
   const files = { dir, configPath, paths: [...codeFiles.map(({ file }) => path.join(dir, file)), configPath] };
-  const config = renderWorkerdConfig({ ...options, code });
+  const { settings } = options.code;
+  const config = renderWorkerdConfig({
+    ...options,
+    code,
+    compatibilityDate: settings.compatibilityDate ?? options.defaults.compatibilityDate,
+    compatibilityFlags: settings.compatibilityFlags ?? options.defaults.compatibilityFlags,
+  });
   const sync =
     codeFiles.reduce((bytes, { content }) => bytes + content.length, Buffer.byteLength(config)) <= syncWriteMaxBytes;
   try {
@@ -149,17 +204,33 @@ export async function writeWorkerFiles(options: WriteWorkerFilesOptions): Promis
   return files;
 }
 
-// Decides the file of each piece of code: worker.js for a script, module0, module1, … for modules.
+/**
+ * Decides the file of each piece of code: worker.js for a script, module0, module1, … for
+ * modules, binding0, binding1, … for the parts that bindings hold.
+ */
 function planCodeFiles(code: WorkerCode): { code: CodeFiles; files: Array<{ file: string; content: Buffer }> } {
+  const files: Array<{ file: string; content: Buffer }> = [];
+  const fileFor = (prefix: string, content: Buffer) => {
+    const file = `${prefix}${files.length}`;
+    files.push({ file, content });
+    return file;
+  };
+  const bindings = code.settings.bindings.map(
+    (binding: WorkerBinding): BindingFile =>
+      'value' in binding
+        ? binding
+        : { name: binding.name, type: binding.type, file: fileFor('binding', binding.content) },
+  );
   if (code.format === 'service-worker') {
-    return {
-      code: { format: 'service-worker', file: scriptFileName },
-      files: [{ file: scriptFileName, content: code.script }],
-    };
+    files.push({ file: scriptFileName, content: code.script });
+    return { code: { format: 'service-worker', file: scriptFileName, bindings }, files };
   }
-  const files = code.modules.map((module, i) => ({ file: `module${i}`, content: module.content }));
-  const modules = code.modules.map((module, i) => ({ name: module.name, type: module.type, file: files[i]!.file }));
-  return { code: { format: 'modules', modules }, files };
+  const modules = code.modules.map((module) => ({
+    name: module.name,
+    type: module.type,
+    file: fileFor('module', module.content),
+  }));
+  return { code: { format: 'modules', modules, bindings }, files };
 }
 
 /**

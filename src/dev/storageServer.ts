@@ -10,7 +10,9 @@ const safeKey = /^[A-Za-z0-9_-]+$/;
 
 export interface StorageServerOptions {
   /** Folders holding the stored code, searched in order: <key>.js is one script, a folder <key>/
-   * is a bundle of modules (its metadata.json names the main module, else index.js). */
+   * holding upload.body and upload.content-type is a Workers upload served byte for byte (as
+   * wrangler sent it), any other folder <key>/ a bundle of its files (its metadata.json names the
+   * main module, else index.js). */
   readonly codeDirs: readonly string[];
   /** When set, only this exact attestation document is accepted, as a real storage server checks it. */
   readonly attestation?: Buffer;
@@ -78,6 +80,8 @@ async function findCode(
   for (const dir of codeDirs) {
     const script = await readFile(path.join(dir, `${key}.js`)).catch(() => undefined);
     if (script) return { bytes: script, contentType: 'application/javascript' };
+    const upload = await readUpload(path.join(dir, key)).catch(() => undefined);
+    if (upload) return upload;
     const bundle = await readBundle(path.join(dir, key)).catch(() => undefined);
     if (bundle) return bundle;
   }
@@ -86,6 +90,15 @@ async function findCode(
 
 // Packs a folder as a Workers multipart upload: a metadata part naming the main module, then one
 // file part per module, typed by its extension.
+// A captured Workers upload: its exact body and content type (with the boundary).
+async function readUpload(folder: string): Promise<{ bytes: Buffer; contentType: string }> {
+  const [bytes, contentType] = await Promise.all([
+    readFile(path.join(folder, 'upload.body')),
+    readFile(path.join(folder, 'upload.content-type'), 'utf8'),
+  ]);
+  return { bytes, contentType: contentType.trim() };
+}
+
 async function readBundle(folder: string): Promise<{ bytes: Buffer; contentType: string }> {
   const names = (await readdir(folder)).sort();
   const metadata = names.includes(metadataFile)

@@ -3,6 +3,7 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { ServiceError, toServiceError } from '../errors.js';
 import type { Service } from '../service.js';
+import { hasControlCharacters } from '../text.js';
 
 /** The route that runs functions; the only one whose requests are invocations. */
 export const invokePath = '/api/serverless';
@@ -20,7 +21,7 @@ const payloadSchema = z.object({
     .string()
     .min(1)
     .max(maxCodeIdLength)
-    .refine((codeId) => ![...codeId].some(isControlCharacter), 'must not contain control characters')
+    .refine((codeId) => !hasControlCharacters(codeId), 'must not contain control characters')
     // A lone surrogate has no UTF-8 form: two such code_ids would be the same bytes to a signature.
     .refine((codeId) => Buffer.from(codeId, 'utf8').toString('utf8') === codeId, 'must be well-formed Unicode'),
   input: z
@@ -79,12 +80,6 @@ function abandonOnClose(reply: FastifyReply): AbortSignal {
     if (!reply.raw.writableFinished) controller.abort(new ServiceError('CLIENT_CLOSED'));
   });
   return controller.signal;
-}
-
-// C0 control characters and DEL.
-function isControlCharacter(character: string): boolean {
-  const code = character.charCodeAt(0);
-  return code < 0x20 || code === 0x7f;
 }
 
 // Whether a parsed JSON value nests no deeper than maxDepth; iterative, so any depth is safe to check.

@@ -14,6 +14,9 @@ import {
 } from './standbyProtocol.js';
 
 const standbyOutputBytes = 4 * 1024;
+// workerd's line when it refuses a worker's compatibility date or flags before running any of it.
+const compatibilityRefusal =
+  /^service \w+: (?:No such compatibility flag|Compatibility flags are mutually contradictory|This Worker requires compatibility date).*$/m;
 // The shell's own exit statuses for a binary it cannot execute or cannot find.
 const shellCannotExecute = 126;
 const shellNotFound = 127;
@@ -181,6 +184,8 @@ export function prepareWorkerd(options: PrepareWorkerdOptions): WorkerdStandby {
       }
       // The usual reason workerd exits before it listens: the code does not compile. The caller
       // tells an out-of-memory kill apart by the cgroup's counters.
+      const refusal = compatibilityRefusal.exec(output);
+      if (refusal) throw new ServiceError('INVALID_COMPATIBILITY', { data: refusal[0] });
       throw new ServiceError('USER_CODE_INVALID', { data: withoutAddressStacks(output) });
     });
 

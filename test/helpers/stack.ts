@@ -18,6 +18,8 @@ import { childPids, commandLine } from './processes.js';
 
 export const examplesDir = path.resolve(import.meta.dirname, '../../examples');
 export const fixturesDir = path.resolve(import.meta.dirname, '../fixtures');
+/** What wrangler uploaded for the projects under test/fixtures/wrangler/, served by their names. */
+export const wranglerFixturesDir = path.join(fixturesDir, 'wrangler');
 
 export interface StackOptions {
   /** Size and limits of the real cgroup pool made for this stack. */
@@ -64,7 +66,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
   const attestation = await startAttestationServer();
   const storage = await startStorageServer({
-    codeDirs: [examplesDir, fixturesDir],
+    codeDirs: [examplesDir, fixturesDir, wranglerFixturesDir],
     attestation: devAttestationDocument,
   });
   const config = parseConfig({

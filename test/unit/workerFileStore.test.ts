@@ -2,15 +2,19 @@ import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
-import type { WorkerCode } from '../../src/code/codeFormat.js';
 import { createResponseGuard, guardWorkerSource } from '../../src/code/responseGuard.js';
+import { noSettings, type WorkerCode } from '../../src/code/workerCode.js';
 import { type WorkerFiles, writeWorkerFiles } from '../../src/code/workerdConfig.js';
 import { WorkerFileStore } from '../../src/code/workerFileStore.js';
 import type { StoredCode } from '../../src/pipeline/codeDownload.js';
 
 const guardSource = guardWorkerSource(createResponseGuard(1024 * 1024));
 
-const code: WorkerCode = { format: 'service-worker', script: Buffer.from('addEventListener("fetch", () => {})') };
+const code: WorkerCode = {
+  format: 'service-worker',
+  script: Buffer.from('addEventListener("fetch", () => {})'),
+  settings: noSettings,
+};
 const stored = (): StoredCode => ({ bytes: Buffer.from('x'), contentType: 'application/javascript' });
 
 describe('the worker file store', () => {
@@ -28,7 +32,7 @@ describe('the worker file store', () => {
       writeWorkerFiles({
         runtimePath,
         code: workerCode,
-        compatibilityDate: '2026-04-26',
+        defaults: { compatibilityDate: '2026-04-26', compatibilityFlags: [] },
         allowPublicEgress: false,
         deniedEgress: [],
         guardSource,

@@ -3,7 +3,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { createResponseGuard, guardWorkerSource } from '../../src/code/responseGuard.js';
+import { noSettings } from '../../src/code/workerCode.js';
 import {
+  quote,
   removeStaleWorkerFiles,
   removeWorkerFiles,
   renderWorkerdConfig,
@@ -11,16 +13,25 @@ import {
 } from '../../src/code/workerdConfig.js';
 
 const guardSource = guardWorkerSource(createResponseGuard(1024 * 1024));
+// What every config below shares unless a test says otherwise.
+// How every test below writes files unless it says otherwise.
+const fileSettings = {
+  defaults: { compatibilityDate: '2026-04-26', compatibilityFlags: [] },
+  allowPublicEgress: true,
+  deniedEgress: [],
+  guardSource,
+};
+const base = {
+  compatibilityDate: '2026-04-26',
+  compatibilityFlags: [],
+  allowPublicEgress: true,
+  deniedEgress: [],
+  guardSource,
+};
 
 describe('renderWorkerdConfig', () => {
-  const serviceWorker = { format: 'service-worker', file: 'worker.js' } as const;
-  const config = renderWorkerdConfig({
-    code: serviceWorker,
-    compatibilityDate: '2026-04-26',
-    allowPublicEgress: true,
-    deniedEgress: [],
-    guardSource,
-  });
+  const serviceWorker = { format: 'service-worker', file: 'worker.js', bindings: [] } as const;
+  const config = renderWorkerdConfig({ ...base, code: serviceWorker });
 
   test('embeds the script as a service worker with the given compatibility date', () => {
     expect(config).toContain('serviceWorkerScript = embed "worker.js"');
@@ -35,43 +46,26 @@ describe('renderWorkerdConfig', () => {
   test('lets the worker reach public addresses only, or none', () => {
     expect(config).toContain('allow = ["public"]');
     expect(config).toContain('globalOutbound = "egress"');
-    const closed = renderWorkerdConfig({
-      code: serviceWorker,
-      compatibilityDate: '2026-04-26',
-      allowPublicEgress: false,
-      deniedEgress: [],
-      guardSource,
-    });
+    const closed = renderWorkerdConfig({ ...base, code: serviceWorker, allowPublicEgress: false });
     expect(closed).toContain('allow = []');
   });
 
   test('denies the given address blocks even where "public" would let them through', () => {
-    const denying = renderWorkerdConfig({
-      code: serviceWorker,
-      compatibilityDate: '2026-04-26',
-      allowPublicEgress: true,
-      deniedEgress: ['192.0.2.2/32', '2002::/16'],
-      guardSource,
-    });
+    const denying = renderWorkerdConfig({ ...base, code: serviceWorker, deniedEgress: ['192.0.2.2/32', '2002::/16'] });
     expect(denying).toContain('allow = ["public"], deny = ["192.0.2.2/32", "2002::/16"]');
   });
 
   test('puts the guard worker in front of the function, reaching it through a service binding', () => {
     expect(config).toContain('(name = "main", worker = .guard),\n    (name = "user", worker = .worker),');
     expect(config).toContain('bindings = [(name = "user", service = "user")]');
-    const bare = renderWorkerdConfig({
-      code: serviceWorker,
-      compatibilityDate: '2026-04-26',
-      allowPublicEgress: true,
-      deniedEgress: [],
-      guardSource: undefined,
-    });
+    const bare = renderWorkerdConfig({ ...base, code: serviceWorker, guardSource: undefined });
     expect(bare).toContain('(name = "main", worker = .worker),');
     expect(bare).not.toContain('guard');
   });
 
   test('declares modules in order, the main one first, each by its own kind', () => {
     const modules = renderWorkerdConfig({
+      ...base,
       code: {
         format: 'modules',
         modules: [
@@ -79,11 +73,8 @@ describe('renderWorkerdConfig', () => {
           { name: 'add.wasm', type: 'wasm', file: 'module1' },
           { name: 'config.json', type: 'json', file: 'module2' },
         ],
+        bindings: [],
       },
-      compatibilityDate: '2026-04-26',
-      allowPublicEgress: true,
-      deniedEgress: [],
-      guardSource,
     });
     expect(modules).toContain(
       'modules = [\n    (name = "index.js", esModule = embed "module0"),\n    (name = "add.wasm", wasm = embed "module1"),\n    (name = "config.json", json = embed "module2"),\n  ]',
@@ -91,15 +82,42 @@ describe('renderWorkerdConfig', () => {
     expect(modules).not.toContain('serviceWorkerScript');
   });
 
-  test('quotes file names so they cannot break out of the string', () => {
-    const odd = renderWorkerdConfig({
-      code: { format: 'service-worker', file: 'a"b.js' },
-      compatibilityDate: '2026-04-26',
-      allowPublicEgress: true,
-      deniedEgress: [],
-      guardSource,
+  test('writes every name and value as a capnp literal that nothing can break out of', () => {
+    const odd = renderWorkerdConfig({ ...base, code: { format: 'service-worker', file: 'a"b.js', bindings: [] } });
+    expect(odd).toContain('embed "a\\x22b.js"');
+    expect(quote('plain-name_1.js')).toBe('"plain-name_1.js"');
+    expect(quote('quote " backslash \\ newline \n é')).toBe('"quote \\x22 backslash \\x5c newline \\x0a \\xc3\\xa9"');
+  });
+
+  test('passes the compatibility date and flags, and declares bindings: values inline, parts embedded', () => {
+    const bound = renderWorkerdConfig({
+      ...base,
+      compatibilityDate: '2022-01-01',
+      compatibilityFlags: ['nodejs_compat'],
+      code: {
+        format: 'service-worker',
+        file: 'worker.js',
+        bindings: [
+          { name: 'GREETING', type: 'text', value: 'hi "there"' },
+          { name: 'SETTINGS', type: 'json', value: '{"a":1}' },
+          { name: 'ADD', type: 'wasmModule', file: 'binding0' },
+          { name: 'PAGE', type: 'textBlob', file: 'binding1' },
+          { name: 'BYTES', type: 'dataBlob', file: 'binding2' },
+        ],
+      },
     });
-    expect(odd).toContain('embed "a\\"b.js"');
+    expect(bound).toContain('compatibilityDate = "2022-01-01",\n  compatibilityFlags = ["nodejs_compat"],');
+    expect(bound).toContain(
+      [
+        '  bindings = [',
+        '    (name = "GREETING", text = "hi \\x22there\\x22"),',
+        '    (name = "SETTINGS", json = "{\\x22a\\x22:1}"),',
+        '    (name = "ADD", wasmModule = embed "binding0"),',
+        '    (name = "PAGE", text = embed "binding1"),',
+        '    (name = "BYTES", data = embed "binding2"),',
+        '  ],',
+      ].join('\n'),
+    );
   });
 });
 
@@ -113,11 +131,8 @@ describe('worker files', () => {
   const write = () =>
     writeWorkerFiles({
       runtimePath,
-      code: { format: 'service-worker', script: Buffer.from('// code') },
-      compatibilityDate: '2026-04-26',
-      allowPublicEgress: true,
-      deniedEgress: [],
-      guardSource,
+      code: { format: 'service-worker', script: Buffer.from('// code'), settings: noSettings },
+      ...fileSettings,
     });
 
   test('go into a new private directory with a random name, readable by the owner only', async () => {
@@ -136,11 +151,8 @@ describe('worker files', () => {
     const script = Buffer.alloc(1024 * 1024, 'x');
     const files = await writeWorkerFiles({
       runtimePath,
-      code: { format: 'service-worker', script },
-      compatibilityDate: '2026-04-26',
-      allowPublicEgress: true,
-      deniedEgress: [],
-      guardSource,
+      code: { format: 'service-worker', script, settings: noSettings },
+      ...fileSettings,
     });
     expect((await stat(files.dir)).mode & 0o777).toBe(0o700);
     for (const file of await readdir(files.dir))
@@ -158,14 +170,34 @@ describe('worker files', () => {
           { name: 'index.js', type: 'esModule', content: Buffer.from('export default {}') },
           { name: 'data.txt', type: 'text', content: Buffer.from('hi') },
         ],
+        settings: noSettings,
       },
-      compatibilityDate: '2026-04-26',
-      allowPublicEgress: true,
-      deniedEgress: [],
-      guardSource,
+      ...fileSettings,
     });
     expect((await readdir(files.dir)).sort()).toEqual(['config.capnp', 'module0', 'module1']);
     expect(await readFile(path.join(files.dir, 'module1'), 'utf8')).toBe('hi');
+  });
+
+  test('the parts that bindings hold are numbered files too, and code without a date or flags gets the defaults', async () => {
+    const files = await writeWorkerFiles({
+      runtimePath,
+      code: {
+        format: 'service-worker',
+        script: Buffer.from('// code'),
+        settings: {
+          compatibilityDate: undefined,
+          compatibilityFlags: undefined,
+          bindings: [{ name: 'PAGE', type: 'textBlob', content: Buffer.from('<p>hi</p>') }],
+        },
+      },
+      ...fileSettings,
+      defaults: { compatibilityDate: '2025-06-01', compatibilityFlags: ['nodejs_compat'] },
+    });
+    expect((await readdir(files.dir)).sort()).toEqual(['binding0', 'config.capnp', 'worker.js']);
+    expect(await readFile(path.join(files.dir, 'binding0'), 'utf8')).toBe('<p>hi</p>');
+    const config = await readFile(files.configPath, 'utf8');
+    expect(config).toContain('compatibilityDate = "2025-06-01",\n  compatibilityFlags = ["nodejs_compat"],');
+    expect(config).toContain('(name = "PAGE", text = embed "binding0")');
   });
 
   test('are removed completely', async () => {

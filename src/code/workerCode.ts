@@ -1,0 +1,34 @@
+/** The kinds of module a worker can be made of, by the capnp field that declares each one. */
+export type ModuleType = 'esModule' | 'commonJsModule' | 'wasm' | 'json' | 'text' | 'data';
+
+/** One module of a bundle: its name as other modules import it, its kind and its bytes. */
+export interface WorkerModule {
+  readonly name: string;
+  readonly type: ModuleType;
+  readonly content: Buffer;
+}
+
+/**
+ * A value the worker is given under a name: on `env` for modules, as a global for a service
+ * worker. Text (plain or secret) and JSON come from the upload's metadata; a WebAssembly module,
+ * text or data blob from one of its parts.
+ */
+export type WorkerBinding =
+  | { readonly name: string; readonly type: 'text' | 'json'; readonly value: string }
+  | { readonly name: string; readonly type: 'wasmModule' | 'textBlob' | 'dataBlob'; readonly content: Buffer };
+
+/** What the code asks of the runtime; what it leaves out, the service's defaults fill in. */
+export interface WorkerSettings {
+  readonly compatibilityDate: string | undefined;
+  readonly compatibilityFlags: readonly string[] | undefined;
+  readonly bindings: readonly WorkerBinding[];
+}
+
+/** What workerd runs: a single service-worker script, or modules whose first is the main one. */
+export type WorkerCode = (
+  | { readonly format: 'service-worker'; readonly script: Buffer }
+  | { readonly format: 'modules'; readonly modules: readonly WorkerModule[] }
+) & { readonly settings: WorkerSettings };
+
+/** The settings of code that came without metadata: all the service's defaults, no bindings. */
+export const noSettings: WorkerSettings = { compatibilityDate: undefined, compatibilityFlags: undefined, bindings: [] };
