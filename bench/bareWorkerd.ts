@@ -18,7 +18,7 @@ import type { Cleanup } from './cleanup.js';
 
 const scriptFileName = 'worker.js';
 const configFileName = 'config.capnp';
-// The service's own config, less the guard worker: the function answers the socket itself.
+// The service's own config renderer; no guard: the function answers the socket itself.
 const renderConfig = (options: BareWorkerdOptions) =>
   renderWorkerdConfig({
     code: { format: 'service-worker', file: scriptFileName, bindings: [] },
@@ -26,7 +26,6 @@ const renderConfig = (options: BareWorkerdOptions) =>
     compatibilityFlags: options.compatibilityFlags,
     allowPublicEgress: true,
     deniedEgress: egressDenyList(),
-    guardSource: undefined,
   });
 // Exit status of the wrapper when it cannot join a cgroup.
 const cgroupJoinFailed = 125;

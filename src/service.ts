@@ -1,7 +1,7 @@
 import pino, { type Logger } from 'pino';
 import { CodeCache } from './code/codeCache.js';
 import { egressDenyList } from './code/egress.js';
-import { createResponseGuard, guardWorkerSource } from './code/responseGuard.js';
+import { createResponseGuard } from './code/responseGuard.js';
 import { writeWorkerFiles } from './code/workerdConfig.js';
 import { WorkerFileStore } from './code/workerFileStore.js';
 import type { Config } from './config.js';
@@ -60,7 +60,7 @@ export function createService(config: Config, deps: ServiceDependencies): Servic
     defaults: { compatibilityDate: config.compatibilityDate, compatibilityFlags: config.compatibilityFlags },
     allowPublicEgress: config.allowPublicEgress,
     deniedEgress: egressDenyList(),
-    guardSource: guardWorkerSource(guard),
+    guard,
   };
   const workerFiles = new WorkerFileStore({
     write: (code) => writeWorkerFiles({ ...fileSettings, code }),

@@ -1,73 +1,102 @@
 import { randomBytes } from 'node:crypto';
 
 /**
- * The header in which the guard worker says that the function's answer is not one to pass on:
+ * The header in which the guard says that the function's answer is not one to pass on:
  * "<secret> <reason>". Without the secret, the same header is simply part of the function's answer.
  */
 export const guardHeader = 'oyster-guard';
 
-/** Why the guard refused an answer. */
-export type GuardReason = 'threw' | 'incomplete' | 'too-large';
+/** The name of the module that wraps a module worker's main module; no upload may use it. */
+export const guardModuleName = '__oyster_guard__.js';
 
-/** The guard of one service process: the secret its answers carry, and the limit it reads up to. */
+/** Why the guard refused an answer. */
+export type GuardReason = 'too-large';
+
+/** The guard of one service process: the secret its refusals carry, and the limit it reads up to. */
 export interface ResponseGuard {
   readonly secret: string;
   readonly maxResponseBytes: number;
 }
 
-/** The guard's own compatibility date, whatever the function's: the guard is the service's code. */
-export const guardCompatibilityDate = '2025-01-01';
-
-/** A guard with a fresh secret; the function's code, in another isolate, can never learn it. */
+/** A guard with a fresh secret, which no code the function can reach holds. */
 export function createResponseGuard(maxResponseBytes: number): ResponseGuard {
   return { secret: randomBytes(16).toString('hex'), maxResponseBytes };
 }
 
 /**
- * The guard worker's source: it stands between the socket and the function, and passes the
- * function's answer on only once the whole body has been read. workerd ends a response whose body
- * stream failed half-way like a complete one (the failure is only in its log, and only after the
- * last chunk has gone), so without the guard a truncated answer would look like a success.
+ * The guard, as JavaScript that defines `guarded(answer)`: it waits for the function's answer and
+ * passes it on only once the whole body has been read. workerd ends a response whose body stream
+ * failed half-way like a complete one (the failure is only in its log, and only after the last
+ * chunk has gone), so without the guard a truncated answer would look like a success. A throw or
+ * a failed stream is thrown on, before any of the answer has gone: workerd logs it as the
+ * function's uncaught exception and answers 500, as it does for a throw. A body past the limit
+ * becomes a bodiless 500 with the secret in guardHeader.
+ * It runs in the function's own isolate (a second isolate per workerd costs a start measurably),
+ * with the globals it needs taken before any of the function's code runs, where it can.
  */
-export function guardWorkerSource(guard: ResponseGuard): string {
-  return `const refuse = (reason) => new Response(null, { status: 500, headers: { ${JSON.stringify(guardHeader)}: ${JSON.stringify(guard.secret)} + ' ' + reason } });
-// Statuses whose response can have no body.
-const bodiless = new Set([101, 204, 205, 304]);
-export default {
-  async fetch(request, env) {
-    let response;
-    try {
-      response = await env.user.fetch(request);
-    } catch {
-      return refuse('threw');
-    }
-    const chunks = [];
-    let size = 0;
-    if (response.body) {
-      const reader = response.body.getReader();
-      try {
-        for (let read = await reader.read(); !read.done; read = await reader.read()) {
-          size += read.value.byteLength;
-          if (size > ${guard.maxResponseBytes}) {
-            await reader.cancel().catch(() => {});
-            return refuse('too-large');
-          }
-          chunks.push(read.value);
-        }
-      } catch {
-        return refuse('incomplete');
-      }
-    }
-    const body = new Uint8Array(size);
-    let at = 0;
-    for (const chunk of chunks) {
-      body.set(chunk, at);
-      at += chunk.byteLength;
-    }
-    return new Response(bodiless.has(response.status) ? null : body, response);
-  },
-};
-`;
+function guardFunction(guard: ResponseGuard): string {
+  return [
+    `const guarded = ((Response, Uint8Array, Set, header, secret, maxBytes) => {`,
+    `const refuse = (reason) => new Response(null, { status: 500, headers: { [header]: secret + ' ' + reason } });`,
+    `const bodiless = new Set([101, 204, 205, 304]);`,
+    `return async (answer) => {`,
+    `const response = await answer;`,
+    `const chunks = []; let size = 0;`,
+    `if (response.body) { const reader = response.body.getReader();`,
+    `for (let read = await reader.read(); !read.done; read = await reader.read()) {`,
+    `size += read.value.byteLength; if (size > maxBytes) { await reader.cancel().catch(() => {}); return refuse('too-large'); }`,
+    `chunks.push(read.value); } }`,
+    `const body = new Uint8Array(size); let at = 0; for (const chunk of chunks) { body.set(chunk, at); at += chunk.byteLength; }`,
+    `return new Response(bodiless.has(response.status) ? null : body, response); };`,
+    `})(Response, Uint8Array, Set, ${JSON.stringify(guardHeader)}, ${JSON.stringify(guard.secret)}, ${guard.maxResponseBytes});`,
+  ].join(' ');
+}
+
+/**
+ * The module that stands in for a module worker's main module: it re-exports the main module's
+ * named exports and wraps its default export's fetch handler (a handler object or a
+ * WorkerEntrypoint class) in the guard.
+ */
+export function guardModuleSource(guard: ResponseGuard, mainModule: string): string {
+  const main = JSON.stringify(`./${mainModule}`);
+  return [
+    `import * as main from ${main};`,
+    `export * from ${main};`,
+    guardFunction(guard),
+    `const handler = main.default;`,
+    `export default typeof handler === 'function'`,
+    `? class extends handler { fetch(request) { return guarded(super.fetch(request)); } }`,
+    `: Object.create(handler ?? null, { fetch: { value: (request, env, ctx) => guarded(handler.fetch(request, env, ctx)) } });`,
+  ].join('\n');
+}
+
+/**
+ * A service worker's script with the guard before it, on the script's first line, so that every
+ * line number of the function's code stays what it was. The guard wraps each fetch listener as it
+ * is added, and hands the listener an event whose respondWith passes the answer through the guard.
+ * A script that begins with the "use strict" directive keeps it: the guard begins with it too.
+ */
+export function guardedScript(guard: ResponseGuard, script: Buffer): Buffer {
+  const strict = /^\s*(?:(?:\/\/[^\n]*\n|\/\*[\s\S]*?\*\/)\s*)*(['"])use strict\1/.test(
+    script.subarray(0, 4096).toString('utf8'),
+  );
+  const prelude = [
+    strict ? `'use strict';` : '',
+    `(() => { ${guardFunction(guard)}`,
+    `const add = globalThis.addEventListener;`,
+    `globalThis.addEventListener = function addEventListener(type, listener, options) {`,
+    `if (type !== 'fetch' || listener === null || listener === undefined) return add.call(this, type, listener, options);`,
+    `return add.call(this, type, function (event) {`,
+    `const seen = Object.create(Object.getPrototypeOf(event), {`,
+    `type: { get: () => event.type }, request: { get: () => event.request },`,
+    `respondWith: { value: (answer) => event.respondWith(guarded(answer)) },`,
+    `waitUntil: { value: (promise) => event.waitUntil(promise) },`,
+    `passThroughOnException: { value: () => event.passThroughOnException() } });`,
+    `return typeof listener === 'function' ? listener.call(this, seen) : listener.handleEvent(seen); }, options); }; })();`,
+  ]
+    .filter((part) => part !== '')
+    .join(' ');
+  return Buffer.concat([Buffer.from(prelude), script]);
 }
 
 /** The guard's reason when a response carries this process's secret, else undefined. */

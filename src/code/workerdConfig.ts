@@ -3,7 +3,7 @@ import { mkdirSync, rmdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ServiceError } from '../errors.js';
-import { guardCompatibilityDate } from './responseGuard.js';
+import { guardedScript, guardModuleName, guardModuleSource, type ResponseGuard } from './responseGuard.js';
 import type { ModuleType, WorkerBinding, WorkerCode } from './workerCode.js';
 
 // Invocation directories are named by randomUUID(); nothing else in RUNTIME_PATH is ever deleted.
@@ -47,15 +47,9 @@ export interface WorkerdConfigOptions {
   readonly allowPublicEgress: boolean;
   /** Address blocks the worker may never reach, even when they count as public (src/egress.ts). */
   readonly deniedEgress: readonly string[];
-  /**
-   * The source of the worker that reads the function's whole answer before passing it on
-   * (src/code/responseGuard.ts); without it the socket serves the worker itself, as bare workerd
-   * does (the benchmark's reference).
-   */
-  readonly guardSource: string | undefined;
 }
 
-/** Renders the capnp config for one worker, served over HTTP on loopback, behind the guard worker if there is one. */
+/** Renders the capnp config for one worker, served over HTTP on loopback. */
 export function renderWorkerdConfig(options: WorkerdConfigOptions): string {
   // "public" excludes loopback, private and link-local ranges, and the deny list the rest of what
   // leads back to this machine: user code can never reach the attestation server, the storage
@@ -68,30 +62,18 @@ export function renderWorkerdConfig(options: WorkerdConfigOptions): string {
 
 const config :Workerd.Config = (
   services = [
-    ${options.guardSource === undefined ? '(name = "main", worker = .worker),' : '(name = "main", worker = .guard),\n    (name = "user", worker = .worker),'}
+    (name = "main", worker = .worker),
     (name = "egress", network = (allow = [${allow}], deny = [${deny}], tlsOptions = (trustBrowserCas = true))),
   ],
   sockets = [(name = "http", address = "127.0.0.1:0", http = (), service = "main")],
 );
 
-${options.guardSource === undefined ? '' : renderGuard(options.guardSource)}const worker :Workerd.Worker = (
+const worker :Workerd.Worker = (
   ${renderCode(options.code)},
   compatibilityDate = ${quote(options.compatibilityDate)},
   compatibilityFlags = [${options.compatibilityFlags.map(quote).join(', ')}],${renderBindings(options.code.bindings)}
   globalOutbound = "egress",
 );
-`;
-}
-
-// The guard worker, which calls the user's through a service binding.
-function renderGuard(source: string): string {
-  return `const guard :Workerd.Worker = (
-  modules = [(name = "guard.js", esModule = ${quote(source)})],
-  compatibilityDate = ${quote(guardCompatibilityDate)},
-  bindings = [(name = "user", service = "user")],
-  globalOutbound = "egress",
-);
-
 `;
 }
 
@@ -150,6 +132,8 @@ export interface WriteWorkerFilesOptions
   readonly code: WorkerCode;
   /** The date and flags of code that does not name its own. */
   readonly defaults: RuntimeDefaults;
+  /** The guard put between the socket and the function (src/code/responseGuard.ts); none for bare workerd. */
+  readonly guard: ResponseGuard | undefined;
 }
 
 // Code and config up to this size are written synchronously: an asynchronous write is a
@@ -164,7 +148,7 @@ const syncWriteMaxBytes = 64 * 1024;
  */
 export async function writeWorkerFiles(options: WriteWorkerFilesOptions): Promise<WorkerFiles> {
   const dir = path.join(options.runtimePath, randomUUID());
-  const { code, files: codeFiles } = planCodeFiles(options.code);
+  const { code, files: codeFiles } = planCodeFiles(options.code, options.guard);
   const configPath = path.join(dir, configFileName);
   const files = { dir, configPath, paths: [...codeFiles.map(({ file }) => path.join(dir, file)), configPath] };
   const { settings } = options.code;
@@ -206,9 +190,13 @@ export async function writeWorkerFiles(options: WriteWorkerFilesOptions): Promis
 
 /**
  * Decides the file of each piece of code: worker.js for a script, module0, module1, … for
- * modules, binding0, binding1, … for the parts that bindings hold.
+ * modules, binding0, binding1, … for the parts that bindings hold. With a guard, the script starts
+ * with it, or a module of the guard's comes first and is the main one.
  */
-function planCodeFiles(code: WorkerCode): { code: CodeFiles; files: Array<{ file: string; content: Buffer }> } {
+function planCodeFiles(
+  code: WorkerCode,
+  guard: ResponseGuard | undefined,
+): { code: CodeFiles; files: Array<{ file: string; content: Buffer }> } {
   const files: Array<{ file: string; content: Buffer }> = [];
   const fileFor = (prefix: string, content: Buffer) => {
     const file = `${prefix}${files.length}`;
@@ -222,10 +210,15 @@ function planCodeFiles(code: WorkerCode): { code: CodeFiles; files: Array<{ file
         : { name: binding.name, type: binding.type, file: fileFor('binding', binding.content) },
   );
   if (code.format === 'service-worker') {
-    files.push({ file: scriptFileName, content: code.script });
+    files.push({ file: scriptFileName, content: guard ? guardedScript(guard, code.script) : code.script });
     return { code: { format: 'service-worker', file: scriptFileName, bindings }, files };
   }
-  const modules = code.modules.map((module) => ({
+  const guardModule = guard && {
+    name: guardModuleName,
+    type: 'esModule' as const,
+    content: Buffer.from(guardModuleSource(guard, code.modules[0]!.name)),
+  };
+  const modules = [...(guardModule ? [guardModule] : []), ...code.modules].map((module) => ({
     name: module.name,
     type: module.type,
     file: fileFor('module', module.content),

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { ServiceError } from '../errors.js';
 import { hasControlCharacters } from '../text.js';
+import { guardModuleName } from './responseGuard.js';
 import type { ModuleType, WorkerBinding, WorkerCode, WorkerModule, WorkerSettings } from './workerCode.js';
 
 /**
@@ -117,6 +118,8 @@ export async function parseWorkersUpload(body: Buffer, contentType: string): Pro
     });
   }
   const mainName = moduleName(metadata.main_module);
+  if (modules.some((module) => module.name === guardModuleName))
+    throw invalid(`module name "${guardModuleName}" is reserved`);
   const main = modules.find((module) => module.name === mainName);
   if (!main) throw invalid(`main_module "${metadata.main_module}" is not one of the modules`);
   if (main.type !== 'esModule') {

@@ -9,7 +9,7 @@ export interface InvokeOptions {
   readonly body: Buffer;
   /** A response larger than this is refused. */
   readonly maxResponseBytes: number;
-  /** The guard worker in front of the function, whose refusals are told apart by its secret. */
+  /** The guard in front of the function, whose refusals are told apart by its secret. */
   readonly guard: ResponseGuard;
   /** Fires at the time limit or when the request is abandoned. */
   readonly signal: AbortSignal;
@@ -32,12 +32,9 @@ export async function invokeWorker(options: InvokeOptions): Promise<Invocation> 
       // This workerd is about to be killed: a kept-alive connection to it would be useless.
       keepAlive: false,
     });
-    const refused = guardVerdict(options.guard, response.headers[guardHeader]);
-    if (refused) {
+    // The guard stopped reading the function's answer at the limit: none of it is passed on.
+    if (guardVerdict(options.guard, response.headers[guardHeader]) === 'too-large') {
       response.destroy();
-      // The function threw, or its body stream failed: no part of such an answer is passed on.
-      if (refused !== 'too-large')
-        throw new ServiceError('USER_CODE_FAILED', { cause: new Error(`the guard refused the answer: ${refused}`) });
       throw new BodyTooLargeError(options.maxResponseBytes);
     }
     return { statusCode: response.statusCode!, body: await readCapped(response, options.maxResponseBytes) };
@@ -45,7 +42,6 @@ export async function invokeWorker(options: InvokeOptions): Promise<Invocation> 
     if (error instanceof BodyTooLargeError) {
       throw new ServiceError('RESPONSE_TOO_LARGE', { data: { max_response_bytes: error.maxBytes }, cause: error });
     }
-    if (error instanceof ServiceError) throw error;
     if (options.signal.aborted) throw abortError(options.signal);
     // The connection failed: workerd died (killed, out of memory) or never answered.
     throw new ServiceError('INVOCATION_FAILED', { cause: error });

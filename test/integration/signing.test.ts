@@ -59,13 +59,19 @@ describe.runIf(cgroups)('signed results', () => {
     expect(response.headers['x-oyster-signature']).toBeUndefined();
   });
 
-  test("an answer whose body stream fails half-way is a 500 with the function's error, never a signed 200", async () => {
-    const response = await signed.invoke({ code_id: 'broken-stream' });
-    expect(response.statusCode).toBe(500);
-    expect(response.body.message).toContain('exception handling');
-    expect(response.body.data).toContain('stream broke');
-    expect(response.headers['x-oyster-signature']).toBeUndefined();
-  });
+  test.each([
+    ['an ES module', 'broken-stream'],
+    ['a service worker', 'broken-stream-sw'],
+  ])(
+    "an answer of %s whose body stream fails half-way is a 500 with the function's error, never a signed 200",
+    async (_format, codeId) => {
+      const response = await signed.invoke({ code_id: codeId });
+      expect(response.statusCode).toBe(500);
+      expect(response.body.message).toContain('exception handling');
+      expect(response.body.data).toContain('stream broke');
+      expect(response.headers['x-oyster-signature']).toBeUndefined();
+    },
+  );
 
   test("a function cannot pass its own answer off as a refusal of the guard's", async () => {
     const response = await signed.invoke({ code_id: 'forged-guard' });

@@ -2,13 +2,11 @@ import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
-import { createResponseGuard, guardWorkerSource } from '../../src/code/responseGuard.js';
+import { createResponseGuard } from '../../src/code/responseGuard.js';
 import { noSettings, type WorkerCode } from '../../src/code/workerCode.js';
 import { type WorkerFiles, writeWorkerFiles } from '../../src/code/workerdConfig.js';
 import { WorkerFileStore } from '../../src/code/workerFileStore.js';
 import type { StoredCode } from '../../src/pipeline/codeDownload.js';
-
-const guardSource = guardWorkerSource(createResponseGuard(1024 * 1024));
 
 const code: WorkerCode = {
   format: 'service-worker',
@@ -35,7 +33,7 @@ describe('the worker file store', () => {
         defaults: { compatibilityDate: '2026-04-26', compatibilityFlags: [] },
         allowPublicEgress: false,
         deniedEgress: [],
-        guardSource,
+        guard: createResponseGuard(1024 * 1024),
       }),
     );
     store = new WorkerFileStore({ write, onRemoveFailed: (error) => removeFailures.push(error) });

@@ -2,7 +2,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
-import { createResponseGuard, guardWorkerSource } from '../../src/code/responseGuard.js';
+import { createResponseGuard, guardModuleName } from '../../src/code/responseGuard.js';
 import { noSettings } from '../../src/code/workerCode.js';
 import {
   quote,
@@ -12,21 +12,20 @@ import {
   writeWorkerFiles,
 } from '../../src/code/workerdConfig.js';
 
-const guardSource = guardWorkerSource(createResponseGuard(1024 * 1024));
+const guard = createResponseGuard(1024 * 1024);
 // What every config below shares unless a test says otherwise.
 // How every test below writes files unless it says otherwise.
 const fileSettings = {
   defaults: { compatibilityDate: '2026-04-26', compatibilityFlags: [] },
   allowPublicEgress: true,
   deniedEgress: [],
-  guardSource,
+  guard,
 };
 const base = {
   compatibilityDate: '2026-04-26',
   compatibilityFlags: [],
   allowPublicEgress: true,
   deniedEgress: [],
-  guardSource,
 };
 
 describe('renderWorkerdConfig', () => {
@@ -53,14 +52,6 @@ describe('renderWorkerdConfig', () => {
   test('denies the given address blocks even where "public" would let them through', () => {
     const denying = renderWorkerdConfig({ ...base, code: serviceWorker, deniedEgress: ['192.0.2.2/32', '2002::/16'] });
     expect(denying).toContain('allow = ["public"], deny = ["192.0.2.2/32", "2002::/16"]');
-  });
-
-  test('puts the guard worker in front of the function, reaching it through a service binding', () => {
-    expect(config).toContain('(name = "main", worker = .guard),\n    (name = "user", worker = .worker),');
-    expect(config).toContain('bindings = [(name = "user", service = "user")]');
-    const bare = renderWorkerdConfig({ ...base, code: serviceWorker, guardSource: undefined });
-    expect(bare).toContain('(name = "main", worker = .worker),');
-    expect(bare).not.toContain('guard');
   });
 
   test('declares modules in order, the main one first, each by its own kind', () => {
@@ -143,7 +134,7 @@ describe('worker files', () => {
     for (const file of await readdir(first.dir)) {
       expect((await stat(path.join(first.dir, file))).mode & 0o777).toBe(0o600);
     }
-    expect(await readFile(path.join(first.dir, 'worker.js'), 'utf8')).toBe('// code');
+    expect((await readFile(path.join(first.dir, 'worker.js'), 'utf8')).endsWith('// code')).toBe(true);
     expect(await readFile(first.configPath, 'utf8')).toContain('embed "worker.js"');
   });
 
@@ -157,8 +148,35 @@ describe('worker files', () => {
     expect((await stat(files.dir)).mode & 0o777).toBe(0o700);
     for (const file of await readdir(files.dir))
       expect((await stat(path.join(files.dir, file))).mode & 0o777).toBe(0o600);
-    expect((await readFile(path.join(files.dir, 'worker.js'))).equals(script)).toBe(true);
+    expect((await readFile(path.join(files.dir, 'worker.js'))).subarray(-script.length).equals(script)).toBe(true);
     expect(await readFile(files.configPath, 'utf8')).toContain('embed "worker.js"');
+  });
+
+  test("of a service worker start with the guard, on the script's first line, the script after it unchanged", async () => {
+    const files = await write();
+    const script = await readFile(path.join(files.dir, 'worker.js'), 'utf8');
+    expect(script).toMatch(/^\(\(\) => \{ const guarded = /);
+    expect(script.endsWith('})();// code')).toBe(true);
+    expect(script.split('\n')).toHaveLength(1);
+  });
+
+  test("of a module worker have the guard as their main module, wrapping the upload's", async () => {
+    const files = await writeWorkerFiles({
+      runtimePath,
+      code: {
+        format: 'modules',
+        modules: [{ name: 'lib/index.js', type: 'esModule', content: Buffer.from('export default {}') }],
+        settings: noSettings,
+      },
+      ...fileSettings,
+    });
+    const config = await readFile(files.configPath, 'utf8');
+    expect(config).toContain(
+      `(name = "${guardModuleName}", esModule = embed "module0"),\n    (name = "lib/index.js", esModule = embed "module1"),`,
+    );
+    expect(await readFile(path.join(files.dir, 'module0'), 'utf8')).toMatch(
+      /^import \* as main from "\.\/lib\/index\.js";/,
+    );
   });
 
   test('of a bundle are numbered files, never named after the modules', async () => {
@@ -174,8 +192,8 @@ describe('worker files', () => {
       },
       ...fileSettings,
     });
-    expect((await readdir(files.dir)).sort()).toEqual(['config.capnp', 'module0', 'module1']);
-    expect(await readFile(path.join(files.dir, 'module1'), 'utf8')).toBe('hi');
+    expect((await readdir(files.dir)).sort()).toEqual(['config.capnp', 'module0', 'module1', 'module2']);
+    expect(await readFile(path.join(files.dir, 'module2'), 'utf8')).toBe('hi');
   });
 
   test('the parts that bindings hold are numbered files too, and code without a date or flags gets the defaults', async () => {
