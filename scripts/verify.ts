@@ -22,6 +22,7 @@ The answer (either --response, or all of --timestamp, --signature and --data):
   --timestamp <seconds>   the X-Oyster-Timestamp header
   --signature <hex>       the X-Oyster-Signature header
   --data <text>           the answer's data string
+  --encoding base64       when the answer says "encoding": "base64" (a body that is not UTF-8)
 Checking:
   --expect <address>      exit 1 unless this address signed the answer`;
 
@@ -35,6 +36,8 @@ interface Answer {
   readonly timestamp: string;
   readonly signature: string;
   readonly data: string;
+  /** How data carries the function's bytes: as text, or as base64 when they are not UTF-8. */
+  readonly encoding: 'utf8' | 'base64';
 }
 
 class UsageError extends Error {}
@@ -55,6 +58,7 @@ function readArgs() {
         timestamp: { type: 'string' },
         signature: { type: 'string' },
         data: { type: 'string' },
+        encoding: { type: 'string' },
         expect: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -80,7 +84,7 @@ async function main(): Promise<void> {
     codeId: request.codeId,
     codeSha256: await codeSha256(values),
     input: request.input,
-    output: Buffer.from(answer.data, 'utf8'),
+    output: Buffer.from(answer.data, answer.encoding),
   };
   const address = recoverSigner(fields, answer.signature);
   console.log(address);
@@ -114,11 +118,13 @@ async function codeSha256(values: Values): Promise<Uint8Array> {
 }
 
 function explicitAnswer(values: Values): Answer {
-  const { timestamp, signature, data } = values;
+  const { timestamp, signature, data, encoding = 'utf8' } = values;
   if (timestamp === undefined || signature === undefined || data === undefined) {
     throw new UsageError('give --response, or all of --timestamp, --signature and --data');
   }
-  return { timestamp, signature, data };
+  if (encoding !== 'utf8' && encoding !== 'base64')
+    throw new UsageError(`--encoding is base64 or utf8, not ${encoding}`);
+  return { timestamp, signature, data, encoding };
 }
 
 // Reads `curl -i` output: header blocks (any 1xx ones first, e.g. 100 Continue), then the JSON body.
@@ -143,9 +149,9 @@ function parseResponse(raw: Buffer): Answer {
         `--response has no ${timestampHeader} and ${signatureHeader} headers: it is not a signed 200 answer`,
       );
     }
-    const body = JSON.parse(rest) as { data?: unknown };
+    const body = JSON.parse(rest) as { data?: unknown; encoding?: unknown };
     if (typeof body.data !== 'string') throw new UsageError("--response's body has no data string");
-    return { timestamp, signature, data: body.data };
+    return { timestamp, signature, data: body.data, encoding: body.encoding === 'base64' ? 'base64' : 'utf8' };
   }
 }
 

@@ -29,6 +29,9 @@ const definitions = {
     message:
       'The server failed to retrieve a response. Please ensure that you have implemented appropriate exception handling in your JavaScript code.',
   },
+  // The function's own answer, not a failure of the service's: its status (a 4xx or 5xx as it is,
+  // anything else not a success as 502) and body are in data.
+  FUNCTION_ERROR_STATUS: { status: 502, message: 'The function answered with a status that is not a success' },
   RESPONSE_TOO_LARGE: {
     status: 500,
     message: "The function's response is larger than this service returns (MAX_RESPONSE_BYTES)",
@@ -57,11 +60,15 @@ export class ServiceError extends Error {
   readonly status: number;
   readonly data: unknown;
 
-  constructor(code: ErrorCode, options: { readonly data?: unknown; readonly cause?: unknown } = {}) {
+  constructor(
+    code: ErrorCode,
+    options: { readonly data?: unknown; readonly cause?: unknown; readonly status?: number } = {},
+  ) {
     super(definitions[code].message, { cause: options.cause });
     this.name = 'ServiceError';
     this.code = code;
-    this.status = definitions[code].status;
+    // Only FUNCTION_ERROR_STATUS takes another status than its own: the function's.
+    this.status = options.status ?? definitions[code].status;
     this.data = options.data ?? null;
   }
 }

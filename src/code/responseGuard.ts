@@ -9,8 +9,8 @@ export const guardHeader = 'oyster-guard';
 /** The name of the module that wraps a module worker's main module; no upload may use it. */
 export const guardModuleName = '__oyster_guard__.js';
 
-/** Why the guard refused an answer. */
-export type GuardReason = 'too-large';
+/** Why the guard refused an answer: the function threw, its body stream failed, or the body was too large. */
+export type GuardReason = 'threw' | 'incomplete' | 'too-large';
 
 /** The guard of one service process: the secret its refusals carry, and the limit it reads up to. */
 export interface ResponseGuard {
@@ -24,31 +24,32 @@ export function createResponseGuard(maxResponseBytes: number): ResponseGuard {
 }
 
 /**
- * The guard, as JavaScript that defines `guarded(answer)`: it waits for the function's answer and
+ * The guard, as JavaScript that defines `guarded(answer)`, answer a function that gives the
+ * function's answer (a Response or a promise of one): it waits for that answer and
  * passes it on only once the whole body has been read. workerd ends a response whose body stream
  * failed half-way like a complete one (the failure is only in its log, and only after the last
- * chunk has gone), so without the guard a truncated answer would look like a success. A throw or
- * a failed stream is thrown on, before any of the answer has gone: workerd logs it as the
- * function's uncaught exception and answers 500, as it does for a throw. A body past the limit
- * becomes a bodiless 500 with the secret in guardHeader.
+ * chunk has gone), so without the guard a truncated answer would look like a success. A throw, a
+ * failed stream or a body past the limit becomes a bodiless 500 with the reason and the secret in
+ * guardHeader, so that the service tells it from the function's own 500; the error is logged
+ * as workerd logs an uncaught one, so that it is in the function's output.
  * It runs in the function's own isolate (a second isolate per workerd costs a start measurably),
  * with the globals it needs taken before any of the function's code runs, where it can.
  */
 function guardFunction(guard: ResponseGuard): string {
   return [
-    `const guarded = ((Response, Uint8Array, Set, header, secret, maxBytes) => {`,
+    `const guarded = ((Response, Uint8Array, Set, logError, header, secret, maxBytes) => {`,
     `const refuse = (reason) => new Response(null, { status: 500, headers: { [header]: secret + ' ' + reason } });`,
     `const bodiless = new Set([101, 204, 205, 304]);`,
     `return async (answer) => {`,
-    `const response = await answer;`,
+    `let response; try { response = await answer(); } catch (error) { logError('Uncaught', error); return refuse('threw'); }`,
     `const chunks = []; let size = 0;`,
-    `if (response.body) { const reader = response.body.getReader();`,
+    `if (response.body) { const reader = response.body.getReader(); try {`,
     `for (let read = await reader.read(); !read.done; read = await reader.read()) {`,
     `size += read.value.byteLength; if (size > maxBytes) { await reader.cancel().catch(() => {}); return refuse('too-large'); }`,
-    `chunks.push(read.value); } }`,
+    `chunks.push(read.value); } } catch (error) { logError('Uncaught', error); return refuse('incomplete'); } }`,
     `const body = new Uint8Array(size); let at = 0; for (const chunk of chunks) { body.set(chunk, at); at += chunk.byteLength; }`,
     `return new Response(bodiless.has(response.status) ? null : body, response); };`,
-    `})(Response, Uint8Array, Set, ${JSON.stringify(guardHeader)}, ${JSON.stringify(guard.secret)}, ${guard.maxResponseBytes});`,
+    `})(Response, Uint8Array, Set, console.error.bind(console), ${JSON.stringify(guardHeader)}, ${JSON.stringify(guard.secret)}, ${guard.maxResponseBytes});`,
   ].join(' ');
 }
 
@@ -65,15 +66,16 @@ export function guardModuleSource(guard: ResponseGuard, mainModule: string): str
     guardFunction(guard),
     `const handler = main.default;`,
     `export default typeof handler === 'function'`,
-    `? class extends handler { fetch(request) { return guarded(super.fetch(request)); } }`,
-    `: Object.create(handler ?? null, { fetch: { value: (request, env, ctx) => guarded(handler.fetch(request, env, ctx)) } });`,
+    `? class extends handler { fetch(request) { return guarded(() => super.fetch(request)); } }`,
+    `: Object.create(handler ?? null, { fetch: { value: (request, env, ctx) => guarded(() => handler.fetch(request, env, ctx)) } });`,
   ].join('\n');
 }
 
 /**
  * A service worker's script with the guard before it, on the script's first line, so that every
  * line number of the function's code stays what it was. The guard wraps each fetch listener as it
- * is added, and hands the listener an event whose respondWith passes the answer through the guard.
+ * is added, and hands the listener an event whose respondWith passes the answer through the guard;
+ * a listener that throws before it responds has its throw answered as the guard answers one.
  * A script that begins with the "use strict" directive keeps it: the guard begins with it too.
  */
 export function guardedScript(guard: ResponseGuard, script: Buffer): Buffer {
@@ -86,13 +88,14 @@ export function guardedScript(guard: ResponseGuard, script: Buffer): Buffer {
     `const add = globalThis.addEventListener;`,
     `globalThis.addEventListener = function addEventListener(type, listener, options) {`,
     `if (type !== 'fetch' || listener === null || listener === undefined) return add.call(this, type, listener, options);`,
-    `return add.call(this, type, function (event) {`,
+    `return add.call(this, type, function (event) { let responded = false;`,
     `const seen = Object.create(Object.getPrototypeOf(event), {`,
     `type: { get: () => event.type }, request: { get: () => event.request },`,
-    `respondWith: { value: (answer) => event.respondWith(guarded(answer)) },`,
+    `respondWith: { value: (answer) => { responded = true; event.respondWith(guarded(() => answer)); } },`,
     `waitUntil: { value: (promise) => event.waitUntil(promise) },`,
     `passThroughOnException: { value: () => event.passThroughOnException() } });`,
-    `return typeof listener === 'function' ? listener.call(this, seen) : listener.handleEvent(seen); }, options); }; })();`,
+    `try { return typeof listener === 'function' ? listener.call(this, seen) : listener.handleEvent(seen); }`,
+    `catch (error) { if (responded) throw error; event.respondWith(guarded(() => { throw error; })); } }, options); }; })();`,
   ]
     .filter((part) => part !== '')
     .join(' ');

@@ -2,6 +2,7 @@ import type { FastifyPluginAsync, FastifyReply } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { ServiceError, toServiceError } from '../errors.js';
+import { bodyField } from '../pipeline/runFunction.js';
 import type { Service } from '../service.js';
 import { hasControlCharacters } from '../text.js';
 
@@ -52,14 +53,20 @@ export const invokeRoute: FastifyPluginAsync<{ readonly service: Service }> = as
           stages: request.stages,
           log: request.log,
         });
-        const data = result.output.toString('utf8');
+        // The exact bytes are signed; a body that is not UTF-8 reaches the client as base64, so that
+        // it can rebuild those bytes.
         if (signer) {
-          // What is signed is the data string the client receives, so a client can rebuild it even
-          // when the function's body was not valid UTF-8.
-          const output = Buffer.from(data, 'utf8');
-          void reply.headers(signer.headers({ codeId, codeSha256: result.codeSha256, input: result.input, output }));
+          void reply.headers(
+            signer.headers({ codeId, codeSha256: result.codeSha256, input: result.input, output: result.output }),
+          );
         }
-        return { status: 'success', message: 'Response successfully generated', data };
+        const { body: data, encoding } = bodyField(result.output);
+        return {
+          status: 'success',
+          message: 'Response successfully generated',
+          data,
+          ...(encoding ? { encoding } : {}),
+        };
       } catch (error) {
         const failure = toServiceError(error);
         // A busy or closing server is no fault of the request or the service: the request's own line

@@ -32,13 +32,18 @@ export async function invokeWorker(options: InvokeOptions): Promise<Invocation> 
       // This workerd is about to be killed: a kept-alive connection to it would be useless.
       keepAlive: false,
     });
-    // The guard stopped reading the function's answer at the limit: none of it is passed on.
-    if (guardVerdict(options.guard, response.headers[guardHeader]) === 'too-large') {
+    // The guard refused the function's answer: none of it is passed on.
+    const refused = guardVerdict(options.guard, response.headers[guardHeader]);
+    if (refused) {
       response.destroy();
-      throw new BodyTooLargeError(options.maxResponseBytes);
+      if (refused === 'too-large') throw new BodyTooLargeError(options.maxResponseBytes);
+      throw new ServiceError('USER_CODE_FAILED', {
+        cause: new Error(`the function ${refused === 'threw' ? 'threw' : "broke its answer's stream"}`),
+      });
     }
     return { statusCode: response.statusCode!, body: await readCapped(response, options.maxResponseBytes) };
   } catch (error) {
+    if (error instanceof ServiceError) throw error;
     if (error instanceof BodyTooLargeError) {
       throw new ServiceError('RESPONSE_TOO_LARGE', { data: { max_response_bytes: error.maxBytes }, cause: error });
     }

@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import { performance } from 'node:perf_hooks';
 import type { CodeCache } from '../code/codeCache.js';
 import { parseWorkerCode } from '../code/codeFormat.js';
@@ -11,7 +12,7 @@ import type { WorkerdProcess } from '../sandbox/standby.js';
 import { fetchAttestation } from './attestation.js';
 import type { BackgroundWork } from './backgroundWork.js';
 import { downloadCode } from './codeDownload.js';
-import { invokeWorker } from './invokeWorker.js';
+import { type Invocation, invokeWorker } from './invokeWorker.js';
 import type { StageTimer } from './stages.js';
 import { type Deadline, startDeadline } from './upstream.js';
 
@@ -123,7 +124,7 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
         }),
       )
       .catch((error: unknown) => explainFailure(error, worker, oomKilled));
-    if (result.statusCode !== 200) await explainFailure(new ServiceError('USER_CODE_FAILED'), worker, oomKilled);
+    if (result.statusCode < 200 || result.statusCode > 299) throw functionErrorStatus(result);
     return { output: result.body, input, codeSha256 };
   } catch (error) {
     throw interruptedOrNot(toServiceError(error), userCodeStarted);
@@ -173,6 +174,19 @@ async function explainFailure(
     throw new ServiceError(error.code, { data: output ?? null, cause: error.cause });
   }
   throw error;
+}
+
+// The function's own answer with a status that is not a success, reported with that status (a
+// redirect or an informational one as 502, which no client would follow or wait on) and its body.
+function functionErrorStatus(result: Invocation): ServiceError {
+  const { statusCode: status, body } = result;
+  const passedOn = status >= 400 && status <= 599 ? status : undefined;
+  return new ServiceError('FUNCTION_ERROR_STATUS', { status: passedOn, data: { status, ...bodyField(body) } });
+}
+
+/** A body as JSON can carry it: its text when it is UTF-8, else its base64 with `encoding: "base64"`. */
+export function bodyField(body: Buffer): { body: string; encoding?: 'base64' } {
+  return isUtf8(body) ? { body: body.toString('utf8') } : { body: body.toString('base64'), encoding: 'base64' };
 }
 
 // A 503 promises that no user code ran, so it is safe to retry anywhere; once workerd has started,

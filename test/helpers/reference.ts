@@ -19,7 +19,7 @@ const moduleTypes: Readonly<Record<string, 'ESModule' | 'CommonJS' | 'CompiledWa
 export async function referenceAnswer(
   uploadDir: string,
   request: { readonly url: string; readonly init: RequestInit },
-): Promise<{ status: number; body: string }> {
+): Promise<{ status: number; body: string; bytes: Buffer }> {
   const [bytes, contentType] = await Promise.all([
     readFile(path.join(uploadDir, 'upload.body')),
     readFile(path.join(uploadDir, 'upload.content-type'), 'utf8'),
@@ -63,7 +63,8 @@ export async function referenceAnswer(
   const miniflare = new Miniflare(options);
   try {
     const response = await miniflare.dispatchFetch(request.url, request.init as never);
-    return { status: response.status, body: await response.text() };
+    const bytes = Buffer.from(await response.arrayBuffer());
+    return { status: response.status, body: bytes.toString('utf8'), bytes };
   } finally {
     await miniflare.dispose();
   }

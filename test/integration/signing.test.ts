@@ -7,7 +7,7 @@ import { loadSigner, recoverSigner } from '../../src/signing.js';
 import { cgroupsOrSkip } from '../helpers/cgroups.js';
 import { fakeCgroupV2Root } from '../helpers/fakeCgroupfs.js';
 import { refusedStart } from '../helpers/service.js';
-import { examplesDir, type Stack, startStack } from '../helpers/stack.js';
+import { examplesDir, type Stack, startStack, wranglerFixturesDir } from '../helpers/stack.js';
 
 const cgroups = await cgroupsOrSkip();
 
@@ -77,6 +77,23 @@ describe.runIf(cgroups)('signed results', () => {
     const response = await signed.invoke({ code_id: 'forged-guard' });
     expect(response.statusCode).toBe(200);
     expect(response.body.data).toBe('all mine');
+  });
+
+  test('a body that is not UTF-8 is given as base64 and signed over its exact bytes', async () => {
+    const response = await signed.invoke({ code_id: 'binary-response' });
+    expect(response.body).toMatchObject({ status: 'success', encoding: 'base64' });
+    const output = Buffer.from(response.body.data as string, 'base64');
+    expect(output[0]).toBe(0x89);
+    const upload = await readFile(path.join(wranglerFixturesDir, 'binary-response', 'upload.body'));
+    const fields = {
+      timestamp: Number(response.headers['x-oyster-timestamp']),
+      codeId: 'binary-response',
+      codeSha256: createHash('sha256').update(upload).digest(),
+      input: Buffer.from('{}'),
+      output,
+    };
+    const signer = await loadSigner(keyPath);
+    expect(recoverSigner(fields, String(response.headers['x-oyster-signature']))).toBe(signer.address);
   });
 
   test('without a key there are no signature headers', async () => {
