@@ -9,6 +9,8 @@ import { StartupError } from './errors.js';
  * pass for a signature over anything else, including a later version of this encoding.
  */
 export const signingDomain = 'oyster-serverless/result/v1';
+/** The domain of a signature over a whole HTTP exchange with a function (ANY /fn/<code_id>/…). */
+export const exchangeSigningDomain = 'oyster-serverless/http/v1';
 /** The headers a signed 200 answer carries. */
 export const timestampHeader = 'X-Oyster-Timestamp';
 export const signatureHeader = 'X-Oyster-Signature';
@@ -43,30 +45,45 @@ export interface SignedFields {
   readonly output: Uint8Array;
 }
 
+/** What a signature over one exchange of the HTTP route covers. */
+export interface SignedExchange {
+  readonly timestamp: number;
+  readonly codeId: string;
+  readonly codeSha256: Uint8Array;
+  /** The request as the function received it: method, path and query (from "/"), body. */
+  readonly method: string;
+  readonly target: string;
+  readonly requestBody: Uint8Array;
+  /** The function's answer: status, content-type ("" when it has none), body. */
+  readonly status: number;
+  readonly contentType: string;
+  readonly responseBody: Uint8Array;
+}
+
 /** Signs answers with one secp256k1 key. */
 export interface Signer {
   /** The key's Ethereum address, EIP-55 checksummed (0x…). */
   readonly address: string;
   /** The X-Oyster-Signature value for an answer: 0x-prefixed hex of r || s || v, v 27 or 28. */
-  sign(fields: SignedFields): string;
+  sign(fields: SignedFields | SignedExchange): string;
   /** Both headers of a signed answer, timestamped now. */
-  headers(fields: Omit<SignedFields, 'timestamp'>): Record<string, string>;
+  headers(fields: Omit<SignedFields, 'timestamp'> | Omit<SignedExchange, 'timestamp'>): Record<string, string>;
 }
 
 /** The exact bytes whose keccak256 is signed; the README's "Signed results" documents them. */
-export function signingMessage(fields: SignedFields): Uint8Array {
+export function signingMessage(fields: SignedFields | SignedExchange): Uint8Array {
   return concatBytes(...messageParts(fields));
 }
 
 /** keccak256 of the signed message: what the signature is made over, and what ecrecover takes. */
-export function signingDigest(fields: SignedFields): Uint8Array {
+export function signingDigest(fields: SignedFields | SignedExchange): Uint8Array {
   const hash = keccak_256.create();
   // Hashed part by part: input and output can be a megabyte each, and need not be copied.
   for (const part of messageParts(fields)) hash.update(part);
   return hash.digest();
 }
 
-function messageParts(fields: SignedFields): Uint8Array[] {
+function messageParts(fields: SignedFields | SignedExchange): Uint8Array[] {
   if (!Number.isSafeInteger(fields.timestamp) || fields.timestamp < 0) {
     throw new RangeError(`timestamp must be a non-negative whole number of seconds, not ${fields.timestamp}`);
   }
@@ -75,19 +92,27 @@ function messageParts(fields: SignedFields): Uint8Array[] {
   }
   if (loneSurrogate.test(fields.codeId))
     throw new RangeError('codeId is not well-formed Unicode (it has a lone surrogate)');
-  const domain = utf8ToBytes(signingDomain);
+  const exchange = 'method' in fields;
+  const domain = utf8ToBytes(exchange ? exchangeSigningDomain : signingDomain);
   const codeId = utf8ToBytes(fields.codeId);
+  // Every variable part is preceded by its length, so no two messages share their bytes.
+  const prefixed = (bytes: Uint8Array) => [uint64(bytes.length), bytes];
+  const rest = exchange
+    ? [
+        ...prefixed(utf8ToBytes(fields.method)),
+        ...prefixed(utf8ToBytes(fields.target)),
+        ...prefixed(fields.requestBody),
+        uint64(fields.status),
+        ...prefixed(utf8ToBytes(fields.contentType)),
+        ...prefixed(fields.responseBody),
+      ]
+    : [...prefixed(fields.input), ...prefixed(fields.output)];
   return [
-    uint64(domain.length),
-    domain,
+    ...prefixed(domain),
     uint64(fields.timestamp, timestampBytes),
-    uint64(codeId.length),
-    codeId,
+    ...prefixed(codeId),
     fields.codeSha256,
-    uint64(fields.input.length),
-    fields.input,
-    uint64(fields.output.length),
-    fields.output,
+    ...rest,
   ];
 }
 
@@ -101,7 +126,7 @@ function uint64(value: number, size = lengthPrefixBytes): Uint8Array {
 export async function loadSigner(keyPath: string): Promise<Signer> {
   const secretKey = parseSecretKey(await readKeyFile(keyPath), keyPath);
   const address = addressOf(secp256k1.getPublicKey(secretKey, false));
-  const sign = (fields: SignedFields) => signDigest(signingDigest(fields), secretKey);
+  const sign = (fields: SignedFields | SignedExchange) => signDigest(signingDigest(fields), secretKey);
   return {
     address,
     sign,
@@ -177,7 +202,7 @@ function signDigest(digest: Uint8Array, secretKey: Uint8Array): string {
 }
 
 /** Returns the address whose key made a signature over these fields; throws on a malformed signature. */
-export function recoverSigner(fields: SignedFields, signature: string): string {
+export function recoverSigner(fields: SignedFields | SignedExchange, signature: string): string {
   const hex = signatureHex.exec(signature.trim())?.[1];
   if (hex === undefined) throw new Error('a signature is 0x and 130 hex digits (r || s || v)');
   const bytes = hexToBytes(hex);

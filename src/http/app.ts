@@ -10,11 +10,14 @@ import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod
 import { type ErrorCode, ServiceError, toServiceError } from '../errors.js';
 import { type StageName, StageTimer } from '../pipeline/stages.js';
 import type { Service } from '../service.js';
+import { functionRoute } from './functionRoute.js';
 import { invokeRoute } from './invokeRoute.js';
 import { statusRoutes } from './statusRoutes.js';
 
 /** Seconds a client (or load balancer) is asked to wait before retrying a busy server. */
 const retryAfterSeconds = 1;
+/** The header on every answer of the service's own failures, with its error code. */
+export const errorHeader = 'x-oyster-error';
 /** How often Node looks for connections past their request or headers time-out (30 s unless told). */
 const connectionsCheckMs = 500;
 
@@ -92,11 +95,15 @@ export function buildApp(service: Service): FastifyInstance {
     if (failure.code !== error.code) request.log.info({ code: failure.code, err: error }, failure.message);
     request.failureCode = failure.code;
     if (failure.code === 'SERVER_BUSY') void reply.header('retry-after', String(retryAfterSeconds));
+    // Tells the service's own answers from a function's on the HTTP route, where any status and
+    // body can be the function's; a load balancer can act on it (SERVER_BUSY, SHUTTING_DOWN).
+    void reply.header(errorHeader, failure.code);
     return reply.code(failure.status).send({ status: 'error', message: failure.message, data: failure.data });
   });
 
   void app.register(statusRoutes, { service });
   void app.register(invokeRoute, { service });
+  void app.register(functionRoute, { service });
   return app;
 }
 

@@ -1,10 +1,12 @@
+import { isUtf8 } from 'node:buffer';
 import type { FastifyPluginAsync, FastifyReply } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { ServiceError, toServiceError } from '../errors.js';
-import { bodyField } from '../pipeline/runFunction.js';
+import { ServiceError } from '../errors.js';
+import type { Invocation } from '../pipeline/invokeWorker.js';
 import type { Service } from '../service.js';
 import { hasControlCharacters } from '../text.js';
+import { reportFailure } from './failures.js';
 
 /** The route that runs functions; the only one whose requests are invocations. */
 export const invokePath = '/api/serverless';
@@ -16,15 +18,18 @@ const maxCodeIdLength = 256;
  */
 export const maxInputDepth = 64;
 
+/** A code_id: what the JSON route takes in its body and the HTTP route in its path. */
+export const codeIdSchema = z
+  .string()
+  .min(1)
+  .max(maxCodeIdLength)
+  .refine((codeId) => !hasControlCharacters(codeId), 'must not contain control characters')
+  // A lone surrogate has no UTF-8 form: two such code_ids would be the same bytes to a signature.
+  .refine((codeId) => Buffer.from(codeId, 'utf8').toString('utf8') === codeId, 'must be well-formed Unicode');
+
 // The request body of POST /api/serverless.
 const payloadSchema = z.object({
-  code_id: z
-    .string()
-    .min(1)
-    .max(maxCodeIdLength)
-    .refine((codeId) => !hasControlCharacters(codeId), 'must not contain control characters')
-    // A lone surrogate has no UTF-8 form: two such code_ids would be the same bytes to a signature.
-    .refine((codeId) => Buffer.from(codeId, 'utf8').toString('utf8') === codeId, 'must be well-formed Unicode'),
+  code_id: codeIdSchema,
   input: z
     .record(z.string(), z.unknown())
     .refine(
@@ -46,21 +51,21 @@ export const invokeRoute: FastifyPluginAsync<{ readonly service: Service }> = as
     .post(invokePath, { schema: { body: payloadSchema } }, async (request, reply) => {
       try {
         const { code_id: codeId, input } = request.body;
-        const result = await service.invoke({
+        // The function receives the input as a JSON POST, as the original service sent it.
+        const body = Buffer.from(JSON.stringify(input ?? {}));
+        const asked = { method: 'POST', target: '/', headers: { 'content-type': 'application/json' }, body };
+        const { answer, codeSha256 } = await service.invoke({
           codeId,
-          input,
+          request: asked,
           signal: abandonOnClose(reply),
           stages: request.stages,
           log: request.log,
         });
+        if (answer.statusCode < 200 || answer.statusCode > 299) throw functionErrorStatus(answer);
         // The exact bytes are signed; a body that is not UTF-8 reaches the client as base64, so that
         // it can rebuild those bytes.
-        if (signer) {
-          void reply.headers(
-            signer.headers({ codeId, codeSha256: result.codeSha256, input: result.input, output: result.output }),
-          );
-        }
-        const { body: data, encoding } = bodyField(result.output);
+        if (signer) void reply.headers(signer.headers({ codeId, codeSha256, input: body, output: answer.body }));
+        const { body: data, encoding } = bodyField(answer.body);
         return {
           status: 'success',
           message: 'Response successfully generated',
@@ -68,20 +73,26 @@ export const invokeRoute: FastifyPluginAsync<{ readonly service: Service }> = as
           ...(encoding ? { encoding } : {}),
         };
       } catch (error) {
-        const failure = toServiceError(error);
-        // A busy or closing server is no fault of the request or the service: the request's own line
-        // (with its code) says it, and under overload one line per refusal is all the log can afford.
-        if (failure.status !== 503) {
-          const log = failure.status >= 500 ? request.log.error.bind(request.log) : request.log.info.bind(request.log);
-          log({ stage: request.stages.current, code: failure.code, err: failure.cause ?? failure }, failure.message);
-        }
-        throw failure;
+        throw reportFailure(request, error);
       }
     });
 };
 
-// A signal that fires when the client goes away before its answer is sent.
-function abandonOnClose(reply: FastifyReply): AbortSignal {
+// The function's own answer with a status that is not a success, reported with that status (a
+// redirect or an informational one as 502, which no client would follow or wait on) and its body.
+function functionErrorStatus(answer: Invocation): ServiceError {
+  const { statusCode: status, body } = answer;
+  const passedOn = status >= 400 && status <= 599 ? status : undefined;
+  return new ServiceError('FUNCTION_ERROR_STATUS', { status: passedOn, data: { status, ...bodyField(body) } });
+}
+
+// A body as JSON can carry it: its text when it is UTF-8, else its base64 with encoding "base64".
+function bodyField(body: Buffer): { body: string; encoding?: 'base64' } {
+  return isUtf8(body) ? { body: body.toString('utf8') } : { body: body.toString('base64'), encoding: 'base64' };
+}
+
+/** A signal that fires when the client goes away before its answer is sent. */
+export function abandonOnClose(reply: FastifyReply): AbortSignal {
   const controller = new AbortController();
   reply.raw.once('close', () => {
     if (!reply.raw.writableFinished) controller.abort(new ServiceError('CLIENT_CLOSED'));

@@ -1,12 +1,21 @@
+import type http from 'node:http';
 import { guardHeader, guardVerdict, type ResponseGuard } from '../code/responseGuard.js';
 import { abortError, ServiceError } from '../errors.js';
 import { BodyTooLargeError, readCapped, send } from './upstream.js';
 
+/** The HTTP request the function receives. */
+export interface FunctionRequest {
+  readonly method: string;
+  /** The path and query, from "/". */
+  readonly target: string;
+  readonly headers: http.OutgoingHttpHeaders;
+  readonly body: Buffer;
+}
+
 export interface InvokeOptions {
   /** The port workerd listens on, on 127.0.0.1. */
   readonly port: number;
-  /** The request body for the function: the client's input as JSON. */
-  readonly body: Buffer;
+  readonly request: FunctionRequest;
   /** A response larger than this is refused. */
   readonly maxResponseBytes: number;
   /** The guard in front of the function, whose refusals are told apart by its secret. */
@@ -15,19 +24,21 @@ export interface InvokeOptions {
   readonly signal: AbortSignal;
 }
 
-/** What the function answered. */
+/** What the function answered: its status, headers and whole body. */
 export interface Invocation {
   readonly statusCode: number;
+  readonly headers: http.IncomingHttpHeaders;
   readonly body: Buffer;
 }
 
 /** Sends the input to a running workerd and reads its whole answer, within the caller's time limit. */
 export async function invokeWorker(options: InvokeOptions): Promise<Invocation> {
   try {
-    const response = await send(`http://127.0.0.1:${options.port}/`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: options.body,
+    const { method, target, headers, body } = options.request;
+    const response = await send(`http://127.0.0.1:${options.port}${target}`, {
+      method,
+      headers,
+      body,
       signal: options.signal,
       // This workerd is about to be killed: a kept-alive connection to it would be useless.
       keepAlive: false,
@@ -41,7 +52,11 @@ export async function invokeWorker(options: InvokeOptions): Promise<Invocation> 
         cause: new Error(`the function ${refused === 'threw' ? 'threw' : "broke its answer's stream"}`),
       });
     }
-    return { statusCode: response.statusCode!, body: await readCapped(response, options.maxResponseBytes) };
+    return {
+      statusCode: response.statusCode!,
+      headers: response.headers,
+      body: await readCapped(response, options.maxResponseBytes),
+    };
   } catch (error) {
     if (error instanceof ServiceError) throw error;
     if (error instanceof BodyTooLargeError) {

@@ -1,4 +1,3 @@
-import { isUtf8 } from 'node:buffer';
 import { performance } from 'node:perf_hooks';
 import type { CodeCache } from '../code/codeCache.js';
 import { parseWorkerCode } from '../code/codeFormat.js';
@@ -12,7 +11,7 @@ import type { WorkerdProcess } from '../sandbox/standby.js';
 import { fetchAttestation } from './attestation.js';
 import type { BackgroundWork } from './backgroundWork.js';
 import { downloadCode } from './codeDownload.js';
-import { type Invocation, invokeWorker } from './invokeWorker.js';
+import { type FunctionRequest, type Invocation, invokeWorker } from './invokeWorker.js';
 import type { StageTimer } from './stages.js';
 import { type Deadline, startDeadline } from './upstream.js';
 
@@ -38,8 +37,8 @@ export interface PipelineDependencies {
 /** One client request to run a function. */
 export interface RunRequest {
   readonly codeId: string;
-  /** The client's input; the function receives `{}` when there is none. */
-  readonly input: Record<string, unknown> | undefined;
+  /** The HTTP request the function receives. */
+  readonly request: FunctionRequest;
   /** Fires when the client goes away or shutdown gives up on the request. */
   readonly signal: AbortSignal;
   /** Records the stages, for logs, Server-Timing and metrics. */
@@ -48,12 +47,10 @@ export interface RunRequest {
   readonly log: { error(details: object, message: string): void };
 }
 
-/** What a successful run produced, with what a signature over it needs. */
+/** What the function answered, whatever its status, with what a signature over it needs. */
 export interface RunResult {
-  /** The function's response body, exactly as it answered. */
-  readonly output: Buffer;
-  /** The request body the function received. */
-  readonly input: Buffer;
+  /** The function's answer: status, headers, body exactly as it answered. */
+  readonly answer: Invocation;
   /** sha256 of the code that ran, as the storage server served it. */
   readonly codeSha256: Buffer;
 }
@@ -111,21 +108,19 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
       .catch((error: unknown) => explainFailure(error, undefined, oomKilled));
     const port = worker.port;
 
-    // 6. The input, to the function; its answer back.
-    const input = Buffer.from(JSON.stringify(request.input ?? {}));
+    // 6. The request, to the function; its whole answer back.
     const result = await stages
       .run('execution', () =>
         invokeWorker({
           port,
-          body: input,
+          request: request.request,
           maxResponseBytes: config.maxResponseBytes,
           guard: deps.guard,
           signal: limit,
         }),
       )
       .catch((error: unknown) => explainFailure(error, worker, oomKilled));
-    if (result.statusCode < 200 || result.statusCode > 299) throw functionErrorStatus(result);
-    return { output: result.body, input, codeSha256 };
+    return { answer: result, codeSha256 };
   } catch (error) {
     throw interruptedOrNot(toServiceError(error), userCodeStarted);
   } finally {
@@ -174,19 +169,6 @@ async function explainFailure(
     throw new ServiceError(error.code, { data: output ?? null, cause: error.cause });
   }
   throw error;
-}
-
-// The function's own answer with a status that is not a success, reported with that status (a
-// redirect or an informational one as 502, which no client would follow or wait on) and its body.
-function functionErrorStatus(result: Invocation): ServiceError {
-  const { statusCode: status, body } = result;
-  const passedOn = status >= 400 && status <= 599 ? status : undefined;
-  return new ServiceError('FUNCTION_ERROR_STATUS', { status: passedOn, data: { status, ...bodyField(body) } });
-}
-
-/** A body as JSON can carry it: its text when it is UTF-8, else its base64 with `encoding: "base64"`. */
-export function bodyField(body: Buffer): { body: string; encoding?: 'base64' } {
-  return isUtf8(body) ? { body: body.toString('utf8') } : { body: body.toString('base64'), encoding: 'base64' };
 }
 
 // A 503 promises that no user code ran, so it is safe to retry anywhere; once workerd has started,

@@ -10,7 +10,7 @@ const keptAliveAgents = {
 };
 
 export interface SendOptions {
-  readonly method: 'GET' | 'POST';
+  readonly method: string;
   readonly headers?: http.OutgoingHttpHeaders;
   readonly body?: Buffer | string;
   /** Aborts the request, or the reading of its response. */

@@ -19,7 +19,7 @@ const moduleTypes: Readonly<Record<string, 'ESModule' | 'CommonJS' | 'CompiledWa
 export async function referenceAnswer(
   uploadDir: string,
   request: { readonly url: string; readonly init: RequestInit },
-): Promise<{ status: number; body: string; bytes: Buffer }> {
+): Promise<{ status: number; body: string; bytes: Buffer; headers: Headers }> {
   const [bytes, contentType] = await Promise.all([
     readFile(path.join(uploadDir, 'upload.body')),
     readFile(path.join(uploadDir, 'upload.content-type'), 'utf8'),
@@ -64,7 +64,12 @@ export async function referenceAnswer(
   try {
     const response = await miniflare.dispatchFetch(request.url, request.init as never);
     const bytes = Buffer.from(await response.arrayBuffer());
-    return { status: response.status, body: bytes.toString('utf8'), bytes };
+    return {
+      status: response.status,
+      body: bytes.toString('utf8'),
+      bytes,
+      headers: response.headers as unknown as Headers,
+    };
   } finally {
     await miniflare.dispose();
   }

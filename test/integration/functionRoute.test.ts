@@ -1,0 +1,128 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { request } from 'undici';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { loadSigner, recoverSigner } from '../../src/signing.js';
+import { cgroupsOrSkip } from '../helpers/cgroups.js';
+import { referenceAnswer } from '../helpers/reference.js';
+import { noLeftovers, type Stack, startStack, wranglerFixturesDir } from '../helpers/stack.js';
+
+const cgroups = await cgroupsOrSkip();
+
+// ANY /fn/<code_id>/<path…> over real HTTP: the function gets the client's request and the client
+// gets the function's answer, compared with what workerd answers for the same upload and request.
+describe.runIf(cgroups)('functions as HTTP endpoints', () => {
+  let stack: Stack;
+  let base: string;
+  let keyDir: string;
+  let keyPath: string;
+  beforeAll(async () => {
+    keyDir = await mkdtemp(path.join(os.tmpdir(), 'oyster-key-'));
+    keyPath = path.join(keyDir, 'signer.key');
+    await writeFile(keyPath, randomBytes(32), { mode: 0o600 });
+    stack = await startStack({ pool: { count: 2 }, env: { SIGNER_KEY_PATH: keyPath } });
+    await stack.app.listen({ host: '127.0.0.1', port: 0 });
+    base = `http://127.0.0.1:${(stack.app.server.address() as AddressInfo).port}`;
+  });
+  afterAll(async () => {
+    await stack?.close();
+    await rm(keyDir, { recursive: true, force: true });
+  });
+
+  const exchanges: Array<[string, string, { method: string; headers?: Record<string, string>; body?: string }]> = [
+    ['GET /', '/', { method: 'GET' }],
+    ['a route parameter and a query', '/items/7?fields=name,tags', { method: 'GET' }],
+    [
+      'a JSON POST answered 201 with a location',
+      '/items',
+      { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"name":"pen"}' },
+    ],
+    [
+      "a 400 of the app's own",
+      '/items',
+      { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"name":1}' },
+    ],
+    ['a request header echoed into a response header', '/whoami', { method: 'GET', headers: { 'x-user': 'ada' } }],
+    ['a path no route takes (404)', '/nowhere', { method: 'GET' }],
+  ];
+
+  for (const app of ['hono-app', 'itty-router-app']) {
+    test.each(exchanges)(`${app}: %s, answered as workerd answers it`, async (_name, target, init) => {
+      const reference = await referenceAnswer(path.join(wranglerFixturesDir, app), {
+        url: `http://127.0.0.1${target}`,
+        init,
+      });
+      const response = await request(`${base}/fn/${app}${target}`, init as never);
+      const body = Buffer.from(await response.body.arrayBuffer());
+      expect(response.statusCode).toBe(reference.status);
+      expect(body.toString()).toBe(reference.body);
+      for (const name of ['content-type', 'location', 'x-served-by']) {
+        expect(response.headers[name] ?? null, name).toBe(reference.headers.get(name));
+      }
+      expect(response.headers['x-oyster-error']).toBeUndefined();
+      expect(await stack.leftovers()).toEqual(noLeftovers);
+    });
+  }
+
+  test.each([
+    ['/created', 201, 'location', '/things/1'],
+    ['/empty', 204, 'content-type', undefined],
+    ['/old', 302, 'location', 'http://127.0.0.1/new'],
+    ['/teapot', 418, 'content-type', 'text/plain;charset=UTF-8'],
+  ])("the function's own status passes through, not followed: %s", async (target, status, header, value) => {
+    const response = await request(`${base}/fn/status-codes${target}`, { headers: { host: '127.0.0.1' } });
+    await response.body.dump();
+    expect(response.statusCode).toBe(status);
+    expect(response.headers[header]).toBe(value);
+  });
+
+  test('a binary body comes back byte for byte, with its content type', async () => {
+    const reference = await referenceAnswer(path.join(wranglerFixturesDir, 'binary-response'), {
+      url: 'http://127.0.0.1/',
+      init: { method: 'GET' },
+    });
+    const response = await request(`${base}/fn/binary-response/`);
+    expect(Buffer.from(await response.body.arrayBuffer()).equals(reference.bytes)).toBe(true);
+    expect(response.headers['content-type']).toBe('image/png');
+  });
+
+  test("the service's own failures keep the envelope and say so in X-Oyster-Error", async () => {
+    const unknown = await request(`${base}/fn/no-such-code/anything`);
+    expect(unknown.statusCode).toBe(404);
+    expect(unknown.headers['x-oyster-error']).toBe('CODE_NOT_FOUND');
+    expect(await unknown.body.json()).toMatchObject({ status: 'error', message: 'No code was found for this code_id' });
+    const thrown = await request(`${base}/fn/throw/`);
+    expect(thrown.statusCode).toBe(500);
+    expect(thrown.headers['x-oyster-error']).toBe('USER_CODE_FAILED');
+    await thrown.body.dump();
+  });
+
+  test('a signature covers the whole exchange: code, method, path and query, both bodies, status and content type', async () => {
+    const response = await request(`${base}/fn/hono-app/items?x=1`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"name":"cup"}',
+    });
+    const body = Buffer.from(await response.body.arrayBuffer());
+    const upload = await readFile(path.join(wranglerFixturesDir, 'hono-app', 'upload.body'));
+    const fields = {
+      timestamp: Number(response.headers['x-oyster-timestamp']),
+      codeId: 'hono-app',
+      codeSha256: createHash('sha256').update(upload).digest(),
+      method: 'POST',
+      target: '/items?x=1',
+      requestBody: Buffer.from('{"name":"cup"}'),
+      status: 201,
+      contentType: String(response.headers['content-type']),
+      responseBody: body,
+    };
+    const signature = String(response.headers['x-oyster-signature']);
+    const signer = await loadSigner(keyPath);
+    expect(recoverSigner(fields, signature)).toBe(signer.address);
+    expect(recoverSigner({ ...fields, status: 200 }, signature)).not.toBe(signer.address);
+    expect(recoverSigner({ ...fields, target: '/items' }, signature)).not.toBe(signer.address);
+  });
+});
