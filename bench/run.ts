@@ -22,7 +22,7 @@ import {
   startServices,
 } from './servicesUnderTest.js';
 import { type BenchSettings, readSettings } from './settings.js';
-import { cgroupSide, limitSide, miniflareSide, type Side, type SideKey } from './sides.js';
+import { cgroupSide, limitSide, miniflareSide, type Side, type SideKey, serviceSide } from './sides.js';
 import { median, pairedRatioMedian, pairedRatios, percentile, summarize } from './stats.js';
 import { formatResults } from './table.js';
 import { evaluateTargets } from './targets.js';
@@ -41,6 +41,8 @@ const ratioPairs: ReadonlyArray<readonly [SideKey, SideKey]> = [
   ['cold', 'cgroup'],
   ['warm', 'cgroup'],
   ['miniflare', 'limit'],
+  ['http', 'limit'],
+  ['http', 'warm'],
 ];
 
 // Runs every section and returns the results; the caller prints and saves them.
@@ -86,6 +88,11 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
     const upstreams = await startUpstreams(cleanup);
     services = await startServices(settings, upstreams, cleanup);
     sides.push(...services.map((service) => service.side));
+    // The HTTP route of the warm service: the same invocation, the function's answer as it is.
+    const warm = services.find((service) => service.side.key === 'warm')!.side.service;
+    const http = serviceSide('http', 'service, warm, HTTP route (/fn/…)', warm, 'http');
+    cleanup.add('close the http client', () => http.close());
+    sides.push(http);
     notes.push(await probeCodeCache(services, upstreams));
   }
 

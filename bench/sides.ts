@@ -5,7 +5,7 @@ import type { Driver } from './driverProcess.js';
 import type { ServiceProcess } from './serviceProcess.js';
 import { invocationTimeoutMs } from './timeouts.js';
 
-export type SideKey = 'limit' | 'cgroup' | 'miniflare' | 'cold' | 'warm';
+export type SideKey = 'limit' | 'cgroup' | 'miniflare' | 'cold' | 'warm' | 'http';
 
 /** The function every side runs, and its input; its answer proves the run really happened. */
 export const benchCodeId = 'hello';
@@ -80,14 +80,25 @@ export function miniflareSide(miniflare: Driver): Side {
   };
 }
 
-/** POST /api/serverless over HTTP to a running service, with a kept-alive connection as a real client has. */
-export function serviceSide(key: 'cold' | 'warm', label: string, service: ServiceProcess): ServiceSide {
+/**
+ * Invocations over HTTP of a running service, with a kept-alive connection as a real client has:
+ * POST /api/serverless (the JSON route), or the function's own request through its HTTP route,
+ * POST /fn/<code_id>/ with the same input as the body.
+ */
+export function serviceSide(
+  key: 'cold' | 'warm' | 'http',
+  label: string,
+  service: ServiceProcess,
+  route: 'json' | 'http' = 'json',
+): ServiceSide {
   const agent = new Agent({ keepAliveTimeout: 10_000 });
-  const body = JSON.stringify({ code_id: benchCodeId, input: benchInput });
+  const body =
+    route === 'json' ? JSON.stringify({ code_id: benchCodeId, input: benchInput }) : JSON.stringify(benchInput);
+  const url = route === 'json' ? `${service.url}/api/serverless` : `${service.url}/fn/${benchCodeId}/`;
   const stages = new Map<string, number[]>();
   const invoke = () =>
     expectAnswer(key, async (signal) => {
-      const response = await request(`${service.url}/api/serverless`, {
+      const response = await request(url, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
         body,
@@ -104,7 +115,7 @@ export function serviceSide(key: 'cold' | 'warm', label: string, service: Servic
       }
       // The service's own account of its stages, when it sends one.
       for (const [name, ms] of parseServerTiming(response.headers['server-timing'])) record(stages, name, ms);
-      return (JSON.parse(text) as { data?: unknown }).data as string;
+      return route === 'json' ? ((JSON.parse(text) as { data?: unknown }).data as string) : text;
     });
   return { key, label, invoke, service, stages, close: () => agent.close() };
 }
