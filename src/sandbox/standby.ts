@@ -17,9 +17,6 @@ const standbyOutputBytes = 4 * 1024;
 // workerd's line when it refuses a worker's compatibility date or flags before running any of it.
 const compatibilityRefusal =
   /^service \w+: (?:No such compatibility flag|Compatibility flags are mutually contradictory|This Worker requires compatibility date).*$/m;
-// The shell's own exit statuses for a binary it cannot execute or cannot find.
-const shellCannotExecute = 126;
-const shellNotFound = 127;
 
 // How the standby's shell ended.
 interface Exit {
@@ -71,11 +68,13 @@ interface Run {
   pid: number | undefined;
   /** Set once it must die: the pid is then killed as soon as it is known. */
   killed: boolean;
+  /** Set when the workerd binary could not be executed. */
+  cannotExec: boolean;
   ended: boolean;
   readonly output: OutputTail;
   readonly listening: Promise<number>;
   listen(port: number): void;
-  /** Its exit status, or undefined when the standby ended before telling it. */
+  /** The status of its output's tail, or undefined when the standby ended before telling it. */
   readonly end: Promise<number | undefined>;
   finish(status: number | undefined): void;
 }
@@ -149,6 +148,9 @@ export function prepareWorkerd(options: PrepareWorkerdOptions): WorkerdStandby {
       run.pid = pid;
       if (run.killed) killRun(run);
     },
+    cannotExec: (turn) => {
+      if (run?.turn === turn) run.cannotExec = true;
+    },
     // A listen event follows its own run's exec event on the same pipe, so one that comes before
     // the current run's exec event is an earlier run's.
     listen: (port) => {
@@ -176,7 +178,7 @@ export function prepareWorkerd(options: PrepareWorkerdOptions): WorkerdStandby {
       // A standby that died during the start killed its workerd, whose end is then no verdict on the code.
       if (status === undefined || exited) throw standbyFailure(await exit, ownOutput, options.cgroup);
       const output = current.output.text();
-      if (status === shellCannotExecute || status === shellNotFound) {
+      if (current.cannotExec) {
         throw new ServiceError('WORKERD_START_FAILED', {
           data: output,
           cause: new Error(`cannot run ${options.workerdPath}`),
@@ -227,6 +229,7 @@ export function prepareWorkerd(options: PrepareWorkerdOptions): WorkerdStandby {
       turn,
       pid: undefined,
       killed: false,
+      cannotExec: false,
       ended: false,
       output: new OutputTail(outputTailBytes),
       listening,

@@ -14,13 +14,14 @@ export const outputTailBytes = 64 * 1024;
  * large process and joining a cgroup for each request, where a write to cgroup.procs can wait for
  * an RCU grace period (docs/architecture.md has the measurements).
  * - fd 3: each workerd's process says {"event":"exec","turn":N,"pid":P} just before it becomes
- *   workerd (its pid, read from /proc, as dash has no $BASHPID), then workerd says
+ *   workerd (its pid, read from /proc, as dash has no $BASHPID), or {"event":"cannot-exec",
+ *   "turn":N} when the binary is not executable; then workerd says
  *   {"event":"listen","socket":"http","port":40123} once it listens.
  * - stdout: once a workerd has ended, the last bytes of what it wrote (its stderr too), then a line
- *   "<marker> <turn> <status>". Its output goes through `tail`, in the cgroup, which keeps only
- *   those last bytes: a function that prints without end costs its own cgroup the CPU, and the
- *   service reads at most outputTailBytes of it. The marker is random, so a function's output
- *   cannot fake the end of its run. The shell's own stderr is a pipe of its own.
+ *   "<marker> <turn> <status>" (the status is tail's). Its output goes through `tail`, in the
+ *   cgroup, which keeps only those last bytes: a function that prints without end costs its own
+ *   cgroup the CPU, and the service reads at most outputTailBytes of it. The marker is random, so a
+ *   function's output cannot fake the end of its run. The shell's own stderr is a pipe of its own.
  */
 export const standbyScript = [
   'marker=$1; shift',
@@ -28,9 +29,11 @@ export const standbyScript = [
   'turn=0',
   'while IFS= read -r config; do',
   '  turn=$((turn + 1))',
-  '  { (exec 2>&1; read -r pid _ </proc/self/stat; echo "{\\"event\\":\\"exec\\",\\"turn\\":$turn,\\"pid\\":$pid}" >&3; exec "$@" "$config" </dev/null)',
-  `    echo "$marker $turn $?"; } | tail -c ${outputTailBytes} &`,
+  '  (exec 2>&1; [ -x "$1" ] || { echo "{\\"event\\":\\"cannot-exec\\",\\"turn\\":$turn}" >&3; exit; }',
+  '    read -r pid _ </proc/self/stat; echo "{\\"event\\":\\"exec\\",\\"turn\\":$turn,\\"pid\\":$pid}" >&3',
+  `    exec "$@" "$config" </dev/null) | tail -c ${outputTailBytes} &`,
   '  wait $!',
+  '  echo "$marker $turn $?"',
   'done',
 ].join('\n');
 
@@ -89,7 +92,7 @@ function markerStartAtEnd(data: Buffer, marker: Buffer): number {
  */
 export function watchControl(
   controlFd: Readable | undefined,
-  on: { exec(turn: number, pid: number): void; listen(port: number): void },
+  on: { exec(turn: number, pid: number): void; cannotExec(turn: number): void; listen(port: number): void },
 ): void {
   if (!controlFd) return;
   const lines = createInterface({ input: controlFd, crlfDelay: Infinity });
@@ -97,6 +100,7 @@ export function watchControl(
     const message = parseJson(line) as { event?: unknown; turn?: unknown; pid?: unknown; port?: unknown } | undefined;
     if (message?.event === 'exec' && typeof message.turn === 'number' && typeof message.pid === 'number')
       on.exec(message.turn, message.pid);
+    else if (message?.event === 'cannot-exec' && typeof message.turn === 'number') on.cannotExec(message.turn);
     else if (message?.event === 'listen' && typeof message.port === 'number') on.listen(message.port);
   });
 }

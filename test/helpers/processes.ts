@@ -25,10 +25,11 @@ export async function childPids(ppid: number): Promise<number[]> {
   return children;
 }
 
-// The children of a process's children: a standby's workerd, forked by the subshell that pipes
-// its output to tail.
-export async function grandchildPids(pid: number): Promise<number[]> {
-  return (await Promise.all((await childPids(pid)).map(childPids))).flat();
+// A standby's workerd: the children of its shell but the tail of the run's output.
+export async function workerdOf(standbyPid: number): Promise<number[]> {
+  const children = await childPids(standbyPid);
+  const names = await Promise.all(children.map((pid) => readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')));
+  return children.filter((_, i) => names[i]!.trim() !== 'tail');
 }
 
 // A process's children, their children and so on, deepest last.
