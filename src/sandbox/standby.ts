@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { abortError, ServiceError } from '../errors.js';
 import type { Cgroup } from './cgroups.js';
+import { readWithinBudget } from './outputBudget.js';
 import { OutputTail } from './outputTail.js';
 import {
   cgroupJoinFailed,
@@ -141,7 +142,7 @@ export function prepareWorkerd(options: PrepareWorkerdOptions): WorkerdStandby {
       if (run?.turn === turn) run.finish(status);
     },
   );
-  child.stdout?.on('data', (chunk: Buffer) => runs.push(chunk));
+  if (child.stdout) readWithinBudget(child.stdout, (chunk) => runs.push(chunk));
   watchControl((child.stdio[3] as Readable | null) ?? undefined, {
     exec: (turn, pid) => {
       if (run?.turn !== turn) return;

@@ -3,7 +3,7 @@ import type { Readable } from 'node:stream';
 
 /** The standby's exit status when it cannot put itself into its cgroup. */
 export const cgroupJoinFailed = 125;
-/** How many bytes of each workerd's output (stdout and stderr) reach the service: the end, where the error is. */
+/** How many bytes of each workerd's output (stdout and stderr) the service keeps: the end, where the error is. */
 export const outputTailBytes = 64 * 1024;
 
 /**
@@ -17,11 +17,10 @@ export const outputTailBytes = 64 * 1024;
  *   workerd (its pid, read from /proc, as dash has no $BASHPID), or {"event":"cannot-exec",
  *   "turn":N} when the binary is not executable; then workerd says
  *   {"event":"listen","socket":"http","port":40123} once it listens.
- * - stdout: once a workerd has ended, the last bytes of what it wrote (its stderr too), then a line
- *   "<marker> <turn> <status>" (the status is tail's). Its output goes through `tail`, in the
- *   cgroup, which keeps only those last bytes: a function that prints without end costs its own
- *   cgroup the CPU, and the service reads at most outputTailBytes of it. The marker is random, so a
- *   function's output cannot fake the end of its run. The shell's own stderr is a pipe of its own.
+ * - stdout: each workerd's output (its stderr too), then, once it has ended, a line
+ *   "<marker> <turn> <status>". The marker is random, so a function's output cannot fake the end
+ *   of its run. The service reads this pipe within a budget (src/sandbox/outputBudget.ts). The
+ *   shell's own stderr is a pipe of its own.
  */
 export const standbyScript = [
   'marker=$1; shift',
@@ -31,7 +30,7 @@ export const standbyScript = [
   '  turn=$((turn + 1))',
   '  (exec 2>&1; [ -x "$1" ] || { echo "{\\"event\\":\\"cannot-exec\\",\\"turn\\":$turn}" >&3; exit; }',
   '    read -r pid _ </proc/self/stat; echo "{\\"event\\":\\"exec\\",\\"turn\\":$turn,\\"pid\\":$pid}" >&3',
-  `    exec "$@" "$config" </dev/null) | tail -c ${outputTailBytes} &`,
+  '    exec "$@" "$config" </dev/null) &',
   '  wait $!',
   '  echo "$marker $turn $?"',
   'done',

@@ -106,12 +106,11 @@ describe.runIf(cgroups)('the service process: shutdown and recovery', () => {
     crashed.child.kill('SIGKILL');
     await crashed.exited;
     // Its idle standbys end by themselves once their stdin, the service's end of a pipe, closes;
-    // the workerd it was running stays until the next start, with the standby waiting for it and
-    // the tail of its output.
+    // the workerd it was running stays until the next start, with the standby waiting for it.
     const leftBehind = await waitFor('the idle standbys to end', async () => {
       const pids = await processesInPool();
       const workerds = await Promise.all(pids.map(isWorkerd));
-      return pids.length === 3 && workerds.filter(Boolean).length === 1 && pids;
+      return pids.length === 2 && workerds.filter(Boolean).length === 1 && pids;
     });
     expect((await readdir(runtimePath)).length).toBe(1);
 

@@ -25,13 +25,6 @@ export async function childPids(ppid: number): Promise<number[]> {
   return children;
 }
 
-// A standby's workerd: the children of its shell but the tail of the run's output.
-export async function workerdOf(standbyPid: number): Promise<number[]> {
-  const children = await childPids(standbyPid);
-  const names = await Promise.all(children.map((pid) => readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')));
-  return children.filter((_, i) => names[i]!.trim() !== 'tail');
-}
-
 // A process's children, their children and so on, deepest last.
 export async function descendantPids(pid: number): Promise<number[]> {
   const found: number[] = [];

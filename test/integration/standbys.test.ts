@@ -1,7 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { type Cgroup, discoverCgroups, readPids } from '../../src/sandbox/cgroups.js';
 import { cgroupsOrSkip } from '../helpers/cgroups.js';
-import { childPids, isRunning, isWorkerd, workerdOf } from '../helpers/processes.js';
+import { childPids, isRunning, isWorkerd } from '../helpers/processes.js';
 import { noLeftovers, type Stack, startStack } from '../helpers/stack.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -50,7 +50,7 @@ describe.runIf(cgroups)('standbys in the cgroup pool', () => {
     });
     const standby = readPids(running.cgroup).find((pid) => waiting.includes(pid));
     expect(standby).toBeDefined();
-    expect(await workerdOf(standby!)).toContain(running.pid);
+    expect(await childPids(standby!)).toContain(running.pid);
     expect((await answer).statusCode).toBe(200);
     await stack.service.background.settled();
     // The process that ran the function is gone; the standbys are the same as before.

@@ -6,7 +6,7 @@ import { afterEach, describe, expect, test } from 'vitest';
 import { isServiceError } from '../../src/errors.js';
 import type { Cgroup } from '../../src/sandbox/cgroups.js';
 import { prepareWorkerd, type WorkerdStandby } from '../../src/sandbox/standby.js';
-import { isRunning, isWorkerd, workerdOf } from '../helpers/processes.js';
+import { childPids, isRunning, isWorkerd } from '../helpers/processes.js';
 import { waitFor } from '../helpers/wait.js';
 
 // The children of a process, read from /proc without giving the event loop a turn.
@@ -108,7 +108,7 @@ describe('a workerd standby', () => {
   test('stopping a workerd kills it, not the standby', async () => {
     const { standby } = await prepare(await fake());
     const worker = await standby.start('/configs/4003', new AbortController().signal);
-    const [pid] = await workerdOf(standby.pid!);
+    const [pid] = await childPids(standby.pid!);
     expect(await isRunning(pid!)).toBe(true);
     await worker.stop();
     expect(await isRunning(pid!)).toBe(false);
@@ -156,7 +156,7 @@ describe('a workerd standby', () => {
     // The config path names no port: the stand-in never says it listens.
     const starting = failureOf(standby.start('/configs/never', controller.signal));
     const [pid] = await waitFor('a workerd of the standby', async () => {
-      const pids = await workerdOf(standby.pid!);
+      const pids = await childPids(standby.pid!);
       return pids.length > 0 && pids;
     });
     controller.abort(new DOMException('timed out', 'TimeoutError'));
@@ -177,7 +177,7 @@ describe('a workerd standby', () => {
   test('a standby that dies while its workerd runs takes that workerd with it, its output complete', async () => {
     const { standby } = await prepare(await fake());
     const worker = await standby.start('/configs/4006', new AbortController().signal);
-    const [pid] = await workerdOf(standby.pid!);
+    const [pid] = await childPids(standby.pid!);
     process.kill(standby.pid!, 'SIGKILL');
     expect(await worker.exitsWithin(5_000)).toBe(true);
     expect(await isRunning(pid!)).toBe(false);
