@@ -2,8 +2,8 @@ import type http from 'node:http';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { ServiceError } from '../errors.js';
 import type { Service } from '../service.js';
-import { reportFailure } from './failures.js';
-import { abandonOnClose, codeIdSchema } from './invokeRoute.js';
+import { codeIdSchema } from './invokeRoute.js';
+import { countAnswers, invokeFor } from './invoking.js';
 
 /** Where the functions answer as HTTP endpoints: /fn/<code_id>/<path…>. */
 export const functionPrefix = '/fn/';
@@ -33,9 +33,7 @@ export const functionRoute: FastifyPluginAsync<{ readonly service: Service }> = 
   // Any body, as bytes: the function decides what it accepts.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => done(null, body));
-  app.addHook('onResponse', async (request, reply) => {
-    metrics.recordRequest(reply.statusCode, request.failureCode ?? 'OK', request.stages.durations);
-  });
+  countAnswers(app, metrics);
 
   const handler = async (request: FastifyRequest, reply: FastifyReply) => {
     const { codeId, target } = splitTarget(request.raw.url ?? '/');
@@ -45,37 +43,27 @@ export const functionRoute: FastifyPluginAsync<{ readonly service: Service }> = 
       ...(body.length > 0 ? { 'content-length': String(body.length) } : {}),
     };
     const asked = { method: request.method, target, headers, body };
-    try {
-      const { answer, codeSha256 } = await service.invoke({
-        codeId,
-        request: asked,
-        signal: abandonOnClose(reply),
-        stages: request.stages,
-        log: request.log,
-      });
-      void reply.code(answer.statusCode);
-      for (const [name, value] of Object.entries(answer.headers)) {
-        if (value !== undefined && !hopByHop.has(name)) void reply.header(name, value);
-      }
-      if (signer) {
-        const contentType = answer.headers['content-type'] ?? '';
-        void reply.headers(
-          signer.headers({
-            codeId,
-            codeSha256,
-            method: asked.method,
-            target,
-            requestBody: body,
-            status: answer.statusCode,
-            contentType,
-            responseBody: answer.body,
-          }),
-        );
-      }
-      return reply.send(answer.body);
-    } catch (error) {
-      throw reportFailure(request, error);
+    const { answer, codeSha256 } = await invokeFor(service, request, reply, codeId, asked);
+    void reply.code(answer.statusCode);
+    for (const [name, value] of Object.entries(answer.headers)) {
+      if (value !== undefined && !hopByHop.has(name)) void reply.header(name, value);
     }
+    if (signer) {
+      const contentType = answer.headers['content-type'] ?? '';
+      void reply.headers(
+        signer.headers({
+          codeId,
+          codeSha256,
+          method: asked.method,
+          target,
+          requestBody: body,
+          status: answer.statusCode,
+          contentType,
+          responseBody: answer.body,
+        }),
+      );
+    }
+    return reply.send(answer.body);
   };
   app.all(`${functionPrefix}*`, handler);
 };

@@ -1,12 +1,12 @@
 import { isUtf8 } from 'node:buffer';
-import type { FastifyPluginAsync, FastifyReply } from 'fastify';
+import type { FastifyPluginAsync } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { ServiceError } from '../errors.js';
 import type { Invocation } from '../pipeline/invokeWorker.js';
 import type { Service } from '../service.js';
 import { hasControlCharacters } from '../text.js';
-import { reportFailure } from './failures.js';
+import { countAnswers, invokeFor } from './invoking.js';
 
 /** The route that runs functions; the only one whose requests are invocations. */
 export const invokePath = '/api/serverless';
@@ -42,39 +42,27 @@ const payloadSchema = z.object({
 /** POST /api/serverless: runs a stored function with the client's input and answers in the envelope, signed when a key is set. */
 export const invokeRoute: FastifyPluginAsync<{ readonly service: Service }> = async (app, { service }) => {
   const { signer, metrics } = service;
-  app.addHook('onResponse', async (request, reply) => {
-    metrics.recordRequest(reply.statusCode, request.failureCode ?? 'OK', request.stages.durations);
-  });
+  countAnswers(app, metrics);
 
   app
     .withTypeProvider<ZodTypeProvider>()
     .post(invokePath, { schema: { body: payloadSchema } }, async (request, reply) => {
-      try {
-        const { code_id: codeId, input } = request.body;
-        // The function receives the input as a JSON POST, as the original service sent it.
-        const body = Buffer.from(JSON.stringify(input ?? {}));
-        const asked = { method: 'POST', target: '/', headers: { 'content-type': 'application/json' }, body };
-        const { answer, codeSha256 } = await service.invoke({
-          codeId,
-          request: asked,
-          signal: abandonOnClose(reply),
-          stages: request.stages,
-          log: request.log,
-        });
-        if (answer.statusCode < 200 || answer.statusCode > 299) throw functionErrorStatus(answer);
-        // The exact bytes are signed; a body that is not UTF-8 reaches the client as base64, so that
-        // it can rebuild those bytes.
-        if (signer) void reply.headers(signer.headers({ codeId, codeSha256, input: body, output: answer.body }));
-        const { body: data, encoding } = bodyField(answer.body);
-        return {
-          status: 'success',
-          message: 'Response successfully generated',
-          data,
-          ...(encoding ? { encoding } : {}),
-        };
-      } catch (error) {
-        throw reportFailure(request, error);
-      }
+      const { code_id: codeId, input } = request.body;
+      // The function receives the input as a JSON POST, as the original service sent it.
+      const body = Buffer.from(JSON.stringify(input ?? {}));
+      const asked = { method: 'POST', target: '/', headers: { 'content-type': 'application/json' }, body };
+      const { answer, codeSha256 } = await invokeFor(service, request, reply, codeId, asked);
+      if (answer.statusCode < 200 || answer.statusCode > 299) throw functionErrorStatus(answer);
+      // The exact bytes are signed; a body that is not UTF-8 reaches the client as base64, so that
+      // it can rebuild those bytes.
+      if (signer) void reply.headers(signer.headers({ codeId, codeSha256, input: body, output: answer.body }));
+      const { body: data, encoding } = bodyField(answer.body);
+      return {
+        status: 'success',
+        message: 'Response successfully generated',
+        data,
+        ...(encoding ? { encoding } : {}),
+      };
     });
 };
 
@@ -89,15 +77,6 @@ function functionErrorStatus(answer: Invocation): ServiceError {
 // A body as JSON can carry it: its text when it is UTF-8, else its base64 with encoding "base64".
 function bodyField(body: Buffer): { body: string; encoding?: 'base64' } {
   return isUtf8(body) ? { body: body.toString('utf8') } : { body: body.toString('base64'), encoding: 'base64' };
-}
-
-/** A signal that fires when the client goes away before its answer is sent. */
-export function abandonOnClose(reply: FastifyReply): AbortSignal {
-  const controller = new AbortController();
-  reply.raw.once('close', () => {
-    if (!reply.raw.writableFinished) controller.abort(new ServiceError('CLIENT_CLOSED'));
-  });
-  return controller.signal;
 }
 
 // Whether a parsed JSON value nests no deeper than maxDepth; iterative, so any depth is safe to check.
