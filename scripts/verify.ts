@@ -1,9 +1,16 @@
-// Recovers the address that signed an answer of POST /api/serverless (`npm run verify -- …`).
+// Recovers the address that signed an answer of POST /api/serverless, or an exchange of
+// ANY /fn/<code_id>/… (`npm run verify -- …`).
 // Prints the address; with --expect, exits 1 when another key signed it. Exits 2 on bad usage.
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { sha256 } from '../src/code/codeCache.js';
-import { recoverSigner, type SignedFields, signatureHeader, timestampHeader } from '../src/signing.js';
+import {
+  recoverSigner,
+  type SignedExchange,
+  type SignedFields,
+  signatureHeader,
+  timestampHeader,
+} from '../src/signing.js';
 
 const usage = `Usage: npm run verify -- [options]
 
@@ -23,6 +30,10 @@ The answer (either --response, or all of --timestamp, --signature and --data):
   --signature <hex>       the X-Oyster-Signature header
   --data <text>           the answer's data string
   --encoding base64       when the answer says "encoding": "base64" (a body that is not UTF-8)
+An exchange of the HTTP route instead (with --code-id, the code, and --response):
+  --method <method>       the request's method, e.g. GET
+  --target <path>         the path and query after /fn/<code_id>, from /, e.g. /items/7?x=1
+  --request-body-file <path>  the request's body (default none)
 Checking:
   --expect <address>      exit 1 unless this address signed the answer`;
 
@@ -59,6 +70,9 @@ function readArgs() {
         signature: { type: 'string' },
         data: { type: 'string' },
         encoding: { type: 'string' },
+        method: { type: 'string' },
+        target: { type: 'string' },
+        'request-body-file': { type: 'string' },
         expect: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -74,6 +88,7 @@ async function main(): Promise<void> {
     console.log(usage);
     return;
   }
+  if (values.method !== undefined) return verifyExchange(values);
   const request = await askedFor(values);
   const answer =
     values.response !== undefined ? parseResponse(await readFile(values.response)) : explicitAnswer(values);
@@ -86,7 +101,38 @@ async function main(): Promise<void> {
     input: request.input,
     output: Buffer.from(answer.data, answer.encoding),
   };
-  const address = recoverSigner(fields, answer.signature);
+  report(recoverSigner(fields, answer.signature), values);
+}
+
+// An exchange of the HTTP route: the request as given, the answer as `curl -i` printed it.
+async function verifyExchange(values: Values): Promise<void> {
+  const { method, target } = values;
+  if (
+    values['code-id'] === undefined ||
+    method === undefined ||
+    target === undefined ||
+    values.response === undefined
+  ) {
+    throw new UsageError('an exchange needs --code-id, --method, --target and --response');
+  }
+  const answer = parseHttp(await readFile(values.response));
+  const { timestamp, signature } = signatureOf(answer.headers);
+  const fields: SignedExchange = {
+    timestamp: Number(timestamp),
+    codeId: values['code-id'],
+    codeSha256: await codeSha256(values),
+    method,
+    target,
+    requestBody:
+      values['request-body-file'] === undefined ? new Uint8Array() : await readFile(values['request-body-file']),
+    status: answer.status,
+    contentType: answer.headers.get('content-type') ?? '',
+    responseBody: answer.body,
+  };
+  report(recoverSigner(fields, signature), values);
+}
+
+function report(address: string, values: Values): void {
   console.log(address);
   if (values.expect !== undefined && values.expect.toLowerCase() !== address.toLowerCase()) {
     console.error(`signed by ${address}, not by ${values.expect}`);
@@ -127,32 +173,46 @@ function explicitAnswer(values: Values): Answer {
   return { timestamp, signature, data, encoding };
 }
 
-// Reads `curl -i` output: header blocks (any 1xx ones first, e.g. 100 Continue), then the JSON body.
-function parseResponse(raw: Buffer): Answer {
-  let rest = raw.toString('utf8');
+// Reads `curl -i` output: header blocks (any 1xx ones first, e.g. 100 Continue), then the body.
+function parseHttp(raw: Buffer): { status: number; headers: Map<string, string>; body: Buffer } {
+  let rest = raw;
   for (;;) {
-    const end = /\r?\n\r?\n/.exec(rest);
-    if (!end) throw new UsageError('--response has no blank line between the headers and the body');
-    const [statusLine = '', ...headerLines] = rest.slice(0, end.index).split(/\r?\n/);
-    rest = rest.slice(end.index + end[0].length);
-    if (/^HTTP\/[\d.]+ 1\d\d\b/.test(statusLine)) continue;
+    const end = rest.indexOf('\r\n\r\n');
+    if (end === -1) throw new UsageError('--response has no blank line between the headers and the body');
+    const [statusLine = '', ...headerLines] = rest.subarray(0, end).toString('latin1').split('\r\n');
+    rest = rest.subarray(end + 4);
+    const status = /^HTTP\/[\d.]+ (\d{3})\b/.exec(statusLine)?.[1];
+    if (status === undefined) throw new UsageError(`--response does not begin with a status line: ${statusLine}`);
+    if (status.startsWith('1')) continue;
     const headers = new Map(
       headerLines.map((line) => {
         const colon = line.indexOf(':');
         return [line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim()] as const;
       }),
     );
-    const timestamp = headers.get(timestampHeader.toLowerCase());
-    const signature = headers.get(signatureHeader.toLowerCase());
-    if (timestamp === undefined || signature === undefined) {
-      throw new UsageError(
-        `--response has no ${timestampHeader} and ${signatureHeader} headers: it is not a signed 200 answer`,
-      );
-    }
-    const body = JSON.parse(rest) as { data?: unknown; encoding?: unknown };
-    if (typeof body.data !== 'string') throw new UsageError("--response's body has no data string");
-    return { timestamp, signature, data: body.data, encoding: body.encoding === 'base64' ? 'base64' : 'utf8' };
+    return { status: Number(status), headers, body: rest };
   }
+}
+
+function signatureOf(headers: Map<string, string>): { timestamp: string; signature: string } {
+  const timestamp = headers.get(timestampHeader.toLowerCase());
+  const signature = headers.get(signatureHeader.toLowerCase());
+  if (timestamp === undefined || signature === undefined) {
+    throw new UsageError(
+      `--response has no ${timestampHeader} and ${signatureHeader} headers: it is not a signed answer`,
+    );
+  }
+  if (!decimal.test(timestamp)) throw new UsageError(`the timestamp must be decimal unix seconds, not ${timestamp}`);
+  return { timestamp, signature };
+}
+
+// A signed answer of the JSON route.
+function parseResponse(raw: Buffer): Answer {
+  const { headers, body } = parseHttp(raw);
+  const { timestamp, signature } = signatureOf(headers);
+  const envelope = JSON.parse(body.toString('utf8')) as { data?: unknown; encoding?: unknown };
+  if (typeof envelope.data !== 'string') throw new UsageError("--response's body has no data string");
+  return { timestamp, signature, data: envelope.data, encoding: envelope.encoding === 'base64' ? 'base64' : 'utf8' };
 }
 
 main().catch((error: unknown) => {

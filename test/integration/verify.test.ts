@@ -155,4 +155,63 @@ describe('scripts/verify', () => {
     expect(malformed.exitCode).toBe(usageExit);
     expect(malformed.stderr).toMatch(/^verify: .*signature/);
   });
+
+  test('checks an exchange of the HTTP route: method, path and query, both bodies, status and content type', async () => {
+    const requestBody = Buffer.from('{"name":"cup"}');
+    const responseBody = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0xff]);
+    const exchange = {
+      timestamp,
+      codeId: 'signed-example',
+      codeSha256: sha256(Buffer.from(code)),
+      method: 'POST',
+      target: '/items?x=1',
+      requestBody,
+      status: 201,
+      contentType: 'image/png',
+      responseBody,
+    };
+    const exchangeSignature = signer.sign(exchange);
+    const requestFile = path.join(dir, 'request.body');
+    await writeFile(requestFile, requestBody);
+    const answerFile = path.join(dir, 'exchange.txt');
+    const head = [
+      'HTTP/1.1 201 Created',
+      'content-type: image/png',
+      `${timestampHeader.toLowerCase()}: ${timestamp}`,
+      `${signatureHeader.toLowerCase()}: ${exchangeSignature}`,
+      `content-length: ${responseBody.length}`,
+    ].join('\r\n');
+    await writeFile(answerFile, Buffer.concat([Buffer.from(`${head}\r\n\r\n`), responseBody]));
+    const asked = [
+      '--code-id',
+      'signed-example',
+      '--code-file',
+      codeFile,
+      '--method',
+      'POST',
+      '--response',
+      answerFile,
+    ];
+    const good = await verify(
+      ...asked,
+      '--target',
+      '/items?x=1',
+      '--request-body-file',
+      requestFile,
+      '--expect',
+      signer.address,
+    );
+    expect(good.exitCode).toBe(0);
+    expect(good.stdout).toBe(signer.address);
+    const otherPath = await verify(
+      ...asked,
+      '--target',
+      '/items',
+      '--request-body-file',
+      requestFile,
+      '--expect',
+      signer.address,
+    );
+    expect(otherPath.exitCode).toBe(mismatchExit);
+  });
 });
