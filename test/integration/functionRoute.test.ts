@@ -79,6 +79,16 @@ describe.runIf(cgroups)('functions as HTTP endpoints', () => {
     expect(response.headers[header]).toBe(value);
   });
 
+  test("the README's example: the function sees the method, path, query, headers and body it was sent", async () => {
+    const response = await request(`${base}/fn/request-info/items/7?x=1`, { headers: { 'x-user': 'ada' } });
+    expect(response.statusCode).toBe(200);
+    expect(await response.body.text()).toBe(
+      '{"method":"GET","path":"/items/7","query":{"x":"1"},"user":"ada","body":""}',
+    );
+    const posted = await request(`${base}/fn/request-info/`, { method: 'PUT', body: 'raw bytes' });
+    expect(await posted.body.json()).toMatchObject({ method: 'PUT', path: '/', body: 'raw bytes' });
+  });
+
   test('a binary body comes back byte for byte, with its content type', async () => {
     const reference = await referenceAnswer(path.join(wranglerFixturesDir, 'binary-response'), {
       url: 'http://127.0.0.1/',
