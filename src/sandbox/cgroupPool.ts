@@ -36,6 +36,11 @@ export class CgroupPool {
   readonly #free: Cgroup[];
   /** Cgroups found holding a process that is not ours; handed out again once they are empty. */
   readonly #occupied = new Set<Cgroup>();
+  /**
+   * Cgroups the kernel let no standby into (on cgroup v2, one that passes controllers on to
+   * cgroups below it): never handed out, as every invocation in them would fail.
+   */
+  readonly #unjoinable = new Set<Cgroup>();
   /** How many cgroups are being emptied after their invocation, and who waits for one. */
   #releasing = 0;
   #waiting: Array<() => void> = [];
@@ -77,9 +82,9 @@ export class CgroupPool {
     return this.#free.length;
   }
 
-  /** Number of cgroups that could serve: free ones and ones in use, not ones someone else occupies. */
+  /** Number of cgroups that could serve: free ones and ones in use, not ones someone else occupies or no standby can join. */
   get usable(): number {
-    return this.#all.length - this.#occupied.size;
+    return this.#all.length - this.#occupied.size - this.#unjoinable.size;
   }
 
   /**
@@ -153,6 +158,11 @@ export class CgroupPool {
   #takeEmpty(): Cgroup | undefined {
     for (let cgroup = this.#free.shift(); cgroup; cgroup = this.#free.shift()) {
       const standby = this.#standbys.get(cgroup);
+      if (standby?.cannotJoin) {
+        this.#unjoinable.add(cgroup);
+        this.#standbys.delete(cgroup);
+        continue;
+      }
       const own = standby && !standby.exited ? standby.pid : undefined;
       if (readPids(cgroup).every((pid) => pid === own)) return cgroup;
       this.#occupy(cgroup);
@@ -178,6 +188,10 @@ export class CgroupPool {
     this.#releasing += 1;
     try {
       await ended.catch(() => undefined);
+      if (kept.cannotJoin) {
+        this.#unjoinable.add(cgroup);
+        return;
+      }
       const { remaining } = await this.#drain(cgroup, kept.exited ? undefined : kept.pid);
       // A standby stopped here (after shutdown discarded the others, say) is gone before the
       // release is over, so whoever waits for the release waits for it too.

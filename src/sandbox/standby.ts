@@ -44,6 +44,8 @@ export interface WorkerdStandby {
   readonly pid: number | undefined;
   /** Whether the standby has ended, on its own or stopped. */
   readonly exited: boolean;
+  /** Whether it ended because the kernel would not let it into its cgroup: no standby ever will be. */
+  readonly cannotJoin: boolean;
   /** Starts `workerd serve configPath` and resolves once it listens; never leaves it running on failure. One workerd at a time. */
   start(configPath: string, signal: AbortSignal): Promise<WorkerdProcess>;
   /** Kills it and waits until it is gone; safe to call more than once. */
@@ -114,11 +116,13 @@ export function prepareWorkerd(options: PrepareWorkerdOptions): WorkerdStandby {
   let run: Run | undefined;
   let turns = 0;
   let exited = false;
+  let cannotJoin = false;
   const exit = new Promise<Exit>((resolve) => {
     child.once('error', (error) => resolve({ code: null, signal: null, error }));
     child.once('exit', (code, signal) => resolve({ code, signal }));
   }).then((result) => {
     exited = true;
+    cannotJoin = result.code === cgroupJoinFailed;
     // A workerd whose standby is gone is nobody's child any more: it goes too, now or as soon as
     // its exec event tells its pid. Until it has, it holds the pipes open.
     if (run) killRun(run);
@@ -252,6 +256,9 @@ export function prepareWorkerd(options: PrepareWorkerdOptions): WorkerdStandby {
     get exited() {
       return exited;
     },
+    get cannotJoin() {
+      return cannotJoin;
+    },
     start,
     stop,
   };
@@ -277,6 +284,7 @@ function unspawnedStandby(cgroup: Cgroup, error: unknown): WorkerdStandby {
     cgroup,
     pid: undefined,
     exited: true,
+    cannotJoin: false,
     start: () => Promise.reject(new ServiceError('WORKERD_START_FAILED', { cause: error })),
     stop: () => Promise.resolve(),
   };

@@ -143,6 +143,7 @@ describe('GET /health with no usable cgroup', () => {
         cgroup,
         pid: undefined,
         exited: false,
+        cannotJoin: false,
         start: () => Promise.reject(new Error('unused')),
         stop: async () => {},
       }));

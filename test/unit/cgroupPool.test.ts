@@ -28,6 +28,7 @@ const fakeStandby = (cgroup: Cgroup) => {
     cgroup,
     pid: nextPid++,
     stopped: false,
+    cannotJoin: false,
     get exited() {
       return this.stopped;
     },
@@ -149,6 +150,31 @@ describe('standbys', () => {
     } finally {
       stranger.kill('SIGKILL');
     }
+  });
+
+  test('a cgroup no standby can join is never handed out again, nor counted as usable', async () => {
+    const pool = await CgroupPool.open({ root: await v2Root(['w1', 'w2']), version: 2, prefix: 'w' });
+    // The kernel refuses the standby of w1, as it does one in a cgroup that passes controllers on.
+    pool.keepStandbys((cgroup) => {
+      const standby = fakeStandby(cgroup);
+      if (cgroup.name === 'w1') Object.assign(standby, { stopped: true, cannotJoin: true });
+      return standby;
+    });
+    const lease = (await pool.reserve())!;
+    expect(lease.cgroup.name).toBe('w2');
+    expect(await pool.reserve()).toBeUndefined();
+    expect(pool.usable).toBe(1);
+    await lease.release();
+    expect((await pool.reserve())?.cgroup.name).toBe('w2');
+  });
+
+  test('a lease whose standby could not join gives its cgroup up on release', async () => {
+    const pool = await openPool(['w1']);
+    const lease = (await pool.reserve())!;
+    Object.assign(lease.standby, { stopped: true, cannotJoin: true });
+    await lease.release();
+    expect(pool.usable).toBe(0);
+    expect(await pool.reserve()).toBeUndefined();
   });
 
   test('discarding stops them all and makes no more', async () => {

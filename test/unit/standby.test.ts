@@ -136,6 +136,15 @@ describe('a workerd standby', () => {
     expect(isServiceError(failure, 'WORKERD_START_FAILED')).toBe(true);
     expect(String((failure as Error).cause)).toMatch(/cannot join cgroup fake/);
     expect((failure as { data: unknown }).data).toMatch(/\/nonexistent\/cgroup\.procs/);
+    // So the pool can keep that cgroup out of its rotation.
+    expect(standby.cannotJoin).toBe(true);
+  });
+
+  test('a standby stopped from outside could join its cgroup', async () => {
+    const { standby } = await prepare(await fake());
+    await standby.stop();
+    expect(standby.exited).toBe(true);
+    expect(standby.cannotJoin).toBe(false);
   });
 
   test('a start whose time is up fails with the time limit and starts nothing', async () => {
