@@ -74,7 +74,10 @@ export function buildApp(service: Service): FastifyInstance {
     if (service.draining) throw new ServiceError('SHUTTING_DOWN');
   });
   app.addHook('onSend', async (request, reply) => {
-    void reply.header('server-timing', serverTiming(request.stages.durations, reply.elapsedTime));
+    // A function's own Server-Timing, on the HTTP route, is part of its answer and stays as it is.
+    if (!reply.hasHeader('server-timing')) {
+      void reply.header('server-timing', serverTiming(request.stages.durations, reply.elapsedTime));
+    }
     // A kept-alive connection would hold the closing server open after its last answer.
     if (service.draining) void reply.header('connection', 'close');
   });

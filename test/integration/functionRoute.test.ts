@@ -89,6 +89,20 @@ describe.runIf(cgroups)('functions as HTTP endpoints', () => {
     expect(await posted.body.json()).toMatchObject({ method: 'PUT', path: '/', body: 'raw bytes' });
   });
 
+  test("the function's own headers stay as it set them, Server-Timing included; the service adds its own only where there is none", async () => {
+    const asked = { status: 200, body: 'ok', headers: { 'server-timing': 'app;dur=1', 'x-custom': 'A b' } };
+    const own = await request(`${base}/fn/status/`, { method: 'POST', body: JSON.stringify(asked) });
+    await own.body.dump();
+    expect(own.headers['server-timing']).toBe('app;dur=1');
+    expect(own.headers['x-custom']).toBe('A b');
+    const none = await request(`${base}/fn/status/`, {
+      method: 'POST',
+      body: JSON.stringify({ status: 200, body: 'ok' }),
+    });
+    await none.body.dump();
+    expect(none.headers['server-timing']).toMatch(/start;dur=[\d.]+/);
+  });
+
   test('a binary body comes back byte for byte, with its content type', async () => {
     const reference = await referenceAnswer(path.join(wranglerFixturesDir, 'binary-response'), {
       url: 'http://127.0.0.1/',
