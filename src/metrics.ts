@@ -1,5 +1,6 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { CodeCache } from './code/codeCache.js';
+import type { SettleOutcome } from './pipeline/settleWork.js';
 import type { StageName } from './pipeline/stages.js';
 import type { CgroupPool } from './sandbox/cgroupPool.js';
 
@@ -22,6 +23,7 @@ export class Metrics {
   readonly #outOfMemory: Counter;
   readonly #timeouts: Counter;
   readonly #idleCollections: Counter;
+  readonly #waitUntil: Counter<'outcome'>;
 
   constructor(sources: MetricsSources) {
     const registers = [this.registry];
@@ -53,6 +55,12 @@ export class Metrics {
     this.#idleCollections = new Counter({
       name: 'oyster_idle_collections_total',
       help: 'Full garbage collections run after a burst of invocations, once the service was idle for IDLE_GC_MS',
+      registers,
+    });
+    this.#waitUntil = new Counter({
+      name: 'oyster_wait_until_total',
+      help: 'Invocations answered while work handed to waitUntil still ran, by how that work ended: settled, time_limit, shutdown or failed',
+      labelNames: ['outcome'],
       registers,
     });
     const gauge = (name: string, help: string, read: () => number) =>
@@ -101,6 +109,11 @@ export class Metrics {
   /** Counts one garbage collection after a burst. */
   countIdleCollection(): void {
     this.#idleCollections.inc();
+  }
+
+  /** Counts one invocation's waitUntil work by how it ended. */
+  countWaitUntil(outcome: SettleOutcome): void {
+    this.#waitUntil.inc({ outcome });
   }
 
   /** Records how long one stage took, for a stage that ends after the answer (cleanup). */

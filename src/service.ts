@@ -10,6 +10,7 @@ import { IdleCollector } from './idleCollector.js';
 import { Metrics } from './metrics.js';
 import { BackgroundWork } from './pipeline/backgroundWork.js';
 import { type RunRequest, type RunResult, runFunction } from './pipeline/runFunction.js';
+import type { SettleOutcome } from './pipeline/settleWork.js';
 import type { CgroupPool } from './sandbox/cgroupPool.js';
 import { prepareWorkerd } from './sandbox/standby.js';
 import type { Signer } from './signing.js';
@@ -76,6 +77,8 @@ export function createService(config: Config, deps: ServiceDependencies): Servic
       log.debug({ durationMs }, 'collected garbage after a burst of invocations');
     },
   });
+  // Aborted when shutdown stops waiting: waitUntil work still running is cut short.
+  const shutdown = new AbortController();
   const pipeline = {
     config,
     pool,
@@ -83,7 +86,9 @@ export function createService(config: Config, deps: ServiceDependencies): Servic
     workerFiles,
     guard,
     background,
+    shutdown: shutdown.signal,
     onCleanup: (ms: number) => metrics.observeStage('cleanup', ms),
+    onWaitUntil: (outcome: SettleOutcome) => metrics.countWaitUntil(outcome),
   };
 
   // Every invocation in flight with a promise of its end, so drain() can wait for them, then abort
@@ -115,13 +120,16 @@ export function createService(config: Config, deps: ServiceDependencies): Servic
     }
   };
 
+  // Waits (up to graceMs) for the invocations in flight and the waitUntil work of those answered,
+  // then cuts the rest short and waits for their cleanup.
   const drain = async (graceMs: number): Promise<void> => {
     draining = true;
     let timer: NodeJS.Timeout | undefined;
     const graceOver = new Promise((resolve) => (timer = setTimeout(resolve, graceMs)));
-    await Promise.race([Promise.all(inFlight.values()), graceOver]);
+    await Promise.race([Promise.all(inFlight.values()).then(() => background.settled()), graceOver]);
     clearTimeout(timer);
     for (const controller of inFlight.keys()) controller.abort(new ServiceError('SHUTTING_DOWN'));
+    shutdown.abort(new ServiceError('SHUTTING_DOWN'));
     await Promise.all(inFlight.values());
     await background.settled();
   };

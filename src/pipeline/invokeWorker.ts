@@ -31,8 +31,14 @@ export interface Invocation {
   readonly body: Buffer;
 }
 
+/** The function's answer, and whether work it handed to waitUntil still runs. */
+export interface WorkerAnswer {
+  readonly answer: Invocation;
+  readonly waitUntilPending: boolean;
+}
+
 /** Sends the input to a running workerd and reads its whole answer, within the caller's time limit. */
-export async function invokeWorker(options: InvokeOptions): Promise<Invocation> {
+export async function invokeWorker(options: InvokeOptions): Promise<WorkerAnswer> {
   try {
     const { method, target, headers, body } = options.request;
     const response = await send(`http://127.0.0.1:${options.port}${target}`, {
@@ -43,20 +49,24 @@ export async function invokeWorker(options: InvokeOptions): Promise<Invocation> 
       // This workerd is about to be killed: a kept-alive connection to it would be useless.
       keepAlive: false,
     });
+    const verdict = guardVerdict(options.guard, response.headers[guardHeader]);
+    const waitUntilPending = verdict === 'pending';
     // The guard refused the function's answer: none of it is passed on.
-    const refused = guardVerdict(options.guard, response.headers[guardHeader]);
-    if (refused) {
+    if (verdict && !waitUntilPending) {
       response.destroy();
-      if (refused === 'too-large') throw new BodyTooLargeError(options.maxResponseBytes);
+      if (verdict === 'too-large') throw new BodyTooLargeError(options.maxResponseBytes);
       throw new ServiceError('USER_CODE_FAILED', {
-        cause: new Error(`the function ${refused === 'threw' ? 'threw' : "broke its answer's stream"}`),
+        cause: new Error(`the function ${verdict === 'threw' ? 'threw' : "broke its answer's stream"}`),
       });
     }
-    return {
+    // The guard's word is for the service, not part of the function's answer.
+    if (waitUntilPending) delete response.headers[guardHeader];
+    const answer = {
       statusCode: response.statusCode!,
       headers: response.headers,
       body: await readCapped(response, options.maxResponseBytes),
     };
+    return { answer, waitUntilPending };
   } catch (error) {
     if (error instanceof ServiceError) throw error;
     if (error instanceof BodyTooLargeError) {

@@ -12,6 +12,7 @@ import { fetchAttestation } from './attestation.js';
 import type { BackgroundWork } from './backgroundWork.js';
 import { downloadCode } from './codeDownload.js';
 import { type FunctionRequest, type Invocation, invokeWorker } from './invokeWorker.js';
+import { type SettleOutcome, settleWork } from './settleWork.js';
 import type { StageTimer } from './stages.js';
 import { type Deadline, startDeadline } from './upstream.js';
 
@@ -30,8 +31,12 @@ export interface PipelineDependencies {
   readonly guard: ResponseGuard;
   /** Where each invocation's cleanup runs once its answer is on its way. */
   readonly background: BackgroundWork;
+  /** Fires when shutdown stops waiting for work the functions handed to waitUntil. */
+  readonly shutdown: AbortSignal;
   /** Told how long each cleanup took. */
   readonly onCleanup?: (durationMs: number) => void;
+  /** Told how each invocation's waitUntil work ended, for those that had some. */
+  readonly onWaitUntil?: (outcome: SettleOutcome) => void;
 }
 
 /** One client request to run a function. */
@@ -66,6 +71,8 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
   let files: FilesLease | undefined;
   let worker: WorkerdProcess | undefined;
   let deadline: Deadline | undefined;
+  let limitEndsAt = 0;
+  let waitUntilPending = false;
   let userCodeStarted = false;
   try {
     // 1. A free cgroup first: a busy server answers 503 without bothering the upstreams.
@@ -102,6 +109,7 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
     // 5. workerd, started by the standby inside the cgroup, until it listens. The time limit runs from here to the answer.
     userCodeStarted = true;
     deadline = startDeadline(signal, config.executionTimeoutMs);
+    limitEndsAt = performance.now() + config.executionTimeoutMs;
     const limit = deadline.signal;
     worker = await stages
       .run('start', () => standby.start(configPath, limit))
@@ -109,7 +117,7 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
     const port = worker.port;
 
     // 6. The request, to the function; its whole answer back.
-    const result = await stages
+    const { answer, waitUntilPending: pending } = await stages
       .run('execution', () =>
         invokeWorker({
           port,
@@ -120,17 +128,29 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
         }),
       )
       .catch((error: unknown) => explainFailure(error, worker, oomKilled));
-    return { answer: result, codeSha256 };
+    waitUntilPending = pending;
+    return { answer, codeSha256 };
   } catch (error) {
     throw interruptedOrNot(toServiceError(error), userCodeStarted);
   } finally {
     // 7. Nothing left behind, on every path: the process, its files, its cgroup. The answer does
     //    not wait for it: workerd gets its SIGKILL here and now, and the cgroup is handed out again
     //    only once the process is gone (its files, outside the cgroup, are let go of meanwhile).
+    //    Work the function handed to waitUntil first gets what is left of its time limit.
     deadline?.clear();
     const started = performance.now();
+    const running = worker;
+    const settled =
+      running && waitUntilPending
+        ? settleWork({
+            port: running.port,
+            guard: deps.guard,
+            timeoutMs: limitEndsAt - started,
+            shutdown: deps.shutdown,
+          }).then((outcome) => deps.onWaitUntil?.(outcome))
+        : undefined;
     // The standby goes back with the cgroup: it starts the next invocation's workerd.
-    const stopped = worker?.stop();
+    const stopped = settled ? settled.then(() => running?.stop()) : running?.stop();
     const released = lease?.release(Promise.resolve(stopped));
     const used = files;
     deps.background.run(async () => {

@@ -155,7 +155,7 @@ describe('worker files', () => {
   test("of a service worker start with the guard, on the script's first line, the script after it unchanged", async () => {
     const files = await write();
     const script = await readFile(path.join(files.dir, 'worker.js'), 'utf8');
-    expect(script).toMatch(/^\(\(\) => \{ const guarded = /);
+    expect(script).toMatch(/^\(\(\) => \{ const guard = /);
     expect(script.endsWith('})();// code')).toBe(true);
     expect(script.split('\n')).toHaveLength(1);
   });
