@@ -1,7 +1,9 @@
+import { execFile } from 'node:child_process';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { listen } from '../../src/dev/listen.js';
 import { discoverCgroups } from '../../src/sandbox/cgroups.js';
@@ -10,6 +12,39 @@ import { noLeftovers, type Stack, startStack } from '../helpers/stack.js';
 import { waitFor } from '../helpers/wait.js';
 
 const cgroups = await cgroupsOrSkip();
+
+// An address of this machine's that no deny range covers (the machine's own interface address may
+// lie in a documentation range, as 192.0.2.2 does here): added to loopback for the test, so only
+// the list of the machine's own addresses, read at start, stands between user code and it.
+const ownPublicAddress = '192.88.99.2';
+
+describe.runIf(cgroups)("the user's code and this machine's own addresses", () => {
+  const ip = (...args: string[]) => promisify(execFile)('ip', args);
+  let stack: Stack;
+  beforeAll(async () => {
+    await ip('address', 'add', `${ownPublicAddress}/32`, 'dev', 'lo');
+    stack = await startStack({ pool: { count: 1 } });
+  });
+  afterAll(async () => {
+    await stack?.close();
+    await ip('address', 'del', `${ownPublicAddress}/32`, 'dev', 'lo');
+  });
+
+  test('an address of an interface that counts as public is denied too', async () => {
+    const exposed = await listen(
+      createServer((_request, response) => response.end('exposed')),
+      '0.0.0.0',
+      0,
+    );
+    try {
+      const url = `http://${ownPublicAddress}:${new URL(exposed.url).port}/`;
+      const response = await stack.invoke({ code_id: 'fetch', input: { url } });
+      expect(response.body.data, url).toMatch(/^blocked /);
+    } finally {
+      await exposed.close();
+    }
+  });
+});
 
 describe.runIf(cgroups)("the user's code stays in its box", () => {
   let stack: Stack;
