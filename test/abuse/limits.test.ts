@@ -56,6 +56,13 @@ describe.runIf(cgroups)('a worker response over MAX_RESPONSE_BYTES', () => {
     expect((under.body.data as string).length).toBe(64 * 1024);
     expect(await stack.leftovers()).toEqual(noLeftovers);
   });
+
+  test('a body declared longer than the limit is refused before it is read, even one that never ends', async () => {
+    const response = await stack.invoke({ code_id: 'endless-declared' });
+    expect(response.statusCode).toBe(500);
+    expect(response.body.message).toContain('MAX_RESPONSE_BYTES');
+    expect(await stack.leftovers()).toEqual(noLeftovers);
+  });
 });
 
 describe.runIf(cgroups)('path-like code_ids', () => {
