@@ -20,56 +20,63 @@ const bytes = z.coerce.number().int().positive();
 const flag = z.enum(['true', 'false', '1', '0']).transform((value) => value === 'true' || value === '1');
 
 // The environment variables the service reads, with their defaults. Parsed once, at start-up.
-const schema = z.object({
-  PORT: port.default(6000),
-  HOST: z.string().min(1).default('127.0.0.1'),
-  CGROUP_VERSION: z.enum(['1', '2']).transform(Number).optional(),
-  CGROUP_ROOT: z.string().min(1).default('/sys/fs/cgroup'),
-  CGROUP_PREFIX: z
-    .string()
-    .regex(/^[A-Za-z0-9_.-]+$/, 'must be a plain cgroup name prefix (letters, digits, _ . -)')
-    .default('workerd'),
-  RUNTIME_PATH: z
-    .string()
-    .min(1)
-    // Each workerd gets the path of its config as one line on stdin.
-    .regex(/^[^\n]*$/, 'must not contain a line break')
-    .default('./runtime/'),
-  WORKERD_PATH: z.string().min(1).default(workerd.default),
-  ATTESTATION_URL: z.url({ protocol: /^https?$/ }).default('http://127.0.0.1:1300'),
-  STORAGE_URL: z.url({ protocol: /^https?$/ }).default('http://127.0.0.1:3000/load'),
-  EXECUTION_TIMEOUT_MS: positiveMs.default(30_000),
-  UPSTREAM_TIMEOUT_MS: positiveMs.default(5_000),
-  SHUTDOWN_GRACE_MS: positiveMs.default(10_000),
-  REQUEST_TIMEOUT_MS: positiveMs.default(10_000),
-  KEEP_ALIVE_TIMEOUT_MS: positiveMs.default(5_000),
-  MAX_CONNECTIONS: z.coerce.number().int().positive().default(1_000),
-  MAX_BODY_BYTES: bytes.default(1024 * 1024),
-  MAX_CODE_BYTES: bytes.default(10 * 1024 * 1024),
-  MAX_RESPONSE_BYTES: bytes.default(1024 * 1024),
-  CODE_CACHE_MAX_BYTES: z.coerce
-    .number()
-    .int()
-    .min(0)
-    .default(64 * 1024 * 1024),
-  IDLE_GC_MS: z.coerce.number().int().min(0).max(maxTimerMs).default(10_000),
-  ALLOW_PUBLIC_EGRESS: flag.default(true),
-  SIGNER_KEY_PATH: z.string().min(1).optional(),
-  COMPATIBILITY_DATE: z
-    .string()
-    .regex(/^\d{4}-\d{2}-\d{2}$/, 'must be a date, YYYY-MM-DD')
-    .refine(
-      (date) => date <= workerd.compatibilityDate,
-      `must not be after ${workerd.compatibilityDate}, the newest date the bundled workerd supports`,
-    )
-    .default(workerd.compatibilityDate),
-  COMPATIBILITY_FLAGS: z
-    .string()
-    .regex(/^[a-z0-9_, ]*$/, 'must be compatibility flags (lowercase letters, digits, _), separated by commas')
-    .transform((flags) => flags.split(/[ ,]+/).filter((flag) => flag !== ''))
-    .default(['nodejs_compat']),
-  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-});
+const schema = z
+  .object({
+    PORT: port.default(6000),
+    HOST: z.string().min(1).default('127.0.0.1'),
+    ADMIN_PORT: port.optional(),
+    ADMIN_HOST: z.string().min(1).default('127.0.0.1'),
+    CGROUP_VERSION: z.enum(['1', '2']).transform(Number).optional(),
+    CGROUP_ROOT: z.string().min(1).default('/sys/fs/cgroup'),
+    CGROUP_PREFIX: z
+      .string()
+      .regex(/^[A-Za-z0-9_.-]+$/, 'must be a plain cgroup name prefix (letters, digits, _ . -)')
+      .default('workerd'),
+    RUNTIME_PATH: z
+      .string()
+      .min(1)
+      // Each workerd gets the path of its config as one line on stdin.
+      .regex(/^[^\n]*$/, 'must not contain a line break')
+      .default('./runtime/'),
+    WORKERD_PATH: z.string().min(1).default(workerd.default),
+    ATTESTATION_URL: z.url({ protocol: /^https?$/ }).default('http://127.0.0.1:1300'),
+    STORAGE_URL: z.url({ protocol: /^https?$/ }).default('http://127.0.0.1:3000/load'),
+    EXECUTION_TIMEOUT_MS: positiveMs.default(30_000),
+    UPSTREAM_TIMEOUT_MS: positiveMs.default(5_000),
+    SHUTDOWN_GRACE_MS: positiveMs.default(10_000),
+    REQUEST_TIMEOUT_MS: positiveMs.default(10_000),
+    KEEP_ALIVE_TIMEOUT_MS: positiveMs.default(5_000),
+    MAX_CONNECTIONS: z.coerce.number().int().positive().default(1_000),
+    MAX_BODY_BYTES: bytes.default(1024 * 1024),
+    MAX_CODE_BYTES: bytes.default(10 * 1024 * 1024),
+    MAX_RESPONSE_BYTES: bytes.default(1024 * 1024),
+    CODE_CACHE_MAX_BYTES: z.coerce
+      .number()
+      .int()
+      .min(0)
+      .default(64 * 1024 * 1024),
+    IDLE_GC_MS: z.coerce.number().int().min(0).max(maxTimerMs).default(10_000),
+    ALLOW_PUBLIC_EGRESS: flag.default(true),
+    SIGNER_KEY_PATH: z.string().min(1).optional(),
+    COMPATIBILITY_DATE: z
+      .string()
+      .regex(/^\d{4}-\d{2}-\d{2}$/, 'must be a date, YYYY-MM-DD')
+      .refine(
+        (date) => date <= workerd.compatibilityDate,
+        `must not be after ${workerd.compatibilityDate}, the newest date the bundled workerd supports`,
+      )
+      .default(workerd.compatibilityDate),
+    COMPATIBILITY_FLAGS: z
+      .string()
+      .regex(/^[a-z0-9_, ]*$/, 'must be compatibility flags (lowercase letters, digits, _), separated by commas')
+      .transform((flags) => flags.split(/[ ,]+/).filter((flag) => flag !== ''))
+      .default(['nodejs_compat']),
+    LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  })
+  .refine((e) => !e.ADMIN_PORT || e.ADMIN_PORT !== e.PORT, {
+    message: 'must differ from PORT: the operator endpoints never share the public listener',
+    path: ['ADMIN_PORT'],
+  });
 
 /** The service's settings, validated and typed; passed to every stage that needs one. */
 export interface Config {
@@ -77,6 +84,10 @@ export interface Config {
   readonly port: number;
   /** Address the HTTP API listens on. */
   readonly host: string;
+  /** TCP port of the operator endpoints (draining), a listener of their own; unset, there is none. */
+  readonly adminPort: number | undefined;
+  /** Address of the operator endpoints: loopback unless the operator says otherwise. */
+  readonly adminHost: string;
   /** cgroup version of the pool, or undefined to detect it from the cgroup root. */
   readonly cgroupVersion: 1 | 2 | undefined;
   /** Where the cgroup file systems are mounted. */
@@ -131,6 +142,8 @@ export function parseConfig(env: Readonly<Record<string, string | undefined>>): 
   return {
     port: e.PORT,
     host: e.HOST,
+    adminPort: e.ADMIN_PORT,
+    adminHost: e.ADMIN_HOST,
     cgroupVersion: e.CGROUP_VERSION as 1 | 2 | undefined,
     cgroupRoot: e.CGROUP_ROOT,
     cgroupPrefix: e.CGROUP_PREFIX,

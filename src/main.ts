@@ -4,6 +4,7 @@ import 'dotenv/config';
 import { removeStaleWorkerFiles } from './code/workerdConfig.js';
 import { type Config, parseConfig } from './config.js';
 import { StartupError } from './errors.js';
+import { buildAdminApp } from './http/adminApp.js';
 import { buildApp, shutdown } from './http/app.js';
 import { compactingCollection } from './idleCollector.js';
 import { CgroupPool } from './sandbox/cgroupPool.js';
@@ -27,6 +28,7 @@ async function main(): Promise<void> {
   const collectGarbage = globalThis.gc && compactingCollection(globalThis.gc);
   const service = createService(config, { pool, signer, collectGarbage });
   const app = buildApp(service);
+  const admin = config.adminPort === undefined ? undefined : buildAdminApp(service);
   if (!collectGarbage && config.idleGcMs > 0) {
     service.log.warn(
       'gc() is not exposed, so nothing is collected after a burst (IDLE_GC_MS): start the service with --expose-gc, as npm start does',
@@ -55,7 +57,7 @@ async function main(): Promise<void> {
       if (stopping) return;
       stopping = true;
       app.log.info({ signal, graceMs: config.shutdownGraceMs }, 'shutting down');
-      shutdown(app, service, config.shutdownGraceMs).then(
+      Promise.all([shutdown(app, service, config.shutdownGraceMs), admin?.close()]).then(
         () => process.exit(0),
         (error: unknown) => {
           app.log.error({ err: error }, 'shutdown failed');
@@ -65,6 +67,7 @@ async function main(): Promise<void> {
     });
   }
   await app.listen({ port: config.port, host: config.host });
+  await admin?.listen({ port: config.adminPort, host: config.adminHost });
 }
 
 // Refuses to start when workerd cannot be run, rather than failing every request.

@@ -38,12 +38,18 @@ export interface Service {
   readonly workerFiles: WorkerFileStore;
   /** Every invocation's cleanup, which goes on after its answer. */
   readonly background: BackgroundWork;
-  /** Whether drain() has begun: new invocations are refused. */
+  /** Whether drain() has begun (shutdown): new invocations are refused with SHUTTING_DOWN. */
+  readonly shuttingDown: boolean;
+  /** Whether an operator has taken the instance out of rotation: new invocations are refused with DRAINING. */
   readonly draining: boolean;
+  /** Invocations running now. */
+  readonly inFlight: number;
   /** Puts a standby into every free cgroup; from then on each cgroup gets one back with it. */
   start(): void;
-  /** Runs one invocation (src/pipeline/runFunction.ts); refused with SHUTTING_DOWN once draining. */
+  /** Runs one invocation (src/pipeline/runFunction.ts); refused while shutting down or draining. */
   invoke(request: RunRequest): Promise<RunResult>;
+  /** Takes the instance out of rotation (true), so that those in flight finish and no new ones start, or back in (false). */
+  setDraining(on: boolean): void;
   /** Refuses new invocations, lets those in flight finish for up to graceMs, aborts the rest, and waits for every cleanup. */
   drain(graceMs: number): Promise<void>;
   /** Lets go of everything kept between invocations: the standbys, the kept files, the idle timer. */
@@ -94,10 +100,12 @@ export function createService(config: Config, deps: ServiceDependencies): Servic
   // Every invocation in flight with a promise of its end, so drain() can wait for them, then abort
   // the rest; aborting kills their workerd.
   const inFlight = new Map<AbortController, Promise<void>>();
+  let shuttingDown = false;
   let draining = false;
 
   const invoke = async (request: RunRequest): Promise<RunResult> => {
-    if (draining) throw new ServiceError('SHUTTING_DOWN');
+    if (shuttingDown) throw new ServiceError('SHUTTING_DOWN');
+    if (draining) throw new ServiceError('DRAINING');
     const controller = new AbortController();
     const forward = () => controller.abort(request.signal.reason);
     if (request.signal.aborted) forward();
@@ -123,7 +131,7 @@ export function createService(config: Config, deps: ServiceDependencies): Servic
   // Waits (up to graceMs) for the invocations in flight and the waitUntil work of those answered,
   // then cuts the rest short and waits for their cleanup.
   const drain = async (graceMs: number): Promise<void> => {
-    draining = true;
+    shuttingDown = true;
     let timer: NodeJS.Timeout | undefined;
     const graceOver = new Promise((resolve) => (timer = setTimeout(resolve, graceMs)));
     await Promise.race([Promise.all(inFlight.values()).then(() => background.settled()), graceOver]);
@@ -142,11 +150,20 @@ export function createService(config: Config, deps: ServiceDependencies): Servic
     metrics,
     workerFiles,
     background,
+    get shuttingDown() {
+      return shuttingDown;
+    },
     get draining() {
       return draining;
     },
+    get inFlight() {
+      return inFlight.size;
+    },
     start: () => pool.keepStandbys((cgroup) => prepareWorkerd({ workerdPath: config.workerdPath, cgroup })),
     invoke,
+    setDraining: (on) => {
+      draining = on;
+    },
     drain,
     close: async () => {
       idleCollector.close();

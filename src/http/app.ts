@@ -71,7 +71,7 @@ export function buildApp(service: Service): FastifyInstance {
   app.decorateRequest('failureCode', undefined);
   app.addHook('onRequest', async (request) => {
     request.stages = new StageTimer();
-    if (service.draining) throw new ServiceError('SHUTTING_DOWN');
+    if (service.shuttingDown) throw new ServiceError('SHUTTING_DOWN');
   });
   app.addHook('onSend', async (request, reply) => {
     // A function's own Server-Timing, on the HTTP route, is part of its answer and stays as it is.
@@ -79,7 +79,7 @@ export function buildApp(service: Service): FastifyInstance {
       void reply.header('server-timing', serverTiming(request.stages.durations, reply.elapsedTime));
     }
     // A kept-alive connection would hold the closing server open after its last answer.
-    if (service.draining) void reply.header('connection', 'close');
+    if (service.shuttingDown) void reply.header('connection', 'close');
   });
   app.addHook('onResponse', async (request, reply) => {
     const { method, url } = request;
@@ -97,9 +97,10 @@ export function buildApp(service: Service): FastifyInstance {
     const failure = fromFramework(error);
     if (failure.code !== error.code) request.log.info({ code: failure.code, err: error }, failure.message);
     request.failureCode = failure.code;
-    if (failure.code === 'SERVER_BUSY') void reply.header('retry-after', String(retryAfterSeconds));
+    if (failure.code === 'SERVER_BUSY' || failure.code === 'DRAINING')
+      void reply.header('retry-after', String(retryAfterSeconds));
     // Tells the service's own answers from a function's on the HTTP route, where any status and
-    // body can be the function's; a load balancer can act on it (SERVER_BUSY, SHUTTING_DOWN).
+    // body can be the function's; a load balancer can act on it (SERVER_BUSY, DRAINING, SHUTTING_DOWN).
     void reply.header(errorHeader, failure.code);
     return reply.code(failure.status).send({ status: 'error', message: failure.message, data: failure.data });
   });

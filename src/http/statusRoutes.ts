@@ -6,11 +6,17 @@ export const statusRoutes: FastifyPluginAsync<{ readonly service: Service }> = a
   const { pool, metrics } = service;
 
   app.get('/health', async (_request, reply) => {
-    const healthy = !service.draining && pool.usable > 0;
+    const healthy = !service.shuttingDown && !service.draining && pool.usable > 0;
     return reply.code(healthy ? 200 : 503).send({
       status: healthy ? 'success' : 'error',
-      message: service.draining ? 'Shutting down' : healthy ? 'Serving' : 'No usable cgroup in the pool',
-      data: { pool_size: pool.size, free: pool.free, usable: pool.usable },
+      message: healthMessage(service, healthy),
+      data: {
+        pool_size: pool.size,
+        free: pool.free,
+        usable: pool.usable,
+        draining: service.draining,
+        in_flight: service.inFlight,
+      },
     });
   });
 
@@ -18,3 +24,9 @@ export const statusRoutes: FastifyPluginAsync<{ readonly service: Service }> = a
     return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
 };
+
+function healthMessage(service: Service, healthy: boolean): string {
+  if (service.shuttingDown) return 'Shutting down';
+  if (service.draining) return 'Draining';
+  return healthy ? 'Serving' : 'No usable cgroup in the pool';
+}

@@ -1,6 +1,7 @@
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import getPort from 'get-port';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { devAttestationDocument, startAttestationServer } from '../../src/dev/attestationServer.js';
@@ -90,6 +91,28 @@ describe.runIf(cgroups)('npm start with a real pool', () => {
     expect(await service.exited).toBe(0);
     expect(await readdir(runtimePath)).toEqual([]);
     expect(await processesMentioning(runtimePath)).toEqual([]);
+  });
+
+  test('serves the operator endpoints on ADMIN_PORT only, and /health follows draining', async () => {
+    const adminPort = await getPort({ host: '127.0.0.1' });
+    const service = await startService({
+      ...serviceEnv({ pool, runtimePath, attestation, storage }),
+      ADMIN_PORT: String(adminPort),
+    });
+    const admin = `http://127.0.0.1:${adminPort}`;
+    const post = async (url: string) => {
+      const response = await request(url, { method: 'POST' });
+      return { statusCode: response.statusCode, body: (await response.body.json()) as { message: string } };
+    };
+    const healthStatus = async () =>
+      await request(`${service.url}/health`).then((r) => r.body.dump().then(() => r.statusCode));
+    expect((await post(`${service.url}/admin/drain`)).statusCode).toBe(404);
+    expect(await post(`${admin}/admin/drain`)).toMatchObject({ statusCode: 200, body: { message: 'Draining' } });
+    expect(await healthStatus()).toBe(503);
+    expect(await post(`${admin}/admin/resume`)).toMatchObject({ statusCode: 200, body: { message: 'Serving' } });
+    expect(await healthStatus()).toBe(200);
+    service.child.kill('SIGTERM');
+    expect(await service.exited).toBe(0);
   });
 
   test('gives back memory after a burst: runs its collection once idle for IDLE_GC_MS', async () => {

@@ -144,7 +144,7 @@ describe.runIf(cgroups)('soak', () => {
       expect(rssAfter - rssBefore).toBeLessThan(32 * 1024 * 1024);
 
       // Cleanup finishes just after the last answer.
-      const idle = { pool_size: poolSize, free: poolSize, usable: poolSize };
+      const idle = { pool_size: poolSize, free: poolSize, usable: poolSize, draining: false, in_flight: 0 };
       await waitFor('every cgroup to be free again', async () => {
         const health = await request(`${service.url}/health`, { dispatcher: agent });
         return JSON.stringify(((await health.body.json()) as { data: unknown }).data) === JSON.stringify(idle);

@@ -70,7 +70,7 @@ describe('the HTTP API', () => {
   test('GET /health reports the pool', async () => {
     const response = await app.inject({ method: 'GET', url: '/health' });
     expect(response.statusCode).toBe(200);
-    expect(response.json().data).toEqual({ pool_size: 2, free: 2, usable: 2 });
+    expect(response.json().data).toEqual({ pool_size: 2, free: 2, usable: 2, draining: false, in_flight: 0 });
   });
 
   test('with no free cgroup: 503 Server busy with Retry-After, and no upstream call', async () => {

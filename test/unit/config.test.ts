@@ -34,6 +34,8 @@ describe('parseConfig', () => {
   test('reads every variable by its documented name', () => {
     const config = parseConfig({
       PORT: '7000',
+      ADMIN_PORT: '7001',
+      ADMIN_HOST: '::1',
       CGROUP_VERSION: '2',
       CGROUP_PREFIX: 'pool_',
       RUNTIME_PATH: '/tmp/rt',
@@ -46,6 +48,8 @@ describe('parseConfig', () => {
     });
     expect(config).toMatchObject({
       port: 7000,
+      adminPort: 7001,
+      adminHost: '::1',
       cgroupVersion: 2,
       cgroupPrefix: 'pool_',
       runtimePath: '/tmp/rt',
@@ -56,6 +60,15 @@ describe('parseConfig', () => {
       keepAliveTimeoutMs: 1000,
       maxConnections: 64,
     });
+  });
+
+  test('has no operator listener unless ADMIN_PORT is set, and on loopback when it is', () => {
+    expect(parseConfig({}).adminPort).toBeUndefined();
+    expect(parseConfig({ ADMIN_PORT: '6001' })).toMatchObject({ adminPort: 6001, adminHost: '127.0.0.1' });
+  });
+
+  test('refuses an ADMIN_PORT that is the public PORT, naming it', () => {
+    expect(() => parseConfig({ PORT: '6000', ADMIN_PORT: '6000' })).toThrow(/ADMIN_PORT: must differ from PORT/);
   });
 
   test('treats an empty value as unset', () => {

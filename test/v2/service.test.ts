@@ -36,7 +36,13 @@ const poolSize = 2;
 const poolMemory = 128 * 1024 * 1024;
 
 interface Health {
-  readonly data: { readonly pool_size: number; readonly free: number; readonly usable: number };
+  readonly data: {
+    readonly pool_size: number;
+    readonly free: number;
+    readonly usable: number;
+    readonly draining: boolean;
+    readonly in_flight: number;
+  };
 }
 
 describe('the service on a cgroup v2 kernel', () => {
@@ -100,7 +106,13 @@ describe('the service on a cgroup v2 kernel', () => {
     }
     const pids = await standbys();
     expect(pids.map((inCgroup) => inCgroup.length)).toEqual(cgroups.map(() => 1));
-    expect((await health()).data).toEqual({ pool_size: poolSize, free: poolSize, usable: poolSize });
+    expect((await health()).data).toEqual({
+      pool_size: poolSize,
+      free: poolSize,
+      usable: poolSize,
+      draining: false,
+      in_flight: 0,
+    });
   });
 
   test('a function answers 200 with its output', async () => {
