@@ -28,3 +28,9 @@ export async function getJson<T>(url: string): Promise<T> {
   const response = await request(url);
   return (await response.body.json()) as T;
 }
+
+// POSTs to an operator endpoint (no body) and answers its JSON body.
+export async function postJson<T>(url: string): Promise<T> {
+  const response = await request(url, { method: 'POST' });
+  return (await response.body.json()) as T;
+}

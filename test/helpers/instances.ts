@@ -1,6 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import getPort from 'get-port';
 import type { RunningServer } from '../../src/dev/listen.js';
 import { createTestPool, type TestPool } from './cgroups.js';
 import { invoke } from './http.js';
@@ -18,6 +19,8 @@ export interface Instance {
   readonly service: ServiceProcess;
   /** host:port, as nginx names it. */
   readonly address: string;
+  /** Where its operator endpoints listen (ADMIN_PORT). */
+  readonly adminUrl: string;
 }
 
 // Starts the built service with a pool of its own, using the given development servers.
@@ -28,10 +31,12 @@ export async function startInstance(
 ): Promise<Instance> {
   const pool = await createTestPool({ count: poolSize });
   const runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
+  const adminPort = await getPort({ host: '127.0.0.1' });
   const service = await startService({
     ...serviceEnv({ pool, runtimePath, attestation, storage }),
+    ADMIN_PORT: String(adminPort),
   });
-  return { pool, runtimePath, service, address: new URL(service.url).host };
+  return { pool, runtimePath, service, address: new URL(service.url).host, adminUrl: `http://127.0.0.1:${adminPort}` };
 }
 
 // Stops an instance (SIGTERM, then SIGKILL if it is slow) and removes everything it made.

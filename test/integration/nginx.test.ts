@@ -3,7 +3,7 @@ import { devAttestationDocument, startAttestationServer } from '../../src/dev/at
 import type { RunningServer } from '../../src/dev/listen.js';
 import { startStorageServer } from '../../src/dev/storageServer.js';
 import { cgroupsOrSkip } from '../helpers/cgroups.js';
-import { type Answer, getJson, invoke } from '../helpers/http.js';
+import { type Answer, getJson, invoke, postJson } from '../helpers/http.js';
 import { burst, type Instance, startInstance, stopInstance } from '../helpers/instances.js';
 import { type Nginx, startNginx } from '../helpers/nginx.js';
 import { programOrSkip } from '../helpers/programs.js';
@@ -72,6 +72,28 @@ describe.runIf(ready)('two instances behind nginx with the shipped example confi
     expect(pair).toEqual({ 200: 2 * poolSize, 503: burstSize - 2 * poolSize });
     const busy = (await nginx.accessLog()).slice(-burstSize).filter((entry) => entry.status === 503);
     for (const entry of busy) expect(entry.upstreamStatuses).toEqual(['503', '503']);
+  });
+
+  test('draining one instance takes it out of rotation without losing a request; resuming brings it back', async () => {
+    const before = (await nginx.accessLog()).length;
+    expect(await postJson(`${a.adminUrl}/admin/drain`)).toMatchObject({ message: 'Draining' });
+    const drained: Answer[] = [];
+    for (let i = 0; i < 6; i += 1) drained.push(await invoke(nginx.url, hello));
+    expect(drained.map((answer) => answer.statusCode)).toEqual(Array(6).fill(200));
+    const whileDrained = (await nginx.accessLog()).slice(before);
+    // Every request ended at b; those nginx tried on a first got its retryable 503 and moved on.
+    for (const entry of whileDrained) expect(entry.upstreams.at(-1)).toBe(b.address);
+    expect(whileDrained).toContainEqual({
+      status: 200,
+      upstreams: [a.address, b.address],
+      upstreamStatuses: ['503', '200'],
+    });
+
+    expect(await postJson(`${a.adminUrl}/admin/resume`)).toMatchObject({ message: 'Serving' });
+    const resumedAt = (await nginx.accessLog()).length;
+    for (let i = 0; i < 4; i += 1) expect((await invoke(nginx.url, hello)).statusCode).toBe(200);
+    const afterResume = (await nginx.accessLog()).slice(resumedAt);
+    expect(afterResume).toContainEqual({ status: 200, upstreams: [a.address], upstreamStatuses: ['200'] });
   });
 
   test('stopping one instance mid-run loses no request: what it cannot take, the other answers', async () => {
