@@ -31,7 +31,7 @@ export class Metrics {
     collectDefaultMetrics({ register: this.registry, prefix: 'oyster_', eventLoopMonitoringPrecision: 100 });
     this.#requests = new Counter({
       name: 'oyster_requests_total',
-      help: 'POST /api/serverless answers, by HTTP status and error code (OK for a success)',
+      help: 'Answers of POST /api/serverless and /fn/…, by HTTP status and error code (OK for a success)',
       labelNames: ['status', 'code'],
       registers,
     });

@@ -6,10 +6,11 @@ export const statusRoutes: FastifyPluginAsync<{ readonly service: Service }> = a
   const { pool, metrics } = service;
 
   app.get('/health', async (_request, reply) => {
-    const healthy = !service.shuttingDown && !service.draining && pool.usable > 0;
+    // While shutting down, every request (this one too) is answered 503 SHUTTING_DOWN by app.ts.
+    const healthy = !service.draining && pool.usable > 0;
     return reply.code(healthy ? 200 : 503).send({
       status: healthy ? 'success' : 'error',
-      message: healthMessage(service, healthy),
+      message: service.draining ? 'Draining' : healthy ? 'Serving' : 'No usable cgroup in the pool',
       data: {
         pool_size: pool.size,
         free: pool.free,
@@ -24,9 +25,3 @@ export const statusRoutes: FastifyPluginAsync<{ readonly service: Service }> = a
     return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
 };
-
-function healthMessage(service: Service, healthy: boolean): string {
-  if (service.shuttingDown) return 'Shutting down';
-  if (service.draining) return 'Draining';
-  return healthy ? 'Serving' : 'No usable cgroup in the pool';
-}
