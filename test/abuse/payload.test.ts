@@ -70,6 +70,7 @@ describe('bad requests get a clear 4xx', () => {
     const response = await post(nested(maxInputDepth));
     // The closed upstream port makes it a 500 once validation has let it through.
     expect(response.statusCode).toBe(500);
+    expect(response.json().message).toBe('There was a problem in generating the attestation document');
   });
 
   test.each([

@@ -49,7 +49,8 @@ describe.runIf(cgroups)("the user's code and this machine's own addresses", () =
 describe.runIf(cgroups)("the user's code stays in its box", () => {
   let stack: Stack;
   beforeAll(async () => {
-    stack = await startStack({ pool: { count: 2 }, env: { EXECUTION_TIMEOUT_MS: '10000' } });
+    // No code cache: each invocation's files are its own, and go with it.
+    stack = await startStack({ pool: { count: 2 }, env: { EXECUTION_TIMEOUT_MS: '10000', CODE_CACHE_MAX_BYTES: '0' } });
   });
   afterAll(() => stack?.close());
 
@@ -93,8 +94,9 @@ describe.runIf(cgroups)("the user's code stays in its box", () => {
   });
 
   test('its files are private to the service while it runs, and gone afterwards', async () => {
-    // The earlier tests' files are gone, so the one directory is this invocation's.
+    // The earlier tests' files are gone (no code cache keeps them), so the one directory is this invocation's.
     await stack.service.background.settled();
+    expect(await readdir(stack.config.runtimePath)).toEqual([]);
     const answer = stack.invoke({ code_id: 'slow', input: { ms: 1500 } });
     const dir = await waitFor('the invocation directory', async () => (await readdir(stack.config.runtimePath))[0]);
     const full = path.join(stack.config.runtimePath, dir);
@@ -104,6 +106,7 @@ describe.runIf(cgroups)("the user's code stays in its box", () => {
     for (const file of files) expect((await stat(path.join(full, file))).mode & 0o777).toBe(0o600);
     expect((await answer).statusCode).toBe(200);
     expect(await stack.leftovers()).toEqual(noLeftovers);
+    expect(await readdir(stack.config.runtimePath)).toEqual([]);
   });
 
   test("megabytes printed to the console do not grow the service's memory; the answer carries the end of it", async () => {

@@ -1,7 +1,7 @@
 import net from 'node:net';
-import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { cgroupsOrSkip } from '../helpers/cgroups.js';
+import { invoke } from '../helpers/http.js';
 import { noLeftovers, type Stack, startStack } from '../helpers/stack.js';
 
 const cgroups = await cgroupsOrSkip();
@@ -55,14 +55,7 @@ describe.runIf(cgroups)('slow clients', () => {
   });
   afterAll(() => stack?.close());
 
-  const invokeOverHttp = async () => {
-    const response = await request(`http://127.0.0.1:${port}/api/serverless`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ code_id: 'hello', input: { name: 'neighbour' } }),
-    });
-    return { statusCode: response.statusCode, body: await response.body.text() };
-  };
+  const invokeOverHttp = () => invoke(`http://127.0.0.1:${port}`, { code_id: 'hello', input: { name: 'neighbour' } });
 
   test('a body that never comes gets a 408 at REQUEST_TIMEOUT_MS, while everyone else is answered', async () => {
     const stalled = await Promise.all(Array.from({ length: 6 }, () => connect(port, stalledHead)));

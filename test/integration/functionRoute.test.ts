@@ -146,7 +146,19 @@ describe.runIf(cgroups)('functions as HTTP endpoints', () => {
     const signature = String(response.headers['x-oyster-signature']);
     const signer = await loadSigner(keyPath);
     expect(recoverSigner(fields, signature)).toBe(signer.address);
-    expect(recoverSigner({ ...fields, status: 200 }, signature)).not.toBe(signer.address);
-    expect(recoverSigner({ ...fields, target: '/items' }, signature)).not.toBe(signer.address);
+    // Each field is in the message: changing any one of them changes who appears to have signed.
+    const changed = {
+      codeId: 'other-app',
+      codeSha256: Buffer.alloc(32),
+      method: 'PUT',
+      target: '/items',
+      requestBody: Buffer.from('{"name":"mug"}'),
+      status: 200,
+      contentType: 'text/plain',
+      responseBody: Buffer.from('something else'),
+    };
+    for (const [field, value] of Object.entries(changed)) {
+      expect(recoverSigner({ ...fields, [field]: value }, signature), field).not.toBe(signer.address);
+    }
   });
 });

@@ -10,6 +10,7 @@ import { startStorageServer } from '../../src/dev/storageServer.js';
 import { serviceNodeFlags } from '../../src/nodeFlags.js';
 import { cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
 import { fakeCgroupV2Root } from '../helpers/fakeCgroupfs.js';
+import { postJson, statusOf } from '../helpers/http.js';
 import { refusedStart, serviceEnv, startService } from '../helpers/service.js';
 import { examplesDir, fixturesDir, processesMentioning } from '../helpers/stack.js';
 import { waitFor } from '../helpers/wait.js';
@@ -100,17 +101,11 @@ describe.runIf(cgroups)('npm start with a real pool', () => {
       ADMIN_PORT: String(adminPort),
     });
     const admin = `http://127.0.0.1:${adminPort}`;
-    const post = async (url: string) => {
-      const response = await request(url, { method: 'POST' });
-      return { statusCode: response.statusCode, body: (await response.body.json()) as { message: string } };
-    };
-    const healthStatus = async () =>
-      await request(`${service.url}/health`).then((r) => r.body.dump().then(() => r.statusCode));
-    expect((await post(`${service.url}/admin/drain`)).statusCode).toBe(404);
-    expect(await post(`${admin}/admin/drain`)).toMatchObject({ statusCode: 200, body: { message: 'Draining' } });
-    expect(await healthStatus()).toBe(503);
-    expect(await post(`${admin}/admin/resume`)).toMatchObject({ statusCode: 200, body: { message: 'Serving' } });
-    expect(await healthStatus()).toBe(200);
+    expect(await postJson(`${service.url}/admin/drain`)).toMatchObject({ message: 'No such endpoint' });
+    expect(await postJson(`${admin}/admin/drain`)).toMatchObject({ message: 'Draining' });
+    expect(await statusOf(`${service.url}/health`)).toBe(503);
+    expect(await postJson(`${admin}/admin/resume`)).toMatchObject({ message: 'Serving' });
+    expect(await statusOf(`${service.url}/health`)).toBe(200);
     service.child.kill('SIGTERM');
     expect(await service.exited).toBe(0);
   });

@@ -200,6 +200,7 @@ describe('a workerd standby', () => {
     const deadline = Date.now() + 5_000;
     let forked: number[] = [];
     while (forked.length === 0 && Date.now() < deadline) forked = childPidsSync(standby.pid!);
+    expect(forked, 'the standby forked no workerd').not.toEqual([]);
     process.kill(standby.pid!, 'SIGKILL');
     expect(isServiceError(await starting, 'WORKERD_START_FAILED')).toBe(true);
     await waitFor('its workerd to be gone', async () => !(await isRunning(forked[0]!)));

@@ -112,6 +112,7 @@ describe('the wrangler fixtures', async () => {
     test("carries its project's compatibility date", async () => {
       const { metadata, config } = await readFixture(name);
       const date = /"?compatibility_date"?\s*[=:]\s*"([^"]+)"/.exec(config)?.[1];
+      expect(date, 'the project names a compatibility date').toBeDefined();
       expect(metadata.compatibility_date).toBe(date);
     });
   });
