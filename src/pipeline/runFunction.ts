@@ -4,7 +4,7 @@ import { parseWorkerCode } from '../code/codeFormat.js';
 import type { ResponseGuard } from '../code/responseGuard.js';
 import type { FilesLease, WorkerFileStore } from '../code/workerFileStore.js';
 import type { Config } from '../config.js';
-import { isServiceError, ServiceError, toServiceError } from '../errors.js';
+import { abortError, isServiceError, ServiceError, toServiceError } from '../errors.js';
 import type { CgroupPool, Lease } from '../sandbox/cgroupPool.js';
 import { watchOom } from '../sandbox/cgroups.js';
 import type { WorkerdProcess } from '../sandbox/standby.js';
@@ -107,6 +107,8 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
     const configPath = files.configPath;
 
     // 5. workerd, started by the standby inside the cgroup, until it listens. The time limit runs from here to the answer.
+    //    A request abandoned before this point (shutdown, the client gone) never starts it.
+    if (signal.aborted) throw abortError(signal);
     userCodeStarted = true;
     deadline = startDeadline(signal, config.executionTimeoutMs);
     limitEndsAt = performance.now() + config.executionTimeoutMs;
