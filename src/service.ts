@@ -73,7 +73,11 @@ export function createService(config: Config, deps: ServiceDependencies): Servic
     write: (code) => writeWorkerFiles({ ...fileSettings, code }),
     onRemoveFailed: (error) => log.error({ stage: 'cleanup', err: error }, 'removing the files of evicted code failed'),
   });
-  const codeCache = new CodeCache({ maxBytes: config.codeCacheMaxBytes, onEvict: (code) => workerFiles.retire(code) });
+  // Code is evicted while a request stores new code: its files go after that request's answer.
+  const codeCache = new CodeCache({
+    maxBytes: config.codeCacheMaxBytes,
+    onEvict: (code) => setImmediate(() => workerFiles.retire(code)),
+  });
   const metrics = new Metrics({ pool, codeCache });
   const idleCollector = new IdleCollector({
     idleMs: config.idleGcMs,

@@ -14,7 +14,7 @@ export interface CachedCode {
 /**
  * What one cached piece of code costs the machine beyond its bytes: its kept directory, its config
  * and its files rounded up to whole blocks under RUNTIME_PATH, and the service's bookkeeping for
- * it (docs/ has the measurement). Without it a million tiny entries would fit the byte budget.
+ * it. Without it the byte budget would admit far more tiny entries than the machine can keep.
  */
 export const entryOverheadBytes = 20 * 1024;
 

@@ -45,7 +45,7 @@ export interface WorkerdConfigOptions {
   readonly compatibilityFlags: readonly string[];
   /** Whether the worker may fetch public internet addresses. Private and loopback ones are never allowed. */
   readonly allowPublicEgress: boolean;
-  /** Address blocks the worker may never reach, even when they count as public (src/egress.ts). */
+  /** Address blocks the worker may never reach, even when they count as public (src/code/egress.ts). */
   readonly deniedEgress: readonly string[];
 }
 
@@ -229,8 +229,8 @@ function planCodeFiles(
 /**
  * Deletes an invocation's directory and everything in it. Its files are known, so each is unlinked
  * by name: a recursive rm would first look at every one of them. Synchronous: it runs after the
- * answer has gone, and a few quick system calls (one per module at most, and codeFormat caps
- * bundles) cost a fraction of the CPU that their trips through the thread pool would.
+ * answer has gone, and a few quick system calls (one per file written, and workersUpload caps the
+ * parts of a bundle) cost a fraction of the CPU that their trips through the thread pool would.
  */
 export function removeWorkerFiles(files: WorkerFiles): void {
   // Every removal is tried, whatever fails; the first failure is reported.

@@ -266,8 +266,8 @@ export function prepareWorkerd(options: PrepareWorkerdOptions): WorkerdStandby {
 
 // Kills a run's workerd, now if its pid is known, else as soon as it is. Its parent reaps it just
 // before the end line is written, so a kill in between reaches a pid that is free;
-// the kernel hands a freed pid out again only after the others up to pid_max (32,768 at the
-// least), which takes as many new processes, not one moment.
+// the kernel hands a freed pid out again only after the others up to pid_max, which takes that
+// many new processes, not one moment.
 function killRun(run: Run): void {
   run.killed = true;
   if (run.pid === undefined || run.ended) return;
