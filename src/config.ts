@@ -56,6 +56,9 @@ const schema = z
       .min(0)
       .default(64 * 1024 * 1024),
     IDLE_GC_MS: z.coerce.number().int().min(0).max(maxTimerMs).default(10_000),
+    SPARES_MAX: z.coerce.number().int().min(0).default(4),
+    SPARES_PER_CODE: z.coerce.number().int().positive().default(1),
+    SPARE_IDLE_MS: positiveMs.default(60_000),
     ALLOW_PUBLIC_EGRESS: flag.default(true),
     SIGNER_KEY_PATH: z.string().min(1).optional(),
     COMPATIBILITY_DATE: z
@@ -123,6 +126,12 @@ export interface Config {
   readonly codeCacheMaxBytes: number;
   /** Quiet time after a burst of invocations before one full garbage collection gives its memory back; 0 turns it off. */
   readonly idleGcMs: number;
+  /** Most spares (workerd started ahead for cached code) at once; 0 turns them off. */
+  readonly sparesMax: number;
+  /** Most spares of one code_id's code at once. */
+  readonly sparesPerCode: number;
+  /** How long a spare no invocation takes lives. */
+  readonly spareIdleMs: number;
   /** Whether user code may fetch public internet addresses (private and loopback ones never). */
   readonly allowPublicEgress: boolean;
   readonly logLevel: string;
@@ -164,6 +173,9 @@ export function parseConfig(env: Readonly<Record<string, string | undefined>>): 
     maxResponseBytes: e.MAX_RESPONSE_BYTES,
     codeCacheMaxBytes: e.CODE_CACHE_MAX_BYTES,
     idleGcMs: e.IDLE_GC_MS,
+    sparesMax: e.SPARES_MAX,
+    sparesPerCode: e.SPARES_PER_CODE,
+    spareIdleMs: e.SPARE_IDLE_MS,
     allowPublicEgress: e.ALLOW_PUBLIC_EGRESS,
     logLevel: e.LOG_LEVEL,
     signerKeyPath: e.SIGNER_KEY_PATH,

@@ -1,6 +1,7 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { CodeCache } from './code/codeCache.js';
 import type { SettleOutcome } from './pipeline/settleWork.js';
+import type { SpareKill, Spares } from './pipeline/spares.js';
 import type { StageName } from './pipeline/stages.js';
 import type { CgroupPool } from './sandbox/cgroupPool.js';
 
@@ -10,6 +11,7 @@ const durationBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 export interface MetricsSources {
   readonly pool: CgroupPool;
   readonly codeCache: CodeCache;
+  readonly spares: Spares;
 }
 
 /**
@@ -24,6 +26,8 @@ export class Metrics {
   readonly #timeouts: Counter;
   readonly #idleCollections: Counter;
   readonly #waitUntil: Counter<'outcome'>;
+  readonly #sparesReady: Counter;
+  readonly #sparesKilled: Counter<'reason'>;
 
   constructor(sources: MetricsSources) {
     const registers = [this.registry];
@@ -63,6 +67,17 @@ export class Metrics {
       labelNames: ['outcome'],
       registers,
     });
+    this.#sparesReady = new Counter({
+      name: 'oyster_spares_ready_total',
+      help: 'Spares (workerd started ahead for cached code) that listened',
+      registers,
+    });
+    this.#sparesKilled = new Counter({
+      name: 'oyster_spares_killed_total',
+      help: 'Spares killed before an invocation took them, by why: code_evicted, other_code, idle, start_failed, ended, drain or shutdown',
+      labelNames: ['reason'],
+      registers,
+    });
     const gauge = (name: string, help: string, read: () => number) =>
       new Gauge({
         name,
@@ -99,6 +114,13 @@ export class Metrics {
       'Requests whose code was fetched from the storage server',
       () => sources.codeCache.misses,
     );
+    gauge('oyster_spares', 'Spares now, listening or starting', () => sources.spares.count);
+    counter('oyster_spare_hits_total', 'Invocations that took a spare', () => sources.spares.hits);
+    counter(
+      'oyster_spare_misses_total',
+      'Invocations of cached code that found no spare of it, while spares are on',
+      () => sources.spares.misses,
+    );
     gauge(
       'oyster_code_cache_bytes',
       "What the code cache holds costs, in bytes: its code in memory and on disk, and each entry's overhead",
@@ -114,6 +136,16 @@ export class Metrics {
   /** Counts one invocation's waitUntil work by how it ended. */
   countWaitUntil(outcome: SettleOutcome): void {
     this.#waitUntil.inc({ outcome });
+  }
+
+  /** Counts one spare that listened. */
+  countSpareReady(): void {
+    this.#sparesReady.inc();
+  }
+
+  /** Counts one spare killed unused, by why. */
+  countSpareKilled(reason: SpareKill): void {
+    this.#sparesKilled.inc({ reason });
   }
 
   /** Records how long one stage took, for a stage that ends after the answer (cleanup). */

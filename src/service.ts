@@ -11,6 +11,7 @@ import { Metrics } from './metrics.js';
 import { BackgroundWork } from './pipeline/backgroundWork.js';
 import { type RunRequest, type RunResult, runFunction } from './pipeline/runFunction.js';
 import type { SettleOutcome } from './pipeline/settleWork.js';
+import { Spares } from './pipeline/spares.js';
 import type { CgroupPool } from './sandbox/cgroupPool.js';
 import { prepareWorkerd } from './sandbox/standby.js';
 import type { Signer } from './signing.js';
@@ -38,6 +39,8 @@ export interface Service {
   readonly workerFiles: WorkerFileStore;
   /** Every invocation's cleanup, which goes on after its answer. */
   readonly background: BackgroundWork;
+  /** Workers started ahead for cached code. */
+  readonly spares: Spares;
   /** Whether drain() has begun (shutdown): new invocations are refused with SHUTTING_DOWN. */
   readonly shuttingDown: boolean;
   /** Whether an operator has taken the instance out of rotation: new invocations are refused with DRAINING. */
@@ -73,12 +76,28 @@ export function createService(config: Config, deps: ServiceDependencies): Servic
     write: (code) => writeWorkerFiles({ ...fileSettings, code }),
     onRemoveFailed: (error) => log.error({ stage: 'cleanup', err: error }, 'removing the files of evicted code failed'),
   });
-  // Code is evicted while a request stores new code: its files go after that request's answer.
+  // Code is evicted while a request stores new code: its files and spares go after that request's answer.
   const codeCache = new CodeCache({
     maxBytes: config.codeCacheMaxBytes,
-    onEvict: (code) => setImmediate(() => workerFiles.retire(code)),
+    onEvict: (code) =>
+      setImmediate(() => {
+        spares.discard(code);
+        workerFiles.retire(code);
+      }),
   });
-  const metrics = new Metrics({ pool, codeCache });
+  const spares: Spares = new Spares({
+    pool,
+    codeCache,
+    workerFiles,
+    max: config.sparesMax,
+    perCode: config.sparesPerCode,
+    idleMs: config.spareIdleMs,
+    startTimeoutMs: config.executionTimeoutMs,
+    onReady: () => metrics.countSpareReady(),
+    onKilled: (reason) => metrics.countSpareKilled(reason),
+    onCleanupFailed: (error) => log.error({ stage: 'cleanup', err: error }, 'cleanup after a spare failed'),
+  });
+  const metrics = new Metrics({ pool, codeCache, spares });
   const idleCollector = new IdleCollector({
     idleMs: config.idleGcMs,
     collect: deps.collectGarbage,
@@ -94,6 +113,7 @@ export function createService(config: Config, deps: ServiceDependencies): Servic
     pool,
     codeCache,
     workerFiles,
+    spares,
     guard,
     background,
     shutdown: shutdown.signal,
@@ -136,6 +156,7 @@ export function createService(config: Config, deps: ServiceDependencies): Servic
   // then cuts the rest short and waits for their cleanup.
   const drain = async (graceMs: number): Promise<void> => {
     shuttingDown = true;
+    spares.pause('shutdown');
     let timer: NodeJS.Timeout | undefined;
     const graceOver = new Promise((resolve) => (timer = setTimeout(resolve, graceMs)));
     await Promise.race([Promise.all(inFlight.values()).then(() => background.settled()), graceOver]);
@@ -154,6 +175,7 @@ export function createService(config: Config, deps: ServiceDependencies): Servic
     metrics,
     workerFiles,
     background,
+    spares,
     get shuttingDown() {
       return shuttingDown;
     },
@@ -167,10 +189,14 @@ export function createService(config: Config, deps: ServiceDependencies): Servic
     invoke,
     setDraining: (on) => {
       draining = on;
+      // A drained instance is about to go: its spares would only hold memory.
+      if (on) spares.pause('drain');
+      else spares.resume();
     },
     drain,
     close: async () => {
       idleCollector.close();
+      await spares.close();
       workerFiles.retireAll();
       await pool.discardStandbys();
     },

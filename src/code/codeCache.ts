@@ -68,18 +68,27 @@ export class CodeCache {
     return this.#entries.get(codeId)?.code === code;
   }
 
+  /**
+   * The code cached for a code_id, checked against its sha256 and marked as just used; undefined
+   * when there is none, or when its copy is corrupt (which lets it go).
+   */
+  lookup(codeId: string): CachedCode | undefined {
+    const entry = this.#entries.get(codeId);
+    if (!entry) return undefined;
+    if (!sha256(entry.code.bytes).equals(entry.sha256)) {
+      this.#remove(codeId);
+      return undefined;
+    }
+    this.#entries.delete(codeId);
+    this.#entries.set(codeId, entry);
+    this.hits += 1;
+    return { code: entry.code, sha256: entry.sha256, hit: true };
+  }
+
   /** Returns the code for a code_id, calling fetch only when it is not cached (or its copy is corrupt). */
   async get(codeId: string, fetch: () => Promise<StoredCode>): Promise<CachedCode> {
-    const entry = this.#entries.get(codeId);
-    if (entry) {
-      if (sha256(entry.code.bytes).equals(entry.sha256)) {
-        this.#entries.delete(codeId);
-        this.#entries.set(codeId, entry);
-        this.hits += 1;
-        return { code: entry.code, sha256: entry.sha256, hit: true };
-      }
-      this.#remove(codeId);
-    }
+    const cached = this.lookup(codeId);
+    if (cached) return cached;
     this.misses += 1;
     const code = await this.#fetchOnce(codeId, fetch);
     const digest = sha256(code.bytes);

@@ -15,6 +15,7 @@ export const statusRoutes: FastifyPluginAsync<{ readonly service: Service }> = a
         pool_size: pool.size,
         free: pool.free,
         usable: pool.usable,
+        spares: service.spares.count,
         draining: service.draining,
         in_flight: service.inFlight,
       },

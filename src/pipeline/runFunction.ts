@@ -13,6 +13,7 @@ import type { BackgroundWork } from './backgroundWork.js';
 import { downloadCode } from './codeDownload.js';
 import { type FunctionRequest, type Invocation, invokeWorker } from './invokeWorker.js';
 import { type SettleOutcome, settleWork } from './settleWork.js';
+import type { SpareCode, Spares, TakenSpare } from './spares.js';
 import type { StageTimer } from './stages.js';
 import { type Deadline, startDeadline } from './upstream.js';
 
@@ -27,6 +28,8 @@ export interface PipelineDependencies {
   readonly codeCache: CodeCache;
   /** The code and config files workerd reads, kept for cached code. */
   readonly workerFiles: WorkerFileStore;
+  /** Workers started ahead for cached code, and the admission that may kill one for its cgroup. */
+  readonly spares: Spares;
   /** What tells a complete answer of the function's from one it did not finish. */
   readonly guard: ResponseGuard;
   /** Where each invocation's cleanup runs once its answer is on its way. */
@@ -65,7 +68,7 @@ export interface RunResult {
  * a ServiceError, and on every path nothing is left behind.
  */
 export async function runFunction(deps: PipelineDependencies, request: RunRequest): Promise<RunResult> {
-  const { config, pool, codeCache, workerFiles } = deps;
+  const { config, codeCache, workerFiles, spares } = deps;
   const { codeId, signal, stages } = request;
   let lease: Lease | undefined;
   let files: FilesLease | undefined;
@@ -74,48 +77,66 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
   let limitEndsAt = 0;
   let waitUntilPending = false;
   let userCodeStarted = false;
+  let ran: SpareCode | undefined;
+  let listened = false;
   try {
-    // 1. A free cgroup first: a busy server answers 503 without bothering the upstreams.
-    //    The lease holds the cgroup and the standby waiting in it, the process that starts workerd there.
-    lease = await stages.run('admission', () => pool.reserve());
-    if (!lease) throw new ServiceError('SERVER_BUSY', { data: { pool_size: pool.size } });
+    // 1. A spare (a workerd already started for the code the cache holds for this code_id), or
+    //    else a free cgroup: a busy server answers 503 without bothering the upstreams. The lease
+    //    holds the cgroup and the standby waiting in it, the process that starts workerd there.
+    const cached = codeCache.lookup(codeId);
+    const spare: TakenSpare | undefined = cached && spares.take(cached.code);
+    lease = spare?.lease ?? (await stages.run('admission', () => spares.admit()));
+    if (!lease) throw new ServiceError('SERVER_BUSY', { data: { pool_size: deps.pool.size } });
     const { cgroup, standby } = lease;
     // The cgroup's OOM count before this invocation.
     const oomKilled = watchOom(cgroup);
 
     // 2–3. The code: from the cache, or from the storage server on presenting a fresh attestation document.
-    const { code: stored, sha256: codeSha256 } = await codeCache.get(codeId, async () => {
-      const attestation = await stages.run('attestation', () =>
-        fetchAttestation({ url: config.attestationUrl, timeoutMs: config.upstreamTimeoutMs, signal }),
-      );
-      return stages.run('download', () =>
-        downloadCode({
-          url: config.storageUrl,
-          codeId,
-          attestation,
-          maxBytes: config.maxCodeBytes,
-          timeoutMs: config.upstreamTimeoutMs,
-          signal,
-        }),
-      );
-    });
+    const { code: stored, sha256: codeSha256 } =
+      cached ??
+      (await codeCache.get(codeId, async () => {
+        const attestation = await stages.run('attestation', () =>
+          fetchAttestation({ url: config.attestationUrl, timeoutMs: config.upstreamTimeoutMs, signal }),
+        );
+        return stages.run('download', () =>
+          downloadCode({
+            url: config.storageUrl,
+            codeId,
+            attestation,
+            maxBytes: config.maxCodeBytes,
+            timeoutMs: config.upstreamTimeoutMs,
+            signal,
+          }),
+        );
+      }));
 
     // 4. The code (one script, or a bundle of modules) and its workerd config, in a private
     //    directory with a random name: written once while the code is cached, else for this run.
-    const code = await parseWorkerCode(stored.bytes, stored.contentType);
-    files = await stages.run('files', () => workerFiles.acquire(stored, code, codeCache.holds(codeId, stored)));
+    //    A spare has both already.
+    const code = spare?.code.code ?? (await parseWorkerCode(stored.bytes, stored.contentType));
+    ran = { codeId, stored, sha256: codeSha256, code };
+    files =
+      spare?.files ??
+      (await stages.run('files', () => workerFiles.acquire(stored, code, codeCache.holds(codeId, stored))));
     const configPath = files.configPath;
 
-    // 5. workerd, started by the standby inside the cgroup, until it listens. The time limit runs from here to the answer.
-    //    A request abandoned before this point (shutdown, the client gone) never starts it.
+    // 5. workerd, started by the standby inside the cgroup, until it listens (a spare's may listen
+    //    already). The time limit runs from here to the answer. A request abandoned before this
+    //    point (shutdown, the client gone) never starts it.
     if (signal.aborted) throw abortError(signal);
     userCodeStarted = true;
     deadline = startDeadline(signal, config.executionTimeoutMs);
     limitEndsAt = performance.now() + config.executionTimeoutMs;
     const limit = deadline.signal;
     worker = await stages
-      .run('start', () => standby.start(configPath, limit))
-      .catch((error: unknown) => explainFailure(error, undefined, oomKilled));
+      .run('start', () => (spare ? spare.started(limit) : standby.start(configPath, limit)))
+      .catch((error: unknown) => {
+        // A start cut short by the client or shutdown says nothing of the code.
+        if (!signal.aborted) spares.started(stored, false);
+        return explainFailure(error, undefined, oomKilled);
+      });
+    listened = true;
+    spares.started(stored, true);
     const port = worker.port;
 
     // 6. The request, to the function; its whole answer back.
@@ -165,6 +186,8 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
           request.log.error({ stage: 'cleanup', err: outcome.reason }, 'cleanup failed');
       }
       deps.onCleanup?.(performance.now() - started);
+      // Code that started cleanly gets a spare for its next invocation, once this one is gone.
+      if (ran && listened) spares.offer(ran);
     });
   }
 }

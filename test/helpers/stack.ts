@@ -76,6 +76,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     ATTESTATION_URL: attestation.url,
     STORAGE_URL: `${storage.url}/load`,
     LOG_LEVEL: 'silent',
+    // A spare is a workerd that outlives its request on purpose; the tests of spares turn them on.
+    SPARES_MAX: '0',
     ...options.env,
   });
   await removeStaleWorkerFiles(config.runtimePath);
@@ -102,6 +104,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     },
     leftovers: async () => {
       await service.background.settled();
+      await service.spares.settled();
       return leftovers(config, pool, service.workerFiles.sharedDirs);
     },
     close: async () => {

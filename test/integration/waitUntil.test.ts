@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { cgroupsOrSkip } from '../helpers/cgroups.js';
+import { metricValue } from '../helpers/metrics.js';
 import { noLeftovers, type Stack, startStack } from '../helpers/stack.js';
 
 const cgroups = await cgroupsOrSkip();
@@ -10,10 +11,8 @@ const timeLimitMs = 3_000;
 const backgroundMs = 1_200;
 
 // How many invocations' waitUntil work ended with this outcome, from the service's metrics.
-async function waitUntilCount(stack: Stack, outcome: string): Promise<number> {
-  const metric = await stack.service.metrics.registry.getSingleMetric('oyster_wait_until_total')!.get();
-  return metric.values.find((value) => value.labels.outcome === outcome)?.value ?? 0;
-}
+const waitUntilCount = (stack: Stack, outcome: string) =>
+  metricValue(stack.service, 'oyster_wait_until_total', { outcome });
 
 // GETs a function through the HTTP route; resolves with the answer and when it came.
 async function call(stack: Stack, codeId: string, query: string) {

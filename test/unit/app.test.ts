@@ -70,7 +70,14 @@ describe('the HTTP API', () => {
   test('GET /health reports the pool', async () => {
     const response = await app.inject({ method: 'GET', url: '/health' });
     expect(response.statusCode).toBe(200);
-    expect(response.json().data).toEqual({ pool_size: 2, free: 2, usable: 2, draining: false, in_flight: 0 });
+    expect(response.json().data).toEqual({
+      pool_size: 2,
+      free: 2,
+      usable: 2,
+      spares: 0,
+      draining: false,
+      in_flight: 0,
+    });
   });
 
   test('with no free cgroup: 503 Server busy with Retry-After, and no upstream call', async () => {

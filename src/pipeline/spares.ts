@@ -1,0 +1,258 @@
+import type { CodeCache } from '../code/codeCache.js';
+import type { WorkerCode } from '../code/workerCode.js';
+import type { FilesLease, WorkerFileStore } from '../code/workerFileStore.js';
+import { ServiceError } from '../errors.js';
+import type { CgroupPool, Lease } from '../sandbox/cgroupPool.js';
+import type { WorkerdProcess } from '../sandbox/standby.js';
+import type { StoredCode } from './codeDownload.js';
+
+/** Why a spare was killed before any invocation took it, as /metrics counts it. */
+export type SpareKill = 'code_evicted' | 'other_code' | 'idle' | 'start_failed' | 'ended' | 'drain' | 'shutdown';
+
+export interface SparesOptions {
+  readonly pool: CgroupPool;
+  readonly codeCache: CodeCache;
+  readonly workerFiles: WorkerFileStore;
+  /** Most spares at once, of all code together; 0 starts none. */
+  readonly max: number;
+  /** Most spares of one code_id's code at once. */
+  readonly perCode: number;
+  /** A spare no invocation took for this long is killed. */
+  readonly idleMs: number;
+  /** A spare that does not listen within this long is killed, and its code gets no spare until a start of it succeeds. */
+  readonly startTimeoutMs: number;
+  /** Told of each spare that listens. */
+  readonly onReady?: () => void;
+  /** Told of each spare killed unused, and why. */
+  readonly onKilled?: (reason: SpareKill) => void;
+  /** Told when the cleanup after a killed spare failed. */
+  readonly onCleanupFailed?: (error: unknown) => void;
+}
+
+/** The code a spare runs: what the cache held for a code_id when the spare was started. */
+export interface SpareCode {
+  readonly codeId: string;
+  readonly stored: StoredCode;
+  readonly sha256: Buffer;
+  readonly code: WorkerCode;
+}
+
+/** A spare that an invocation has taken: its cgroup, files and workerd are the invocation's from now on. */
+export interface TakenSpare {
+  readonly lease: Lease;
+  readonly files: FilesLease;
+  readonly code: SpareCode;
+  /** Its workerd once it listens (at once if it already does); from now on `limit` bounds the wait. */
+  started(limit: AbortSignal): Promise<WorkerdProcess>;
+}
+
+interface Spare {
+  readonly code: SpareCode;
+  readonly lease: Lease;
+  readonly files: FilesLease;
+  /** Aborts its start. */
+  readonly controller: AbortController;
+  readonly worker: Promise<WorkerdProcess>;
+  /** Set once it listens. */
+  listening: WorkerdProcess | undefined;
+  /** Its start limit, until it listens. */
+  timer: NodeJS.Timeout | undefined;
+}
+
+/**
+ * Spares: a fresh workerd started for cached code right after an invocation of it has ended, in a
+ * free cgroup, that listens and waits for the next invocation of that code, so that invocation
+ * skips the start. Each serves one invocation at most and is killed after it, like any workerd;
+ * one no invocation takes is killed when its code leaves the cache, when its cgroup is needed for
+ * other code (oldest first), after idleMs, at drain and at shutdown.
+ */
+export class Spares {
+  readonly #options: SparesOptions;
+  /** Oldest first: the spare of the least recently used code comes first. */
+  readonly #spares = new Set<Spare>();
+  /** Code whose last start failed: it gets no spare until a start of it succeeds. */
+  readonly #failedStarts = new WeakSet<StoredCode>();
+  /** Cleanups of killed spares, which close() waits for. */
+  readonly #ending = new Set<Promise<void>>();
+  #paused = false;
+  #closed = false;
+  /** Invocations that took a spare. */
+  hits = 0;
+  /** Invocations of cached code that found no spare of it, while spares are on. */
+  misses = 0;
+
+  constructor(options: SparesOptions) {
+    this.#options = options;
+  }
+
+  /** Spares now, listening or still starting. */
+  get count(): number {
+    return this.#spares.size;
+  }
+
+  /** Spares now that listen. */
+  get listening(): number {
+    let listening = 0;
+    for (const spare of this.#spares) if (spare.listening) listening += 1;
+    return listening;
+  }
+
+  /** Takes a spare of this code (what the cache holds for its code_id now) for one invocation, if there is one. */
+  take(stored: StoredCode): TakenSpare | undefined {
+    for (const spare of this.#spares) {
+      if (spare.code.stored !== stored) continue;
+      if (spare.listening?.exited) {
+        this.#kill(spare, 'ended');
+        continue;
+      }
+      this.#spares.delete(spare);
+      clearTimeout(spare.timer);
+      this.hits += 1;
+      return {
+        lease: spare.lease,
+        files: spare.files,
+        code: spare.code,
+        started: (limit) => {
+          const abort = () => spare.controller.abort(limit.reason);
+          if (limit.aborted) abort();
+          else limit.addEventListener('abort', abort, { once: true });
+          return spare.worker.finally(() => limit.removeEventListener('abort', abort));
+        },
+      };
+    }
+    if (this.#options.max > 0) this.misses += 1;
+    return undefined;
+  }
+
+  /**
+   * A cgroup for an invocation of code that has no spare: a free one, or else one that a spare
+   * holds, whose spare (the oldest) is killed for it. Spares never cost a request its cgroup.
+   */
+  async admit(): Promise<Lease | undefined> {
+    for (;;) {
+      const lease = await this.#options.pool.reserve();
+      if (lease) return lease;
+      const oldest = this.#spares.values().next().value;
+      if (!oldest) return undefined;
+      // Its cgroup is on its way back from here on, so the next reserve() waits for it.
+      this.#kill(oldest, 'other_code');
+    }
+  }
+
+  /** Records how a start of some code ended: code whose last start failed gets no spares. */
+  started(stored: StoredCode, listened: boolean): void {
+    if (listened) this.#failedStarts.delete(stored);
+    else this.#failedStarts.add(stored);
+  }
+
+  /**
+   * Starts a spare of code that an invocation has just run, if the limits allow: spares are on,
+   * the code is still what the cache holds, its last start succeeded, it has fewer than perCode,
+   * and the pool has a free cgroup besides the one the spare would take.
+   */
+  offer(code: SpareCode): void {
+    const { max, perCode, pool, codeCache } = this.#options;
+    if (this.#paused || this.#spares.size >= max) return;
+    if (this.#failedStarts.has(code.stored) || !codeCache.holds(code.codeId, code.stored)) return;
+    let same = 0;
+    for (const spare of this.#spares) if (spare.code.stored === code.stored) same += 1;
+    // The last free cgroup stays free: a request for other code never waits for a spare's end.
+    if (same >= perCode || pool.free < 2) return;
+    this.#track(this.#start(code));
+  }
+
+  /** Kills the spares of code the cache let go of. */
+  discard(stored: StoredCode): void {
+    for (const spare of this.#spares) if (spare.code.stored === stored) this.#kill(spare, 'code_evicted');
+  }
+
+  /** Kills every spare and starts none until resume() (draining), or for good (shutdown). */
+  pause(reason: 'drain' | 'shutdown'): void {
+    this.#paused = true;
+    if (reason === 'shutdown') this.#closed = true;
+    for (const spare of this.#spares) this.#kill(spare, reason);
+  }
+
+  /** Starts spares again after a pause for draining. */
+  resume(): void {
+    if (!this.#closed) this.#paused = false;
+  }
+
+  /** Kills every spare for good and waits until each is gone, its cgroup back in the pool. */
+  async close(): Promise<void> {
+    this.pause('shutdown');
+    await this.settled();
+  }
+
+  /** Resolves once every spare killed so far is gone, its cgroup back in the pool and its files let go of. */
+  async settled(): Promise<void> {
+    while (this.#ending.size > 0) await Promise.all(this.#ending);
+  }
+
+  async #start(code: SpareCode): Promise<void> {
+    const { pool, workerFiles, codeCache } = this.#options;
+    // Never waits: offer() saw a free cgroup, and nothing has run since.
+    const lease = await pool.reserve();
+    if (!lease) return;
+    let files: FilesLease;
+    try {
+      files = await workerFiles.acquire(code.stored, code.code, codeCache.holds(code.codeId, code.stored));
+    } catch {
+      this.#track(lease.release());
+      return;
+    }
+    // The code may have left the cache meanwhile: its files then go with this release.
+    if (this.#paused || !codeCache.holds(code.codeId, code.stored)) {
+      files.release();
+      this.#track(lease.release());
+      return;
+    }
+    const controller = new AbortController();
+    const worker = lease.standby.start(files.configPath, controller.signal);
+    const spare: Spare = { code, lease, files, controller, worker, listening: undefined, timer: undefined };
+    this.#spares.add(spare);
+    spare.timer = setTimeout(
+      () => controller.abort(new ServiceError('EXECUTION_TIMEOUT')),
+      this.#options.startTimeoutMs,
+    ).unref();
+    worker.then(
+      (listening) => {
+        if (!this.#spares.has(spare)) return;
+        spare.listening = listening;
+        clearTimeout(spare.timer);
+        this.#options.onReady?.();
+        // Killed after idleMs, or let go of as soon as it ends by itself; taken, it is someone else's.
+        void listening.exitsWithin(this.#options.idleMs).then((ended) => this.#kill(spare, ended ? 'ended' : 'idle'));
+      },
+      () => {
+        // A spare killed or taken meanwhile is not this code's failure.
+        if (!this.#spares.has(spare)) return;
+        this.#failedStarts.add(code.stored);
+        this.#kill(spare, 'start_failed');
+      },
+    );
+  }
+
+  // Kills a spare no invocation took: its workerd, then its cgroup back to the pool, then its files.
+  #kill(spare: Spare, reason: SpareKill): void {
+    if (!this.#spares.delete(spare)) return;
+    clearTimeout(spare.timer);
+    spare.controller.abort(new ServiceError('SHUTTING_DOWN'));
+    const stopped = spare.worker.then(
+      (listening) => listening.stop(),
+      () => undefined,
+    );
+    const released = spare.lease.release(stopped);
+    this.#track(Promise.all([stopped, released]).finally(() => spare.files.release()));
+    this.#options.onKilled?.(reason);
+  }
+
+  #track(work: Promise<unknown>): void {
+    const ending: Promise<void> = work.then(
+      () => undefined,
+      (error: unknown) => this.#options.onCleanupFailed?.(error),
+    );
+    this.#ending.add(ending);
+    void ending.finally(() => this.#ending.delete(ending));
+  }
+}
