@@ -17,6 +17,7 @@ import {
   measureIdleCpu,
   measureSequentialCpu,
   netCpuMs,
+  poolMemory,
   probeCodeCache,
   type ServiceUnderTest,
   startServices,
@@ -43,6 +44,8 @@ const ratioPairs: ReadonlyArray<readonly [SideKey, SideKey]> = [
   ['miniflare', 'limit'],
   ['http', 'limit'],
   ['http', 'warm'],
+  ['spares', 'limit'],
+  ['spares', 'warm'],
 ];
 
 // Runs every section and returns the results; the caller prints and saves them.
@@ -55,7 +58,7 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
     'cgroup: the same, but joined to a cgroup of its own (100M, 100% of a core) per invocation by a shell wrapper (in the service a standby shell joins its cgroup once and forks each workerd inside it)',
     `memory: "after warm-up" and "end (idle)" are read after ${settings.idleS} s without requests, long enough for the service's collection after a burst (IDLE_GC_MS, 10 s by default); "after latency" 1 s after the last request`,
     `Miniflare and both bare sides run in Node processes of their own, driven over IPC; the service runs as \`npm start\` runs it, \`node ${serviceNodeFlags.join(' ')} dist/src/main.js\` (LOG_LEVEL info, as deployed) with its own cgroup pool; the dev upstream servers run in another process`,
-    'cold: the service with CODE_CACHE_MAX_BYTES=0 (every request calls the attestation and storage servers); warm: the cache on, after one priming request',
+    'cold: the service with CODE_CACHE_MAX_BYTES=0 (every request calls the attestation and storage servers); warm: the cache on, after one priming request, SPARES_MAX=0; spares: the cache and spares at their defaults, so that an invocation finds a workerd already listening when the one before it has left one',
     `latency: each invocation starts after ${settings.gapMs} ms idle, as in a lightly loaded service; back to back, kernel state (the RCU grace period a cgroup join waits for) stays warm and hides a cost sparse traffic pays`,
     `throughput: Miniflare is not loaded; a "503 Server busy" is retried after ${busyBackoffMs} ms`,
   ];
@@ -166,6 +169,10 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
   await sleep(settings.idleS * 1000);
   const resources: ServiceResources[] = [];
   for (const service of services) {
+    const held = await poolMemory(service);
+    notes.push(
+      `${service.side.key}: at the end, idle, its pool held ${held.processes} processes (standby shells and spares) with ${held.rssMb.toFixed(1)} MB RSS together`,
+    );
     const memory = await service.side.service.memory();
     resources.push({
       key: service.side.key,

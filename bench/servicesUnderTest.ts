@@ -1,7 +1,9 @@
 // The cold and the warm service under test: starting them, and reading their own CPU.
+import { readFile } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import type { Cleanup } from './cleanup.js';
-import { createBenchPool } from './pool.js';
+import { type BenchPool, createBenchPool } from './pool.js';
+import { readMemory } from './procStats.js';
 import { startServiceProcess } from './serviceProcess.js';
 import type { BenchSettings } from './settings.js';
 import { type ServiceSide, type Side, serviceSide } from './sides.js';
@@ -19,6 +21,8 @@ const idleCpuWindowMs = 5_000;
 /** A service process under test and what the bench has read of it so far. */
 export interface ServiceUnderTest {
   readonly side: ServiceSide;
+  /** The cgroups its workerd run in. */
+  readonly pool: BenchPool;
   rssFreshMb: number;
   rssAfterWarmupMb: number;
   rssAfterLatencyMb: number;
@@ -29,7 +33,7 @@ export interface ServiceUnderTest {
 
 /**
  * Makes a pool per service (two services sharing one would kill each other's workers) and
- * starts the cold and the warm service, both primed with one request.
+ * starts the cold and the warm service and the one with spares, each primed with one request.
  */
 export async function startServices(
   settings: BenchSettings,
@@ -38,7 +42,9 @@ export async function startServices(
 ): Promise<ServiceUnderTest[]> {
   const variants = [
     { key: 'cold', label: 'service, cold (no code cache)', env: { CODE_CACHE_MAX_BYTES: '0' } },
-    { key: 'warm', label: 'service, warm code cache', env: {} },
+    { key: 'warm', label: 'service, warm code cache, no spares', env: { SPARES_MAX: '0' } },
+    // As deployed: the code cache and spares at their defaults.
+    { key: 'spares', label: 'service, warm, spares', env: {} },
   ] as const;
   const services: ServiceUnderTest[] = [];
   for (const variant of variants) {
@@ -54,6 +60,7 @@ export async function startServices(
     await side.invoke();
     services.push({
       side,
+      pool,
       rssFreshMb,
       rssAfterWarmupMb: Number.NaN,
       rssAfterLatencyMb: Number.NaN,
@@ -62,6 +69,25 @@ export async function startServices(
     });
   }
   return services;
+}
+
+/**
+ * What the processes in a service's pool hold now (its spares' workerd and the standby shells):
+ * how many, and their RSS together.
+ */
+export async function poolMemory(service: ServiceUnderTest): Promise<{ processes: number; rssMb: number }> {
+  const pids = new Set<number>();
+  for (const files of service.pool.procsFiles) {
+    const text = await readFile(files[0]!, 'utf8').catch(() => '');
+    for (const line of text.split('\n')) if (line.trim() !== '') pids.add(Number(line));
+  }
+  let rssMb = 0;
+  for (const pid of pids)
+    rssMb += await readMemory(pid).then(
+      (memory) => memory.rssMb,
+      () => 0,
+    );
+  return { processes: pids.size, rssMb };
 }
 
 /** Reads what the idle services spend on their own per second, all in the same window. */

@@ -5,7 +5,7 @@ import type { Driver } from './driverProcess.js';
 import type { ServiceProcess } from './serviceProcess.js';
 import { invocationTimeoutMs } from './timeouts.js';
 
-export type SideKey = 'limit' | 'cgroup' | 'miniflare' | 'cold' | 'warm' | 'http';
+export type SideKey = 'limit' | 'cgroup' | 'miniflare' | 'cold' | 'warm' | 'spares' | 'http';
 
 /** The function every side runs, and its input; its answer proves the run really happened. */
 export const benchCodeId = 'hello';
@@ -86,7 +86,7 @@ export function miniflareSide(miniflare: Driver): Side {
  * POST /fn/<code_id>/ with the same input as the body.
  */
 export function serviceSide(
-  key: 'cold' | 'warm' | 'http',
+  key: 'cold' | 'warm' | 'spares' | 'http',
   label: string,
   service: ServiceProcess,
   route: 'json' | 'http' = 'json',

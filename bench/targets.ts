@@ -10,6 +10,10 @@ const maxWarmOverLimit = 1.1;
 const maxServiceOverMiniflare = 0.5;
 // Service throughput at concurrency = pool size, as a share of bare workerd's at that concurrency.
 const minThroughputShare = 0.85;
+// A warm invocation that finds a spare, p50 over bare workerd's p50 (a whole start).
+const maxSparesOverLimit = 0.25;
+// Throughput with spares on, as a share of the same service with them off, at each concurrency.
+const minSparesThroughputShare = 0.95;
 // Idle RSS of the service process.
 const maxIdleRssMb = 80;
 // "No growth": idle RSS at the end may exceed idle RSS after warm-up by at most this much (V8's
@@ -28,8 +32,8 @@ export interface TargetInputs {
 export function evaluateTargets(inputs: TargetInputs): Target[] {
   const ratio = (numerator: SideKey, denominator: SideKey) =>
     inputs.ratios.find((r) => r.numerator === numerator && r.denominator === denominator)?.medianOfPairs ?? Number.NaN;
-  const okPerS = (key: SideKey) =>
-    inputs.throughput.find((t) => t.key === key && t.concurrency === inputs.poolSize)?.okPerS ?? Number.NaN;
+  const okPerS = (key: SideKey, concurrency = inputs.poolSize) =>
+    inputs.throughput.find((t) => t.key === key && t.concurrency === concurrency)?.okPerS ?? Number.NaN;
   const targets: Target[] = [
     atMost('cold p50 / bare workerd p50 (median of pairs)', ratio('cold', 'limit'), maxColdOverLimit),
     atMost('warm p50 / bare workerd p50 (median of pairs)', ratio('warm', 'limit'), maxWarmOverLimit),
@@ -44,6 +48,14 @@ export function evaluateTargets(inputs: TargetInputs): Target[] {
       `warm throughput / bare workerd at concurrency ${inputs.poolSize}`,
       okPerS('warm') / okPerS('limit'),
       minThroughputShare,
+    ),
+    atMost('warm with spares p50 / bare workerd p50 (median of pairs)', ratio('spares', 'limit'), maxSparesOverLimit),
+    ...[inputs.poolSize, inputs.poolSize * 2].map((concurrency) =>
+      atLeast(
+        `spares throughput / no spares at concurrency ${concurrency}`,
+        okPerS('spares', concurrency) / okPerS('warm', concurrency),
+        minSparesThroughputShare,
+      ),
     ),
   ];
   for (const resources of inputs.resources) {
