@@ -15,7 +15,6 @@ import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { parseConfig } from '../../src/config.js';
 import { devAttestationDocument, startAttestationServer } from '../../src/dev/attestationServer.js';
-import type { RunningServer } from '../../src/dev/listen.js';
 import { startStorageServer } from '../../src/dev/storageServer.js';
 import { type Cgroup, discoverCgroups, readOomKills, readPids } from '../../src/sandbox/cgroups.js';
 import { cgroupRoot, createTestPool, type TestPool } from '../helpers/cgroups.js';
@@ -40,14 +39,59 @@ interface Health {
     readonly pool_size: number;
     readonly free: number;
     readonly usable: number;
+    readonly spares: number;
     readonly draining: boolean;
     readonly in_flight: number;
   };
 }
 
+// The built service on a pool of its own, with the development servers; close() removes it all.
+interface V2Service {
+  readonly service: ServiceProcess;
+  readonly pool: TestPool;
+  readonly runtimePath: string;
+  close(): Promise<void>;
+}
+
+async function startV2Service(env: Readonly<Record<string, string>>): Promise<V2Service> {
+  // Not a v1 machine by mistake: the whole point is the unified hierarchy.
+  expect(await hostCgroupVersion()).toBe(2);
+  const attestation = await startAttestationServer();
+  const storage = await startStorageServer({
+    codeDirs: [examplesDir, fixturesDir],
+    attestation: devAttestationDocument,
+  });
+  const pool = await createTestPool({ count: poolSize, memory: '128M' });
+  const runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
+  const service = await startService(
+    {
+      ...serviceEnv({ pool, runtimePath, attestation, storage }),
+      CGROUP_VERSION: '2',
+      EXECUTION_TIMEOUT_MS: String(executionTimeoutMs),
+      UPSTREAM_TIMEOUT_MS: String(5_000 * stretch),
+      SHUTDOWN_GRACE_MS: String(10_000 * stretch),
+      LOG_LEVEL: 'warn',
+      ...env,
+    },
+    undefined,
+    10_000 * stretch,
+  );
+  return {
+    service,
+    pool,
+    runtimePath,
+    close: async () => {
+      service.child.kill('SIGKILL');
+      await service.exited;
+      await pool.remove();
+      await Promise.all([attestation.close(), storage.close()]);
+      await rm(runtimePath, { recursive: true, force: true });
+    },
+  };
+}
+
 describe('the service on a cgroup v2 kernel', () => {
-  let attestation: RunningServer;
-  let storage: RunningServer;
+  let started: V2Service;
   let pool: TestPool;
   let runtimePath: string;
   let service: ServiceProcess;
@@ -55,33 +99,12 @@ describe('the service on a cgroup v2 kernel', () => {
   const workerdPath = parseConfig({}).workerdPath;
 
   beforeAll(async () => {
-    // Not a v1 machine by mistake: the whole point is the unified hierarchy.
-    expect(await hostCgroupVersion()).toBe(2);
-    attestation = await startAttestationServer();
-    storage = await startStorageServer({ codeDirs: [examplesDir, fixturesDir], attestation: devAttestationDocument });
-    pool = await createTestPool({ count: poolSize, memory: '128M' });
+    // Spares would hold cgroups between the tests below, which count them; they have their own test.
+    started = await startV2Service({ SPARES_MAX: '0' });
+    ({ service, pool, runtimePath } = started);
     cgroups = [...pool.cgroups];
-    runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
-    service = await startService(
-      {
-        ...serviceEnv({ pool, runtimePath, attestation, storage }),
-        CGROUP_VERSION: '2',
-        EXECUTION_TIMEOUT_MS: String(executionTimeoutMs),
-        UPSTREAM_TIMEOUT_MS: String(5_000 * stretch),
-        SHUTDOWN_GRACE_MS: String(10_000 * stretch),
-        LOG_LEVEL: 'warn',
-      },
-      undefined,
-      10_000 * stretch,
-    );
   });
-  afterAll(async () => {
-    service?.child.kill('SIGKILL');
-    await service?.exited;
-    await pool?.remove();
-    await Promise.all([attestation?.close(), storage?.close()]);
-    if (runtimePath) await rm(runtimePath, { recursive: true, force: true });
-  });
+  afterAll(() => started?.close());
 
   const call = (payload: unknown) => invoke(service.url, payload);
   const envelope = (body: string) => JSON.parse(body) as { status: string; message: string; data: unknown };
@@ -110,6 +133,7 @@ describe('the service on a cgroup v2 kernel', () => {
       pool_size: poolSize,
       free: poolSize,
       usable: poolSize,
+      spares: 0,
       draining: false,
       in_flight: 0,
     });
@@ -191,6 +215,41 @@ describe('the service on a cgroup v2 kernel', () => {
     expect(current.map((cgroup) => readPids(cgroup))).toEqual(current.map(() => []));
     expect(await processesMentioning(workerdPath)).toEqual([]);
     expect(await readdir(runtimePath)).toEqual([]);
+  });
+});
+
+describe('spares on a cgroup v2 kernel', () => {
+  let started: V2Service;
+  beforeAll(async () => {
+    started = await startV2Service({ SPARES_MAX: '1' });
+  });
+  afterAll(() => started?.close());
+
+  test('the next invocation of cached code takes the spare its last one left; SIGTERM kills it and leaves nothing', async () => {
+    const { service, pool } = started;
+    const health = () => getJson<Health>(`${service.url}/health`);
+    const metric = async (name: string) => {
+      const text = await (await request(`${service.url}/metrics`)).body.text();
+      return Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+    };
+    const first = await invoke(service.url, { code_id: 'hello', input: { name: 'v2' } });
+    expect(first.statusCode).toBe(200);
+    await waitFor('a spare', async () => (await health()).data.spares === 1, 5_000 * stretch);
+    await waitFor(
+      'the spare to listen',
+      async () => (await metric('oyster_spares_ready_total')) === 1,
+      5_000 * stretch,
+    );
+    const second = await invoke(service.url, { code_id: 'hello', input: { name: 'spare' } });
+    expect(second.statusCode).toBe(200);
+    expect(JSON.parse(second.body).data).toBe('Hello, spare!');
+    expect(await metric('oyster_spare_hits_total')).toBe(1);
+    await waitFor('the next spare', async () => (await health()).data.spares === 1, 5_000 * stretch);
+    service.child.kill('SIGTERM');
+    expect(await service.exited).toBe(0);
+    const current = await discoverCgroups(cgroupRoot, 2, pool.prefix);
+    expect(current.map((cgroup) => readPids(cgroup))).toEqual(current.map(() => []));
+    expect(await processesMentioning(started.runtimePath)).toEqual([]);
   });
 });
 
