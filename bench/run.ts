@@ -3,14 +3,16 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { request } from 'undici';
 import { parseConfig } from '../src/config.js';
 import { projectRoot } from '../src/dev/projectRoot.js';
 import { serviceNodeFlags } from '../src/nodeFlags.js';
 import { Cleanup } from './cleanup.js';
 import { type Driver, startDriver } from './driverProcess.js';
-import { measureLatency } from './latency.js';
+import { type LatencySamples, measureLatency } from './latency.js';
 import { busyBackoffMs, runLoad } from './load.js';
 import { describeMachine } from './machine.js';
+import { type MixedCode, mixedCodeIds, writeMixedCode, zipfSequence } from './mixedCode.js';
 import { cgroupUnavailableReason, createBenchPool } from './pool.js';
 import type { BenchResults, PairedRatio, ServiceResources, SideLatency, StageRow, ThroughputSide } from './results.js';
 import {
@@ -46,6 +48,7 @@ const ratioPairs: ReadonlyArray<readonly [SideKey, SideKey]> = [
   ['http', 'warm'],
   ['spares', 'limit'],
   ['spares', 'warm'],
+  ['mixed-spares', 'mixed-warm'],
 ];
 
 // Runs every section and returns the results; the caller prints and saves them.
@@ -78,6 +81,7 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
 
   const serviceSkipped = await cgroupUnavailableReason();
   let services: ServiceUnderTest[] = [];
+  let mixed: MixedCode | undefined;
   if (serviceSkipped) {
     console.error(`bench: skipping every side that needs cgroups: ${serviceSkipped}`);
     sides.push(miniflareSide(miniflare));
@@ -88,7 +92,8 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
     const inCgroup = await startDriver({ kind: 'bare-cgroup', ...driverOptions, cgroups: pool.procsFiles });
     drivers.push(inCgroup);
     sides.push(cgroupSide(inCgroup), miniflareSide(miniflare));
-    const upstreams = await startUpstreams(cleanup);
+    mixed = await writeMixedCode(helloPath, cleanup);
+    const upstreams = await startUpstreams(cleanup, [mixed.dir]);
     services = await startServices(settings, upstreams, cleanup);
     sides.push(...services.map((service) => service.side));
     // The HTTP route of the warm service: the same invocation, the function's answer as it is.
@@ -113,6 +118,12 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
     onRound: (round) => progress(`latency: round ${round}/${settings.samples}`),
   });
   const stages = sides.flatMap(stageRows);
+
+  /** Mixed code: sequential invocations of many code_ids in a Zipf order, with spares and without. */
+  const mixedSamples = mixed
+    ? await measureMixedCode(settings, services, mixed, notes)
+    : new Map<SideKey, LatencySamples>();
+  const allSamples = new Map([...latencySamples, ...mixedSamples]);
   await sleep(idleSettleMs);
   for (const service of services) service.rssAfterLatencyMb = (await service.side.service.memory()).rssMb;
 
@@ -120,8 +131,8 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
   progress('service CPU');
   await measureIdleCpu(services);
   for (const service of services) service.cpuMsPerInvocation = await measureSequentialCpu(service);
-  const latency: SideLatency[] = sides.map((side) => {
-    const samples = latencySamples.get(side.key)!;
+  const latency: SideLatency[] = [...sides, ...mixedSides(services)].map((side) => {
+    const samples = allSamples.get(side.key)!;
     return {
       key: side.key,
       label: side.label,
@@ -131,7 +142,7 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
       samplesMs: samples.samplesMs.map((value) => value ?? null),
     };
   });
-  const ratios = pairRatios(latencySamples);
+  const ratios = pairRatios(allSamples);
   notes.push(
     `the bare driver process spawning workerd had ${(await bare.rssMb()).toFixed(0)} MB RSS after the latency section (fork() cost grows with the parent's RSS)`,
   );
@@ -213,6 +224,60 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
     targets,
     durationS: (performance.now() - started) / 1000,
   };
+}
+
+// The labels of the mixed section's sides, for the latency table.
+function mixedSides(services: readonly ServiceUnderTest[]): Array<Pick<Side, 'key' | 'label'>> {
+  if (services.length === 0) return [];
+  return [
+    { key: 'mixed-spares', label: `mixed code (${mixedCodeIds} code_ids), spares` },
+    { key: 'mixed-warm', label: `mixed code (${mixedCodeIds} code_ids), no spares` },
+  ];
+}
+
+// Runs the mixed section against the services with and without spares, both taking the same
+// code_ids in the same order; notes the share of invocations that found a spare.
+async function measureMixedCode(
+  settings: BenchSettings,
+  services: readonly ServiceUnderTest[],
+  mixed: MixedCode,
+  notes: string[],
+): Promise<Map<SideKey, LatencySamples>> {
+  const order = zipfSequence(mixed.codeIds, settings.warmupRounds + settings.samples);
+  const service = (key: SideKey) => services.find((candidate) => candidate.side.key === key)!.side.service;
+  const side = (key: 'mixed-spares' | 'mixed-warm', of: SideKey) => {
+    let next = 0;
+    const label = mixedSides(services).find((candidate) => candidate.key === key)!.label;
+    return serviceSide(key, label, service(of), 'json', () => order[next++ % order.length]!);
+  };
+  const sides = [side('mixed-spares', 'spares'), side('mixed-warm', 'warm')];
+  const hits = async () => metricOf(service('spares').url, 'oyster_spare_hits_total');
+  let hitsBefore = 0;
+  try {
+    const samples = await measureLatency(sides, {
+      rounds: settings.samples,
+      warmupRounds: settings.warmupRounds,
+      gapMs: settings.gapMs,
+      afterWarmup: async () => {
+        hitsBefore = await hits();
+      },
+      onRound: (round) => progress(`mixed code: round ${round}/${settings.samples}`),
+    });
+    const hitRate = ((await hits()) - hitsBefore) / settings.samples;
+    notes.push(
+      `mixed code: ${settings.samples} invocations over ${mixedCodeIds} code_ids (Zipf, s = 1), ${(hitRate * 100).toFixed(0)} % of them found a spare`,
+    );
+    return samples;
+  } finally {
+    await Promise.all(sides.map((mixedSide) => mixedSide.close()));
+  }
+}
+
+// A counter of a service's /metrics.
+async function metricOf(url: string, name: string): Promise<number> {
+  const response = await request(`${url}/metrics`);
+  const text = await response.body.text();
+  return Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
 }
 
 // The per-round ratio medians of every pair whose two sides were measured.

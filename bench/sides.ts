@@ -5,7 +5,16 @@ import type { Driver } from './driverProcess.js';
 import type { ServiceProcess } from './serviceProcess.js';
 import { invocationTimeoutMs } from './timeouts.js';
 
-export type SideKey = 'limit' | 'cgroup' | 'miniflare' | 'cold' | 'warm' | 'spares' | 'http';
+export type SideKey =
+  | 'limit'
+  | 'cgroup'
+  | 'miniflare'
+  | 'cold'
+  | 'warm'
+  | 'spares'
+  | 'http'
+  | 'mixed-warm'
+  | 'mixed-spares';
 
 /** The function every side runs, and its input; its answer proves the run really happened. */
 export const benchCodeId = 'hello';
@@ -86,18 +95,20 @@ export function miniflareSide(miniflare: Driver): Side {
  * POST /fn/<code_id>/ with the same input as the body.
  */
 export function serviceSide(
-  key: 'cold' | 'warm' | 'spares' | 'http',
+  key: 'cold' | 'warm' | 'spares' | 'http' | 'mixed-warm' | 'mixed-spares',
   label: string,
   service: ServiceProcess,
   route: 'json' | 'http' = 'json',
+  /** The code_id of each next invocation (of the JSON route). */
+  nextCodeId: () => string = () => benchCodeId,
 ): ServiceSide {
   const agent = new Agent({ keepAliveTimeout: 10_000 });
-  const body =
-    route === 'json' ? JSON.stringify({ code_id: benchCodeId, input: benchInput }) : JSON.stringify(benchInput);
-  const url = route === 'json' ? `${service.url}/api/serverless` : `${service.url}/fn/${benchCodeId}/`;
   const stages = new Map<string, number[]>();
   const invoke = () =>
     expectAnswer(key, async (signal) => {
+      const body =
+        route === 'json' ? JSON.stringify({ code_id: nextCodeId(), input: benchInput }) : JSON.stringify(benchInput);
+      const url = route === 'json' ? `${service.url}/api/serverless` : `${service.url}/fn/${benchCodeId}/`;
       const response = await request(url, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },

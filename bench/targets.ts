@@ -14,6 +14,8 @@ const minThroughputShare = 0.85;
 const maxSparesOverLimit = 0.25;
 // Throughput with spares on, as a share of the same service with them off, at each concurrency.
 const minSparesThroughputShare = 0.95;
+// Mixed code (more code_ids than cgroups): p50 with spares over p50 without.
+const maxMixedSparesOverNone = 1.05;
 // Idle RSS of the service process.
 const maxIdleRssMb = 80;
 // "No growth": idle RSS at the end may exceed idle RSS after warm-up by at most this much (V8's
@@ -30,8 +32,9 @@ export interface TargetInputs {
 
 /** Evaluates every target; a target whose sides were not measured has pass undefined. */
 export function evaluateTargets(inputs: TargetInputs): Target[] {
-  const ratio = (numerator: SideKey, denominator: SideKey) =>
-    inputs.ratios.find((r) => r.numerator === numerator && r.denominator === denominator)?.medianOfPairs ?? Number.NaN;
+  const pair = (numerator: SideKey, denominator: SideKey) =>
+    inputs.ratios.find((r) => r.numerator === numerator && r.denominator === denominator);
+  const ratio = (numerator: SideKey, denominator: SideKey) => pair(numerator, denominator)?.medianOfPairs ?? Number.NaN;
   const okPerS = (key: SideKey, concurrency = inputs.poolSize) =>
     inputs.throughput.find((t) => t.key === key && t.concurrency === concurrency)?.okPerS ?? Number.NaN;
   const targets: Target[] = [
@@ -50,6 +53,11 @@ export function evaluateTargets(inputs: TargetInputs): Target[] {
       minThroughputShare,
     ),
     atMost('warm with spares p50 / bare workerd p50 (median of pairs)', ratio('spares', 'limit'), maxSparesOverLimit),
+    atMost(
+      'mixed code p50, spares / no spares (ratio of the p50s)',
+      pair('mixed-spares', 'mixed-warm')?.ratioOfP50s ?? Number.NaN,
+      maxMixedSparesOverNone,
+    ),
     ...[inputs.poolSize, inputs.poolSize * 2].map((concurrency) =>
       atLeast(
         `spares throughput / no spares at concurrency ${concurrency}`,

@@ -23,8 +23,11 @@ export interface Upstreams {
   stop(): Promise<void>;
 }
 
-/** Runs the development upstream servers on loopback; port 0 in their URLs lets the kernel pick. */
-export async function startUpstreams(cleanup: Cleanup): Promise<Upstreams> {
+/**
+ * Runs the development upstream servers on loopback; port 0 in their URLs lets the kernel pick.
+ * They serve the examples and the code in codeDirs.
+ */
+export async function startUpstreams(cleanup: Cleanup, codeDirs: readonly string[] = []): Promise<Upstreams> {
   const { child, match, subprocess } = await startNodeChild({
     name: 'development upstream servers',
     nodeArgs: ['--import', requestCounter],
@@ -35,6 +38,7 @@ export async function startUpstreams(cleanup: Cleanup): Promise<Upstreams> {
       PATH: process.env.PATH ?? '/usr/bin:/bin',
       ATTESTATION_URL: 'http://127.0.0.1:0',
       STORAGE_URL: 'http://127.0.0.1:0/load',
+      DEV_CODE_DIRS: codeDirs.join(':'),
     },
     ready: /attestation server (http:\/\/127\.0\.0\.1:\d+)\S*, storage server (http:\/\/127\.0\.0\.1:\d+\/load)/,
     ipc: true,

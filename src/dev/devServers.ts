@@ -19,12 +19,16 @@ export interface DevServers {
 
 /**
  * Starts the development attestation and storage servers on loopback at the ports of the
- * service's own ATTESTATION_URL and STORAGE_URL, serving the functions in examples/.
+ * service's own ATTESTATION_URL and STORAGE_URL, serving the functions in examples/ (and in
+ * moreCodeDirs, searched first).
  */
-export async function startDevServers(config: Pick<Config, 'attestationUrl' | 'storageUrl'>): Promise<DevServers> {
+export async function startDevServers(
+  config: Pick<Config, 'attestationUrl' | 'storageUrl'>,
+  moreCodeDirs: readonly string[] = [],
+): Promise<DevServers> {
   const attestation = await startAttestationServer({ port: portOf(config.attestationUrl) });
   const storage = await startStorageServer({
-    codeDirs: [examplesDir],
+    codeDirs: [...moreCodeDirs, examplesDir],
     attestation: devAttestationDocument,
     port: portOf(config.storageUrl),
   });

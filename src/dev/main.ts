@@ -8,14 +8,16 @@ import { startDevServers } from './devServers.js';
 
 const usage = `node dist/src/dev/main.js
 Runs the development attestation and storage servers on 127.0.0.1, at the ports of ATTESTATION_URL
-and STORAGE_URL (from the environment or .env), serving the functions in examples/. Stops on SIGTERM.`;
+and STORAGE_URL (from the environment or .env), serving the functions in examples/ and in the
+folders DEV_CODE_DIRS names (colon-separated, searched first). Stops on SIGTERM.`;
 
 async function main(): Promise<void> {
   if (process.argv.length > 2) {
     console.log(usage);
     process.exit(process.argv.includes('--help') || process.argv.includes('-h') ? 0 : 2);
   }
-  const servers = await startDevServers(parseConfig(process.env));
+  const moreCodeDirs = (process.env.DEV_CODE_DIRS ?? '').split(':').filter((dir) => dir !== '');
+  const servers = await startDevServers(parseConfig(process.env), moreCodeDirs);
   console.log(
     `development attestation server ${servers.attestation.url}, storage server ${servers.storage.url}/load serving ${servers.codeDir}`,
   );
