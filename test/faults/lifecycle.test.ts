@@ -127,6 +127,28 @@ describe.runIf(cgroups)('the service process: shutdown and recovery', () => {
     expect(answer.statusCode).toBe(200);
     expect(answer.body.data).toBe('Hello, again!');
   });
+
+  test('after a SIGKILL with a spare waiting, the next start kills it and starts afresh', async () => {
+    const crashed = await start({ SPARES_MAX: '1' });
+    expect((await invoke(crashed, { code_id: 'hello' })).statusCode).toBe(200);
+    // The spare that invocation left: a workerd in the pool with no request.
+    await workerdRunning();
+    crashed.child.kill('SIGKILL');
+    await crashed.exited;
+    // The idle standby ends with the service; the spare's waits for its workerd, which stays.
+    const spare = await waitFor('the spare and its standby, alone in the pool', async () => {
+      const pids = await processesInPool();
+      return pids.length === 2 && pids;
+    });
+    expect((await Promise.all(spare.map(isWorkerd))).filter(Boolean)).toHaveLength(1);
+
+    const restarted = await start({ SPARES_MAX: '1' });
+    expect(restarted.output()).toMatch(/"killedLeftovers":[1-9]/);
+    const inPool = await processesInPool();
+    expect(inPool.filter((pid) => spare.includes(pid))).toEqual([]);
+    expect(await Promise.all(inPool.map(isWorkerd))).not.toContain(true);
+    expect((await invoke(restarted, { code_id: 'hello' })).statusCode).toBe(200);
+  });
 });
 
 describe.runIf(cgroups)('an invocation shutdown abandons before its workerd starts', () => {

@@ -11,8 +11,9 @@ import { waitFor } from './wait.js';
 
 // The shipped example, used as it is except for the addresses below.
 export const nginxExample = path.join(projectRoot, 'deploy/nginx/oyster-serverless.conf');
-// The example's two instances and its listen directive, in the example's own words.
-const exampleUpstreams = ['127.0.0.1:6001', '127.0.0.1:6002'] as const;
+// The example's two instances (named in each of its two upstream blocks) and its listen directive,
+// in the example's own words.
+const exampleServers = '    server 127.0.0.1:6001 max_fails=0;\n    server 127.0.0.1:6002 max_fails=0;\n';
 const exampleListen = 'listen 8080;';
 const startTimeoutMs = 10_000;
 const stopTimeoutMs = 5_000;
@@ -34,13 +35,13 @@ export interface Nginx {
   stop(): Promise<void>;
 }
 
-// The example with its two instances replaced by the given host:port addresses and its listen
+// The example with its instances replaced by the given host:port addresses and its listen
 // address by a loopback port; fails when the example no longer reads as expected.
-export async function renderExample(upstreams: readonly [string, string], listenPort: number): Promise<string> {
+export async function renderExample(upstreams: readonly string[], listenPort: number): Promise<string> {
   let text = await readFile(nginxExample, 'utf8');
+  const servers = upstreams.map((upstream) => `    server ${upstream} max_fails=0;\n`).join('');
   const replacements: [from: string, to: string, times: number][] = [
-    [exampleUpstreams[0], upstreams[0], 1],
-    [exampleUpstreams[1], upstreams[1], 1],
+    [exampleServers, servers, 2],
     [exampleListen, `listen 127.0.0.1:${listenPort};`, 1],
   ];
   for (const [from, to, times] of replacements) {
@@ -72,9 +73,9 @@ http {
 `;
 }
 
-// Starts nginx with the example in front of two service instances (host:port each) and resolves
-// once a request through it reaches one of them.
-export async function startNginx(upstreams: readonly [string, string]): Promise<Nginx> {
+// Starts nginx with the example in front of service instances (host:port each) and resolves once
+// a request through it reaches one of them.
+export async function startNginx(upstreams: readonly string[]): Promise<Nginx> {
   const nginx = await findProgram('nginx');
   if (!nginx) throw new Error('nginx is not installed');
   const dir = await mkdtemp(path.join(os.tmpdir(), 'oyster-nginx-'));

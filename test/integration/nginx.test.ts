@@ -1,3 +1,7 @@
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { devAttestationDocument, startAttestationServer } from '../../src/dev/attestationServer.js';
 import type { RunningServer } from '../../src/dev/listen.js';
@@ -123,5 +127,87 @@ describe.runIf(ready)('two instances behind nginx with the shipped example confi
     // Some went to the stopping instance first and were passed on; the last ones only to b.
     expect(entries.some((entry) => entry.upstreams.length === 2 && entry.upstreams[0] === a.address)).toBe(true);
     expect(entries.at(-1)?.upstreams.at(-1)).toBe(b.address);
+  });
+});
+
+// The HTTP route is hashed on its code_id (the example's second upstream block), so a code_id's
+// requests go where its code is cached and its spare waits.
+describe.runIf(ready)('three instances behind nginx: each code_id of the HTTP route keeps to one instance', () => {
+  const codeIds = Array.from({ length: 12 }, (_, i) => `affinity-${i}`);
+  let codeDir: string;
+  let attestation: RunningServer;
+  let storage: RunningServer;
+  let instances: Instance[];
+  let nginx: Nginx;
+
+  beforeAll(async () => {
+    // Code of its own for each code_id: the request-info example under another name.
+    codeDir = await mkdtemp(path.join(os.tmpdir(), 'oyster-affinity-'));
+    const code = await readFile(path.join(examplesDir, 'request-info.js'), 'utf8');
+    await Promise.all(codeIds.map((codeId) => writeFile(path.join(codeDir, `${codeId}.js`), `// ${codeId}\n${code}`)));
+    attestation = await startAttestationServer();
+    storage = await startStorageServer({ codeDirs: [codeDir], attestation: devAttestationDocument });
+    // Three cgroups each: with two code_ids on one instance, each still gets its spare.
+    instances = await Promise.all([1, 2, 3].map(() => startInstance(attestation, storage, 3)));
+    nginx = await startNginx(instances.map((instance) => instance.address));
+  });
+
+  afterAll(async () => {
+    await nginx?.stop();
+    for (const instance of instances ?? []) await stopInstance(instance);
+    await Promise.all([attestation?.close(), storage?.close()]);
+    if (codeDir) await rm(codeDir, { recursive: true, force: true });
+  });
+
+  // The sum over the instances of one of their counters.
+  const total = async (metric: string) => {
+    let sum = 0;
+    for (const instance of instances) {
+      const text = await (await request(`${instance.service.url}/metrics`)).body.text();
+      sum += Number(new RegExp(`^${metric} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+    }
+    return sum;
+  };
+  // GETs a code_id through nginx; answers the instance that answered it, and how many it tried.
+  const get = async (codeId: string) => {
+    const response = await request(`${nginx.url}/fn/${codeId}/items?x=1`);
+    expect(response.statusCode).toBe(200);
+    await response.body.text();
+    const entry = (await nginx.accessLog()).at(-1)!;
+    return { answeredBy: entry.upstreams.at(-1)!, tried: entry.upstreams };
+  };
+
+  test('repeated requests for a code_id go to one instance, and find the spare each one leaves there', async () => {
+    let ready = await total('oyster_spares_ready_total');
+    const hitsBefore = await total('oyster_spare_hits_total');
+    for (const codeId of codeIds.slice(0, 2)) {
+      const instancesUsed = new Set<string>();
+      for (let i = 0; i < 3; i += 1) {
+        instancesUsed.add((await get(codeId)).answeredBy);
+        // Each invocation leaves a spare behind, ready before the next request.
+        ready += 1;
+        await waitFor('the spare it left', async () => (await total('oyster_spares_ready_total')) === ready);
+      }
+      expect(instancesUsed.size).toBe(1);
+    }
+    expect((await total('oyster_spare_hits_total')) - hitsBefore).toBe(4);
+  });
+
+  test('an instance that goes away moves only its own code_ids to the others', async () => {
+    const before = new Map<string, string>();
+    for (const codeId of codeIds) before.set(codeId, (await get(codeId)).answeredBy);
+    const used = new Set(before.values());
+    expect(used.size).toBeGreaterThan(1);
+    const gone = instances.find((instance) => used.has(instance.address))!;
+    await stopInstance(gone);
+    for (const codeId of codeIds) {
+      const { answeredBy, tried } = await get(codeId);
+      if (before.get(codeId) === gone.address) {
+        expect(tried[0]).toBe(gone.address);
+        expect(answeredBy).not.toBe(gone.address);
+      } else {
+        expect(tried).toEqual([before.get(codeId)]);
+      }
+    }
   });
 });
