@@ -6,6 +6,7 @@ import type { Cgroup } from './cgroups.js';
 import { readWithinBudget } from './outputBudget.js';
 import { OutputTail } from './outputTail.js';
 import {
+  cannotExecStatuses,
   cgroupJoinFailed,
   outputTailBytes,
   splitRuns,
@@ -55,6 +56,8 @@ export interface WorkerdStandby {
 /** A running workerd that listens on 127.0.0.1:port. */
 export interface WorkerdProcess {
   readonly port: number;
+  /** Its pid (told before it listens). */
+  readonly pid: number | undefined;
   /** Whether the process has ended on its own or been stopped. */
   readonly exited: boolean;
   /** The last part of what it wrote to stdout and stderr. */
@@ -71,8 +74,6 @@ interface Run {
   pid: number | undefined;
   /** Set once it must die: the pid is then killed as soon as it is known. */
   killed: boolean;
-  /** Set when the workerd binary could not be executed. */
-  cannotExec: boolean;
   ended: boolean;
   readonly output: OutputTail;
   readonly listening: Promise<number>;
@@ -153,9 +154,6 @@ export function prepareWorkerd(options: PrepareWorkerdOptions): WorkerdStandby {
       run.pid = pid;
       if (run.killed) killRun(run);
     },
-    cannotExec: (turn) => {
-      if (run?.turn === turn) run.cannotExec = true;
-    },
     // A listen event follows its own run's exec event on the same pipe, so one that comes before
     // the current run's exec event is an earlier run's.
     listen: (port) => {
@@ -183,7 +181,7 @@ export function prepareWorkerd(options: PrepareWorkerdOptions): WorkerdStandby {
       // A standby that died during the start killed its workerd, whose end is then no verdict on the code.
       if (status === undefined || exited) throw standbyFailure(await exit, ownOutput, options.cgroup);
       const output = current.output.text();
-      if (current.cannotExec) {
+      if (cannotExecStatuses.includes(status)) {
         throw new ServiceError('WORKERD_START_FAILED', {
           data: output,
           cause: new Error(`cannot run ${options.workerdPath}`),
@@ -204,6 +202,7 @@ export function prepareWorkerd(options: PrepareWorkerdOptions): WorkerdStandby {
       const port = await Promise.race([current.listening, endedEarly, aborted]);
       return {
         port,
+        pid: current.pid,
         get exited() {
           return current.ended;
         },
@@ -234,7 +233,6 @@ export function prepareWorkerd(options: PrepareWorkerdOptions): WorkerdStandby {
       turn,
       pid: undefined,
       killed: false,
-      cannotExec: false,
       ended: false,
       output: new OutputTail(outputTailBytes),
       listening,

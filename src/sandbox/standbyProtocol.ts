@@ -3,6 +3,11 @@ import type { Readable } from 'node:stream';
 
 /** The standby's exit status when it cannot put itself into its cgroup. */
 export const cgroupJoinFailed = 125;
+/**
+ * A run's status when the workerd binary cannot be executed: the shell's own for a command found
+ * but not executable (126) or not found (127), which workerd never exits with.
+ */
+export const cannotExecStatuses: readonly number[] = [126, 127];
 /** How many bytes of each workerd's output (stdout and stderr) the service keeps: the end, where the error is. */
 export const outputTailBytes = 64 * 1024;
 
@@ -14,9 +19,10 @@ export const outputTailBytes = 64 * 1024;
  * large process and joining a cgroup for each request, where a write to cgroup.procs can wait for
  * an RCU grace period (docs/architecture.md has the measurements).
  * - fd 3: each workerd's process says {"event":"exec","turn":N,"pid":P} just before it becomes
- *   workerd (its pid, read from /proc, as dash has no $BASHPID), or {"event":"cannot-exec",
- *   "turn":N} when the binary is not executable; then workerd says
- *   {"event":"listen","socket":"http","port":40123} once it listens.
+ *   workerd (its pid, read from /proc, as dash has no $BASHPID); then workerd says
+ *   {"event":"listen","socket":"http","port":40123} once it listens. A binary that is not
+ *   executable ends the run with status 126 instead, on the end line itself, so that no reading
+ *   of two pipes in some order can miss it.
  * - stdout: each workerd's output (its stderr too), then, once it has ended, a line
  *   "<marker> <turn> <status>". The marker is random, so a function's output cannot fake the end
  *   of its run. The service reads this pipe within a budget (src/sandbox/outputBudget.ts). The
@@ -28,7 +34,7 @@ export const standbyScript = [
   'turn=0',
   'while IFS= read -r config; do',
   '  turn=$((turn + 1))',
-  '  (exec 2>&1; [ -x "$1" ] || { echo "{\\"event\\":\\"cannot-exec\\",\\"turn\\":$turn}" >&3; exit; }',
+  `  (exec 2>&1; [ -x "$1" ] || exit ${cannotExecStatuses[0]}`,
   '    read -r pid _ </proc/self/stat; echo "{\\"event\\":\\"exec\\",\\"turn\\":$turn,\\"pid\\":$pid}" >&3',
   '    exec "$@" "$config" </dev/null) &',
   '  wait $!',
@@ -91,7 +97,7 @@ function markerStartAtEnd(data: Buffer, marker: Buffer): number {
  */
 export function watchControl(
   controlFd: Readable | undefined,
-  on: { exec(turn: number, pid: number): void; cannotExec(turn: number): void; listen(port: number): void },
+  on: { exec(turn: number, pid: number): void; listen(port: number): void },
 ): void {
   if (!controlFd) return;
   const lines = createInterface({ input: controlFd, crlfDelay: Infinity });
@@ -99,7 +105,6 @@ export function watchControl(
     const message = parseJson(line) as { event?: unknown; turn?: unknown; pid?: unknown; port?: unknown } | undefined;
     if (message?.event === 'exec' && typeof message.turn === 'number' && typeof message.pid === 'number')
       on.exec(message.turn, message.pid);
-    else if (message?.event === 'cannot-exec' && typeof message.turn === 'number') on.cannotExec(message.turn);
     else if (message?.event === 'listen' && typeof message.port === 'number') on.listen(message.port);
   });
 }
