@@ -168,12 +168,14 @@ describe.runIf(ready)('three instances behind nginx: each code_id of the HTTP ro
     }
     return sum;
   };
-  // GETs a code_id through nginx; answers the instance that answered it, and how many it tried.
+  // GETs a code_id through nginx; answers the instance that answered it, and those it tried.
   const get = async (codeId: string) => {
+    const logged = (await nginx.accessLog()).length;
     const response = await request(`${nginx.url}/fn/${codeId}/items?x=1`);
     expect(response.statusCode).toBe(200);
     await response.body.text();
-    const entry = (await nginx.accessLog()).at(-1)!;
+    // nginx writes the request's log line once the answer has gone.
+    const entry = await waitFor('its access log line', async () => (await nginx.accessLog())[logged]);
     return { answeredBy: entry.upstreams.at(-1)!, tried: entry.upstreams };
   };
 
