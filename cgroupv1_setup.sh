@@ -1,6 +1,7 @@
 #!/bin/sh
 # Creates the cgroup v1 pool that oyster-serverless runs each workerd in: COUNT cgroups named
-# ${CGROUP_PREFIX}1..${CGROUP_PREFIX}COUNT in both the memory and the cpu hierarchy.
+# ${CGROUP_PREFIX}1..${CGROUP_PREFIX}COUNT in both the memory and the cpu hierarchy, and in the
+# cpuacct hierarchy when it is mounted (it counts each invocation's CPU time).
 #
 #   sudo ./cgroupv1_setup.sh [COUNT] [MEMORY] [CPU_PERCENT]
 #
@@ -35,6 +36,7 @@ i=1
 while [ "$i" -le "$count" ]; do
   name=$prefix$i
   mkdir -p "$root/memory/$name" "$root/cpu/$name"
+  if [ -f "$root/cpuacct/cgroup.procs" ]; then mkdir -p "$root/cpuacct/$name"; fi
   echo "$memory" > "$root/memory/$name/memory.limit_in_bytes"
   # Without swap accounting a process could page out past its limit instead of being stopped.
   if [ -f "$root/memory/$name/memory.memsw.limit_in_bytes" ]; then

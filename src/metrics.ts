@@ -3,10 +3,14 @@ import type { CodeCache } from './code/codeCache.js';
 import type { SettleOutcome } from './pipeline/settleWork.js';
 import type { SpareKill, Spares } from './pipeline/spares.js';
 import type { StageName } from './pipeline/stages.js';
+import type { FunctionUsage } from './pipeline/usage.js';
 import type { CgroupPool } from './sandbox/cgroupPool.js';
 
 // From 1 ms (a cache hit, a cgroup reservation) to 30 s (the default time limit).
 const durationBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+const mib = 1024 * 1024;
+// From well under an idle workerd (about 30 MiB) to past the pool's default limit (100M).
+const memoryBuckets = [16, 24, 32, 40, 48, 64, 96, 128, 256, 512, 1024].map((size) => size * mib);
 
 export interface MetricsSources {
   readonly pool: CgroupPool;
@@ -26,6 +30,8 @@ export class Metrics {
   readonly #timeouts: Counter;
   readonly #idleCollections: Counter;
   readonly #waitUntil: Counter<'outcome'>;
+  readonly #functionCpu: Histogram<'outcome'>;
+  readonly #functionMemory: Histogram<'outcome'>;
   readonly #sparesReady: Counter;
   readonly #sparesKilled: Counter<'reason'>;
 
@@ -65,6 +71,20 @@ export class Metrics {
       name: 'oyster_wait_until_total',
       help: 'Invocations answered while work handed to waitUntil still ran, by how that work ended: settled, time_limit, shutdown or failed',
       labelNames: ['outcome'],
+      registers,
+    });
+    this.#functionCpu = new Histogram({
+      name: 'oyster_function_cpu_seconds',
+      help: "CPU time of each invocation's workerd, its start included, by outcome (OK or the error code)",
+      labelNames: ['outcome'],
+      buckets: durationBuckets,
+      registers,
+    });
+    this.#functionMemory = new Histogram({
+      name: 'oyster_function_peak_memory_bytes',
+      help: "Highest resident memory of each invocation's workerd, by outcome (OK or the error code)",
+      labelNames: ['outcome'],
+      buckets: memoryBuckets,
       registers,
     });
     this.#sparesReady = new Counter({
@@ -136,6 +156,12 @@ export class Metrics {
   /** Counts one invocation's waitUntil work by how it ended. */
   countWaitUntil(outcome: SettleOutcome): void {
     this.#waitUntil.inc({ outcome });
+  }
+
+  /** Records what one invocation's workerd used, by its outcome. */
+  recordUsage(outcome: string, usage: FunctionUsage): void {
+    if (usage.cpuMs !== undefined) this.#functionCpu.observe({ outcome }, usage.cpuMs / 1000);
+    if (usage.peakMemoryBytes !== undefined) this.#functionMemory.observe({ outcome }, usage.peakMemoryBytes);
   }
 
   /** Counts one spare that listened. */

@@ -3,7 +3,18 @@ import { ServiceError, toServiceError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
 import type { FunctionRequest } from '../pipeline/invokeWorker.js';
 import type { RunResult } from '../pipeline/runFunction.js';
+import type { FunctionUsage } from '../pipeline/usage.js';
 import type { Service } from '../service.js';
+
+/** The header in which an invocation's answer says what its function used (docs/api.md#usage). */
+export const usageHeader = 'x-oyster-usage';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** What the function's workerd used and the bytes it exchanged, once its workerd was started. */
+    usage: (FunctionUsage & { bytesIn: number; bytesOut: number }) | undefined;
+  }
+}
 
 /**
  * Runs one invocation for a request of either route: the client going away aborts it, its stages
@@ -17,23 +28,58 @@ export async function invokeFor(
   asked: FunctionRequest,
 ): Promise<RunResult> {
   try {
-    return await service.invoke({
+    const result = await service.invoke({
       codeId,
       request: asked,
       signal: abandonOnClose(reply),
       stages: request.stages,
       log: request.log,
+      onUsage: (usage) => {
+        request.usage = { ...usage, bytesIn: asked.body.length, bytesOut: 0 };
+      },
     });
+    if (request.usage) request.usage.bytesOut = result.answer.body.length;
+    return result;
   } catch (error) {
     throw reportFailure(request, error);
   }
 }
 
-/** Counts each answer of a route group's invocations in /metrics, by status and code. */
+/**
+ * Accounts for each answer of a route group's invocations: its usage header, and in /metrics its
+ * status and code, and what its function used.
+ */
 export function countAnswers(app: FastifyInstance, metrics: Metrics): void {
-  app.addHook('onResponse', async (request, reply) => {
-    metrics.recordRequest(reply.statusCode, request.failureCode ?? 'OK', request.stages.durations);
+  app.decorateRequest('usage', undefined);
+  app.addHook('onSend', async (request, reply) => {
+    if (request.usage) void reply.header(usageHeader, formatUsage(request.usage, reply.elapsedTime));
   });
+  app.addHook('onResponse', async (request, reply) => {
+    const outcome = request.failureCode ?? 'OK';
+    metrics.recordRequest(reply.statusCode, outcome, request.stages.durations);
+    if (request.usage) metrics.recordUsage(outcome, request.usage);
+  });
+}
+
+/**
+ * The usage header's value, a structured-field dictionary (RFC 8941): cpu-ms, peak-memory (bytes),
+ * wall-ms (from taking the request to the answer), bytes-in and bytes-out (the bodies the function
+ * received and gave); a figure the kernel could not give is left out.
+ */
+export function formatUsage(usage: FunctionUsage & { bytesIn: number; bytesOut: number }, wallMs: number): string {
+  const fields: Array<[string, number | undefined]> = [
+    ['cpu-ms', usage.cpuMs === undefined ? undefined : round(usage.cpuMs)],
+    ['peak-memory', usage.peakMemoryBytes],
+    ['wall-ms', round(wallMs)],
+    ['bytes-in', usage.bytesIn],
+    ['bytes-out', usage.bytesOut],
+  ];
+  return fields.flatMap(([name, value]) => (value === undefined ? [] : [`${name}=${value}`])).join(', ');
+}
+
+// Three decimals at most, as a structured-field decimal allows.
+function round(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
 }
 
 /**

@@ -16,6 +16,7 @@ import { type SettleOutcome, settleWork } from './settleWork.js';
 import type { SpareCode, Spares, TakenSpare } from './spares.js';
 import type { StageTimer } from './stages.js';
 import { type Deadline, startDeadline } from './upstream.js';
+import { type FunctionUsage, startUsageMeter, type UsageMeter } from './usage.js';
 
 // How long a lost connection to workerd waits for workerd's exit before calling it a crash.
 const exitWaitMs = 200;
@@ -53,6 +54,8 @@ export interface RunRequest {
   readonly stages: StageTimer;
   /** Where a failed cleanup is reported, with the request's id. */
   readonly log: { error(details: object, message: string): void };
+  /** Told what the function's workerd used, once it has answered or failed, if it was started. */
+  readonly onUsage?: (usage: FunctionUsage) => void;
 }
 
 /** What the function answered, whatever its status, with what a signature over it needs. */
@@ -79,6 +82,12 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
   let userCodeStarted = false;
   let ran: SpareCode | undefined;
   let listened = false;
+  let usage: UsageMeter | undefined;
+  // What the function used, told once: while its workerd still runs, or just after it failed.
+  const measure = () => {
+    if (usage) request.onUsage?.(usage.read(worker?.exited === false ? worker.pid : undefined));
+    usage = undefined;
+  };
   try {
     // 1. A spare (a workerd already started for the code the cache holds for this code_id), or
     //    else a free cgroup: a busy server answers 503 without bothering the upstreams. The lease
@@ -128,11 +137,13 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
     deadline = startDeadline(signal, config.executionTimeoutMs);
     limitEndsAt = performance.now() + config.executionTimeoutMs;
     const limit = deadline.signal;
+    usage = spare?.usage ?? startUsageMeter(cgroup);
     worker = await stages
       .run('start', () => (spare ? spare.started(limit) : standby.start(configPath, limit)))
       .catch((error: unknown) => {
         // A start cut short by the client or shutdown says nothing of the code.
         if (!signal.aborted) spares.started(stored, false);
+        measure();
         return explainFailure(error, undefined, oomKilled);
       });
     listened = true;
@@ -150,7 +161,11 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
           signal: limit,
         }),
       )
-      .catch((error: unknown) => explainFailure(error, worker, oomKilled));
+      .catch((error: unknown) => {
+        measure();
+        return explainFailure(error, worker, oomKilled);
+      });
+    measure();
     waitUntilPending = pending;
     return { answer, codeSha256 };
   } catch (error) {

@@ -5,6 +5,7 @@ import { ServiceError } from '../errors.js';
 import type { CgroupPool, Lease } from '../sandbox/cgroupPool.js';
 import type { WorkerdProcess } from '../sandbox/standby.js';
 import type { StoredCode } from './codeDownload.js';
+import { startUsageMeter, type UsageMeter } from './usage.js';
 
 /** Why a spare was killed before any invocation took it, as /metrics counts it. */
 export type SpareKill = 'code_evicted' | 'other_code' | 'idle' | 'start_failed' | 'ended' | 'drain' | 'shutdown';
@@ -42,6 +43,8 @@ export interface TakenSpare {
   readonly lease: Lease;
   readonly files: FilesLease;
   readonly code: SpareCode;
+  /** What its workerd has used since it was started, the start included. */
+  readonly usage: UsageMeter;
   /** Its workerd once it listens (at once if it already does); from now on `limit` bounds the wait. */
   started(limit: AbortSignal): Promise<WorkerdProcess>;
 }
@@ -50,6 +53,7 @@ interface Spare {
   readonly code: SpareCode;
   readonly lease: Lease;
   readonly files: FilesLease;
+  readonly usage: UsageMeter;
   /** Aborts its start. */
   readonly controller: AbortController;
   readonly worker: Promise<WorkerdProcess>;
@@ -112,6 +116,7 @@ export class Spares {
         lease: spare.lease,
         files: spare.files,
         code: spare.code,
+        usage: spare.usage,
         started: (limit) => {
           const abort = () => spare.controller.abort(limit.reason);
           if (limit.aborted) abort();
@@ -208,8 +213,9 @@ export class Spares {
       return;
     }
     const controller = new AbortController();
+    const usage = startUsageMeter(lease.cgroup);
     const worker = lease.standby.start(files.configPath, controller.signal);
-    const spare: Spare = { code, lease, files, controller, worker, listening: undefined, timer: undefined };
+    const spare: Spare = { code, lease, files, usage, controller, worker, listening: undefined, timer: undefined };
     this.#spares.add(spare);
     spare.timer = setTimeout(
       () => controller.abort(new ServiceError('EXECUTION_TIMEOUT')),

@@ -6,10 +6,15 @@ import { StartupError } from '../errors.js';
 /** One pool member. A process joins it by writing its pid into every file of procsFiles. */
 export interface Cgroup {
   readonly name: string;
-  /** cgroup.procs of each controller: memory and cpu on v1, the single unified one on v2. */
+  /** cgroup.procs of each controller: memory, cpu (and cpuacct) on v1, the single unified one on v2. */
   readonly procsFiles: readonly string[];
   /** The file whose oom_kill counter says the memory limit killed a process. */
   readonly oomFile: string;
+  /**
+   * The kernel's count of the CPU time of everything in the cgroup: cpu.stat (usage_usec) on v2,
+   * cpuacct.usage (nanoseconds) on v1; undefined on v1 without a cpuacct cgroup of the same name.
+   */
+  readonly cpuCounter: { readonly file: string; readonly format: 'cpu.stat' | 'cpuacct.usage' } | undefined;
 }
 
 /** Finds out which cgroup version a root holds: v2 only if its unified hierarchy has the memory controller. */
@@ -31,6 +36,7 @@ export async function discoverCgroups(root: string, version: 1 | 2, prefix: stri
       name,
       procsFiles: [path.join(root, name, 'cgroup.procs')],
       oomFile: path.join(root, name, 'memory.events'),
+      cpuCounter: { file: path.join(root, name, 'cpu.stat'), format: 'cpu.stat' as const },
     }));
   }
   // v1: a pool member needs both controllers, or its CPU (or memory) would go uncapped.
@@ -38,11 +44,23 @@ export async function discoverCgroups(root: string, version: 1 | 2, prefix: stri
   const names = (await subdirectories(path.join(root, 'memory')))
     .filter((name) => name.startsWith(prefix) && inCpu.has(name))
     .sort(byNumber);
-  return names.map((name) => ({
-    name,
-    procsFiles: [path.join(root, 'memory', name, 'cgroup.procs'), path.join(root, 'cpu', name, 'cgroup.procs')],
-    oomFile: path.join(root, 'memory', name, 'memory.oom_control'),
-  }));
+  // The cpuacct controller counts CPU time; a pool made without it still runs, uncounted.
+  const inCpuacct = new Set(await subdirectories(path.join(root, 'cpuacct')).catch(() => []));
+  return names.map((name) => {
+    const counted = inCpuacct.has(name);
+    return {
+      name,
+      procsFiles: [
+        path.join(root, 'memory', name, 'cgroup.procs'),
+        path.join(root, 'cpu', name, 'cgroup.procs'),
+        ...(counted ? [path.join(root, 'cpuacct', name, 'cgroup.procs')] : []),
+      ],
+      oomFile: path.join(root, 'memory', name, 'memory.oom_control'),
+      cpuCounter: counted
+        ? { file: path.join(root, 'cpuacct', name, 'cpuacct.usage'), format: 'cpuacct.usage' as const }
+        : undefined,
+    };
+  });
 }
 
 // The files of a cgroup are read synchronously: the kernel answers them from memory, far faster
@@ -62,6 +80,16 @@ export function readOomKills(cgroup: Cgroup): number {
 export function watchOom(cgroup: Cgroup): () => boolean {
   const before = readOomKills(cgroup);
   return () => readOomKills(cgroup) > before;
+}
+
+/** The CPU time everything in a cgroup has used since it was made, in microseconds; undefined without a counter. */
+export function readCpuUsageUs(cgroup: Cgroup): number | undefined {
+  const counter = cgroup.cpuCounter;
+  if (!counter) return undefined;
+  const text = readFileSync(counter.file, 'utf8');
+  if (counter.format === 'cpuacct.usage') return Number(text.trim()) / 1000;
+  const match = /^usage_usec (\d+)$/m.exec(text);
+  return match ? Number(match[1]) : undefined;
 }
 
 /** Lists the pids in a cgroup, across all of its controllers. */

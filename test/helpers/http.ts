@@ -3,6 +3,7 @@ import { request } from 'undici';
 // One answer of the service (or of a proxy in front of it), with its body as text.
 export interface Answer {
   readonly statusCode: number;
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
   readonly body: string;
 }
 
@@ -13,7 +14,7 @@ export async function invoke(baseUrl: string, payload: unknown): Promise<Answer>
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify(payload),
   });
-  return { statusCode: response.statusCode, body: await response.body.text() };
+  return { statusCode: response.statusCode, headers: response.headers, body: await response.body.text() };
 }
 
 // GETs a URL and answers its status code.

@@ -78,7 +78,8 @@ export async function createScratchPool(options: ScratchPoolOptions): Promise<Sc
 // included), killing what is left in them.
 export async function removeCgroups(prefix: string): Promise<void> {
   const version = await hostCgroupVersion();
-  const dirs = version === 2 ? [cgroupRoot] : [path.join(cgroupRoot, 'memory'), path.join(cgroupRoot, 'cpu')];
+  const dirs =
+    version === 2 ? [cgroupRoot] : ['memory', 'cpu', 'cpuacct'].map((controller) => path.join(cgroupRoot, controller));
   for (const dir of dirs) {
     const names = (await readdir(dir).catch(() => [] as string[])).filter((name) => name.startsWith(prefix));
     for (const name of names) {

@@ -85,6 +85,24 @@ describe.runIf(cgroups)('spares', () => {
     expect(body.data).toContain('thrown while answering');
   });
 
+  test("an invocation that took a spare is charged the spare's start, as one that started its own", async () => {
+    const cpuMs = async () => {
+      const response = await stack.app.inject({
+        method: 'POST',
+        url: '/api/serverless',
+        payload: { code_id: 'process-id' },
+      });
+      return Number(/cpu-ms=([\d.]+)/.exec(String(response.headers['x-oyster-usage']))?.[1]);
+    };
+    const started = await cpuMs();
+    await sparesReady(stack, 1);
+    const hitsBefore = await hits(stack);
+    const spared = await cpuMs();
+    expect(await hits(stack)).toBe(hitsBefore + 1);
+    // A start is most of a small function's CPU: without it, the second would be a fraction.
+    expect(spared).toBeGreaterThan(0.5 * started);
+  });
+
   test('code that does not start cleanly gets no spare', async () => {
     const readyBefore = await metricValue(stack.service, 'oyster_spares_ready_total');
     const failedBefore = await killed(stack, 'start_failed');

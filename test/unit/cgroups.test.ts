@@ -2,7 +2,13 @@ import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, test } from 'vitest';
-import { detectCgroupVersion, discoverCgroups, readOomKills, watchOom } from '../../src/sandbox/cgroups.js';
+import {
+  detectCgroupVersion,
+  discoverCgroups,
+  readCpuUsageUs,
+  readOomKills,
+  watchOom,
+} from '../../src/sandbox/cgroups.js';
 import { fakeRootsRemovedAfterEach } from '../helpers/fakeCgroupfs.js';
 
 const { v2Root, removeLater } = fakeRootsRemovedAfterEach();
@@ -37,6 +43,7 @@ describe('cgroup discovery', () => {
       name: 'workerd1',
       procsFiles: [path.join(root, 'workerd1', 'cgroup.procs')],
       oomFile: path.join(root, 'workerd1', 'memory.events'),
+      cpuCounter: { file: path.join(root, 'workerd1', 'cpu.stat'), format: 'cpu.stat' },
     });
   });
 
@@ -51,8 +58,46 @@ describe('cgroup discovery', () => {
         name: 'workerd1',
         procsFiles: [path.join(root, 'memory/workerd1/cgroup.procs'), path.join(root, 'cpu/workerd1/cgroup.procs')],
         oomFile: path.join(root, 'memory/workerd1/memory.oom_control'),
+        cpuCounter: undefined,
       },
     ]);
+  });
+
+  test('v1: joined through cpuacct too where it has the cgroup, which then counts its CPU', async () => {
+    const root = await mkdtemp(path.join(os.tmpdir(), 'oyster-cgroupfs-'));
+    removeLater(root);
+    for (const dir of ['memory/workerd1', 'cpu/workerd1', 'cpuacct/workerd1'])
+      await mkdir(path.join(root, dir), { recursive: true });
+    const [cgroup] = await discoverCgroups(root, 1, 'workerd');
+    expect(cgroup!.procsFiles).toContain(path.join(root, 'cpuacct/workerd1/cgroup.procs'));
+    expect(cgroup!.cpuCounter).toEqual({
+      file: path.join(root, 'cpuacct/workerd1/cpuacct.usage'),
+      format: 'cpuacct.usage',
+    });
+  });
+});
+
+describe('CPU counters', () => {
+  test('v2: usage_usec of cpu.stat, in microseconds', async () => {
+    const root = await v2Root(['w1']);
+    const [cgroup] = await discoverCgroups(root, 2, 'w');
+    // As a v2 kernel shows it (Debian's 6.1).
+    await writeFile(
+      cgroup!.cpuCounter!.file,
+      'usage_usec 123456\nuser_usec 100000\nsystem_usec 23456\nnr_periods 0\nnr_throttled 0\nthrottled_usec 0\n',
+    );
+    expect(readCpuUsageUs(cgroup!)).toBe(123_456);
+  });
+
+  test('v1: cpuacct.usage, nanoseconds, read as microseconds; none without cpuacct', async () => {
+    const root = await mkdtemp(path.join(os.tmpdir(), 'oyster-cgroupfs-'));
+    removeLater(root);
+    for (const dir of ['memory/w1', 'cpu/w1', 'cpuacct/w1', 'memory/w2', 'cpu/w2'])
+      await mkdir(path.join(root, dir), { recursive: true });
+    await writeFile(path.join(root, 'cpuacct/w1/cpuacct.usage'), '98765432\n');
+    const [counted, uncounted] = await discoverCgroups(root, 1, 'w');
+    expect(readCpuUsageUs(counted!)).toBe(98_765.432);
+    expect(readCpuUsageUs(uncounted!)).toBeUndefined();
   });
 });
 

@@ -51,7 +51,12 @@ describe('a workerd standby', () => {
     dirs.push(dir);
     const files = procsFiles ?? [path.join(dir, 'memory.procs'), path.join(dir, 'cpu.procs')];
     for (const file of procsFiles ? [] : files) await writeFile(file, '');
-    const cgroup: Cgroup = { name: 'fake', procsFiles: files, oomFile: path.join(dir, 'memory.events') };
+    const cgroup: Cgroup = {
+      name: 'fake',
+      procsFiles: files,
+      oomFile: path.join(dir, 'memory.events'),
+      cpuCounter: undefined,
+    };
     const standby = prepareWorkerd({ workerdPath, cgroup });
     standbys.push(standby);
     return { standby, files };

@@ -139,10 +139,14 @@ describe('the service on a cgroup v2 kernel', () => {
     });
   });
 
-  test('a function answers 200 with its output', async () => {
+  test('a function answers 200 with its output, and what it used from the cgroup v2 counters', async () => {
     const answer = await call({ code_id: 'hello', input: { name: 'v2' } });
     expect(answer.statusCode).toBe(200);
     expect(envelope(answer.body).data).toBe('Hello, v2!');
+    // cpu.stat's usage_usec, and workerd's own VmHWM.
+    const usage = String(answer.headers['x-oyster-usage']);
+    expect(Number(/cpu-ms=([\d.]+)/.exec(usage)?.[1])).toBeGreaterThan(0);
+    expect(Number(/peak-memory=(\d+)/.exec(usage)?.[1])).toBeGreaterThan(10 * 1024 * 1024);
   });
 
   test('code that does not compile answers 400', async () => {
