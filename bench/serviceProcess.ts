@@ -61,6 +61,8 @@ export async function startServiceProcess(options: StartServiceOptions): Promise
       ATTESTATION_URL: options.upstreams.attestationUrl,
       STORAGE_URL: options.upstreams.storageUrl,
       SHUTDOWN_GRACE_MS: String(shutdownGraceMs),
+      // As deployed with a usage ledger: its commit is the `ledger` stage of each request.
+      LEDGER_PATH: path.join(runtimePath, 'ledger', 'usage.sqlite'),
       ...options.env,
     },
     ready: /Server listening at (http:\/\/127\.0\.0\.1:\d+)/,

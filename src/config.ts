@@ -56,6 +56,8 @@ const schema = z
       .min(0)
       .default(64 * 1024 * 1024),
     IDLE_GC_MS: z.coerce.number().int().min(0).max(maxTimerMs).default(10_000),
+    LEDGER_PATH: z.string().min(1).optional(),
+    LEDGER_RETENTION_DAYS: z.coerce.number().int().positive().default(30),
     SPARES_MAX: z.coerce.number().int().min(0).default(4),
     SPARES_PER_CODE: z.coerce.number().int().positive().default(1),
     SPARE_IDLE_MS: positiveMs.default(60_000),
@@ -126,6 +128,10 @@ export interface Config {
   readonly codeCacheMaxBytes: number;
   /** Quiet time after a burst of invocations before one full garbage collection gives its memory back; 0 turns it off. */
   readonly idleGcMs: number;
+  /** The SQLite file of the usage ledger (absolute); unset, no ledger is kept. */
+  readonly ledgerPath: string | undefined;
+  /** Days each invocation keeps its own ledger row before it is folded into hourly totals. */
+  readonly ledgerRetentionDays: number;
   /** Most spares (workerd started ahead for cached code) at once; 0 turns them off. */
   readonly sparesMax: number;
   /** Most spares of one code_id's code at once. */
@@ -173,6 +179,8 @@ export function parseConfig(env: Readonly<Record<string, string | undefined>>): 
     maxResponseBytes: e.MAX_RESPONSE_BYTES,
     codeCacheMaxBytes: e.CODE_CACHE_MAX_BYTES,
     idleGcMs: e.IDLE_GC_MS,
+    ledgerPath: e.LEDGER_PATH === undefined ? undefined : path.resolve(e.LEDGER_PATH),
+    ledgerRetentionDays: e.LEDGER_RETENTION_DAYS,
     sparesMax: e.SPARES_MAX,
     sparesPerCode: e.SPARES_PER_CODE,
     spareIdleMs: e.SPARE_IDLE_MS,

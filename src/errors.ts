@@ -46,6 +46,10 @@ const definitions = {
   SERVER_BUSY: { status: 503, message: 'Server busy' },
   SHUTTING_DOWN: { status: 503, message: 'Server is shutting down' },
   DRAINING: { status: 503, message: 'Server is draining: it starts no new work' },
+  LEDGER_UNAVAILABLE: {
+    status: 503,
+    message: 'The usage ledger cannot be written (LEDGER_PATH): no work runs unrecorded',
+  },
   // Not a 503: the function had started, so a load balancer must not run it again elsewhere.
   SHUTDOWN_INTERRUPTED: { status: 500, message: 'The server shut down while the function was running' },
   CLIENT_CLOSED: { status: 499, message: 'The client closed the request' },

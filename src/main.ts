@@ -7,6 +7,7 @@ import { StartupError } from './errors.js';
 import { buildAdminApp } from './http/adminApp.js';
 import { buildApp, shutdown } from './http/app.js';
 import { compactingCollection } from './idleCollector.js';
+import { UsageLedger } from './ledger/usageLedger.js';
 import { CgroupPool } from './sandbox/cgroupPool.js';
 import { createService } from './service.js';
 
@@ -24,9 +25,13 @@ async function main(): Promise<void> {
     version: config.cgroupVersion,
     prefix: config.cgroupPrefix,
   });
+  const ledger =
+    config.ledgerPath === undefined
+      ? undefined
+      : UsageLedger.open({ file: config.ledgerPath, retentionDays: config.ledgerRetentionDays });
   // gc() is there when the service runs with its own Node flags (src/nodeFlags.ts).
   const collectGarbage = globalThis.gc && compactingCollection(globalThis.gc);
-  const service = createService(config, { pool, signer, collectGarbage });
+  const service = createService(config, { pool, signer, collectGarbage, ledger });
   const app = buildApp(service);
   const admin = config.adminPort === undefined ? undefined : buildAdminApp(service);
   if (!collectGarbage && config.idleGcMs > 0) {
@@ -45,6 +50,7 @@ async function main(): Promise<void> {
       killedLeftovers: killed,
       removedStaleDirs: stale,
       signer: signer?.address ?? null,
+      ledger: config.ledgerPath ?? null,
     },
     'cgroup pool ready',
   );
@@ -58,7 +64,10 @@ async function main(): Promise<void> {
       stopping = true;
       app.log.info({ signal, graceMs: config.shutdownGraceMs }, 'shutting down');
       Promise.all([shutdown(app, service, config.shutdownGraceMs), admin?.close()]).then(
-        () => process.exit(0),
+        () => {
+          ledger?.close();
+          process.exit(0);
+        },
         (error: unknown) => {
           app.log.error({ err: error }, 'shutdown failed');
           process.exit(1);

@@ -5,18 +5,23 @@ import { createResponseGuard } from './code/responseGuard.js';
 import { writeWorkerFiles } from './code/workerdConfig.js';
 import { WorkerFileStore } from './code/workerFileStore.js';
 import type { Config } from './config.js';
-import { ServiceError } from './errors.js';
+import { ServiceError, toServiceError } from './errors.js';
 import { IdleCollector } from './idleCollector.js';
+import type { UsageLedger } from './ledger/usageLedger.js';
 import { Metrics } from './metrics.js';
 import { BackgroundWork } from './pipeline/backgroundWork.js';
 import { type RunRequest, type RunResult, runFunction } from './pipeline/runFunction.js';
 import type { SettleOutcome } from './pipeline/settleWork.js';
 import { Spares } from './pipeline/spares.js';
+import type { FunctionUsage } from './pipeline/usage.js';
 import type { CgroupPool } from './sandbox/cgroupPool.js';
 import { prepareWorkerd } from './sandbox/standby.js';
 import type { Signer } from './signing.js';
 
-/** What the service is built from that is made outside it: the pool on disk, the key, gc(). */
+// How often ledger rows past their retention are folded into hourly totals.
+const rollUpEveryMs = 60 * 60 * 1000;
+
+/** What the service is built from that is made outside it: the pool on disk, the key, gc(), the ledger. */
 export interface ServiceDependencies {
   /** The cgroups workers run in. */
   readonly pool: CgroupPool;
@@ -26,6 +31,8 @@ export interface ServiceDependencies {
   readonly collectGarbage?: () => void;
   /** Where the service's own lines go; the HTTP layer writes to the same logger. */
   readonly log?: Logger;
+  /** Where each invocation's usage is committed before its answer (LEDGER_PATH); none when unset. */
+  readonly ledger?: UsageLedger;
 }
 
 /** The service without its HTTP layer: every object a request needs, made and wired once. */
@@ -41,6 +48,8 @@ export interface Service {
   readonly background: BackgroundWork;
   /** Workers started ahead for cached code. */
   readonly spares: Spares;
+  /** The usage ledger, when one is kept. */
+  readonly ledger: UsageLedger | undefined;
   /** Whether drain() has begun (shutdown): new invocations are refused with SHUTTING_DOWN. */
   readonly shuttingDown: boolean;
   /** Whether an operator has taken the instance out of rotation: new invocations are refused with DRAINING. */
@@ -127,15 +136,70 @@ export function createService(config: Config, deps: ServiceDependencies): Servic
   let shuttingDown = false;
   let draining = false;
 
+  // After a failed write, no work runs until the ledger takes writes again.
+  let ledgerFailing = false;
+  // Rows past their retention are folded into hourly totals at start and every hour.
+  let rollUps: NodeJS.Timeout | undefined;
+  // Commits what an invocation used, before its answer; an invocation whose workerd never started used nothing.
+  const account = async (
+    request: RunRequest,
+    startedMs: number,
+    usage: FunctionUsage | undefined,
+    outcome: string,
+    bytesOut: number,
+  ) => {
+    if (!deps.ledger || !usage) return undefined;
+    const ledger = deps.ledger;
+    try {
+      return await request.stages.run('ledger', async () =>
+        ledger.record({
+          atMs: Date.now(),
+          codeId: request.codeId,
+          outcome,
+          cpuUs: usage.cpuMs === undefined ? undefined : usage.cpuMs * 1000,
+          peakMemoryBytes: usage.peakMemoryBytes,
+          wallUs: (performance.now() - startedMs) * 1000,
+          bytesIn: request.request.body.length,
+          bytesOut,
+        }),
+      );
+    } catch (error) {
+      ledgerFailing = true;
+      throw error;
+    }
+  };
+
   const invoke = async (request: RunRequest): Promise<RunResult> => {
     if (shuttingDown) throw new ServiceError('SHUTTING_DOWN');
     if (draining) throw new ServiceError('DRAINING');
+    if (ledgerFailing) {
+      if (!deps.ledger?.writable()) throw new ServiceError('LEDGER_UNAVAILABLE');
+      ledgerFailing = false;
+    }
+    const startedMs = performance.now();
     const controller = new AbortController();
     const forward = () => controller.abort(request.signal.reason);
     if (request.signal.aborted) forward();
     else request.signal.addEventListener('abort', forward, { once: true });
     idleCollector.activity();
-    const running = runFunction(pipeline, { ...request, signal: controller.signal });
+    let usage: FunctionUsage | undefined;
+    const running = runFunction(pipeline, {
+      ...request,
+      signal: controller.signal,
+      onUsage: (used) => {
+        usage = used;
+        request.onUsage?.(used);
+      },
+    }).then(
+      async (result) => ({
+        ...result,
+        invocationId: await account(request, startedMs, usage, 'OK', result.answer.body.length),
+      }),
+      async (error: unknown) => {
+        await account(request, startedMs, usage, toServiceError(error).code, 0);
+        throw error;
+      },
+    );
     inFlight.set(
       controller,
       running.then(
@@ -176,6 +240,7 @@ export function createService(config: Config, deps: ServiceDependencies): Servic
     workerFiles,
     background,
     spares,
+    ledger: deps.ledger,
     get shuttingDown() {
       return shuttingDown;
     },
@@ -185,7 +250,14 @@ export function createService(config: Config, deps: ServiceDependencies): Servic
     get inFlight() {
       return inFlight.size;
     },
-    start: () => pool.keepStandbys((cgroup) => prepareWorkerd({ workerdPath: config.workerdPath, cgroup })),
+    start: () => {
+      pool.keepStandbys((cgroup) => prepareWorkerd({ workerdPath: config.workerdPath, cgroup }));
+      if (deps.ledger) {
+        const ledger = deps.ledger;
+        ledger.rollUp(Date.now());
+        rollUps = setInterval(() => ledger.rollUp(Date.now()), rollUpEveryMs).unref();
+      }
+    },
     invoke,
     setDraining: (on) => {
       draining = on;
@@ -195,6 +267,7 @@ export function createService(config: Config, deps: ServiceDependencies): Servic
     },
     drain,
     close: async () => {
+      clearInterval(rollUps);
       idleCollector.close();
       await spares.close();
       workerFiles.retireAll();

@@ -8,6 +8,8 @@ import type { Service } from '../service.js';
 
 /** The header in which an invocation's answer says what its function used (docs/api.md#usage). */
 export const usageHeader = 'x-oyster-usage';
+/** The header that names an answered invocation's row in the usage ledger. */
+export const invocationHeader = 'x-oyster-invocation';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -39,6 +41,7 @@ export async function invokeFor(
       },
     });
     if (request.usage) request.usage.bytesOut = result.answer.body.length;
+    if (result.invocationId !== undefined) void reply.header(invocationHeader, String(result.invocationId));
     return result;
   } catch (error) {
     throw reportFailure(request, error);

@@ -64,6 +64,8 @@ export interface RunResult {
   readonly answer: Invocation;
   /** sha256 of the code that ran, as the storage server served it. */
   readonly codeSha256: Buffer;
+  /** Its row in the usage ledger, when one is kept. */
+  readonly invocationId?: number;
 }
 
 /**

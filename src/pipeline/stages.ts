@@ -1,7 +1,15 @@
 import { performance } from 'node:perf_hooks';
 
 /** The stages of one request, in order; their names appear in logs, Server-Timing and metrics. */
-export type StageName = 'admission' | 'attestation' | 'download' | 'files' | 'start' | 'execution' | 'cleanup';
+export type StageName =
+  | 'admission'
+  | 'attestation'
+  | 'download'
+  | 'files'
+  | 'start'
+  | 'execution'
+  | 'ledger'
+  | 'cleanup';
 
 /** Records which stage a request is in and how long each one took. */
 export class StageTimer {

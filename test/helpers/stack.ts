@@ -8,6 +8,7 @@ import { devAttestationDocument, startAttestationServer } from '../../src/dev/at
 import type { RunningServer } from '../../src/dev/listen.js';
 import { startStorageServer } from '../../src/dev/storageServer.js';
 import { buildApp } from '../../src/http/app.js';
+import { UsageLedger } from '../../src/ledger/usageLedger.js';
 import { CgroupPool } from '../../src/sandbox/cgroupPool.js';
 import { discoverCgroups, readPids } from '../../src/sandbox/cgroups.js';
 import { standbyName } from '../../src/sandbox/standbyProtocol.js';
@@ -64,6 +65,8 @@ export interface Envelope {
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const testPool: TestPool = await createTestPool(options.pool);
   const runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
+  // The usage ledger of its own, outside the runtime directory whose leftovers the tests count.
+  const ledgerDir = await mkdtemp(path.join(os.tmpdir(), 'oyster-ledger-'));
   const attestation = await startAttestationServer();
   const storage = await startStorageServer({
     codeDirs: [examplesDir, fixturesDir, wranglerFixturesDir],
@@ -75,6 +78,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     RUNTIME_PATH: runtimePath,
     ATTESTATION_URL: attestation.url,
     STORAGE_URL: `${storage.url}/load`,
+    LEDGER_PATH: path.join(ledgerDir, 'usage.sqlite'),
     LOG_LEVEL: 'silent',
     // A spare is a workerd that outlives its request on purpose; the tests of spares turn them on.
     SPARES_MAX: '0',
@@ -87,7 +91,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     prefix: config.cgroupPrefix,
   });
   const signer = config.signerKeyPath === undefined ? undefined : await loadSigner(config.signerKeyPath);
-  const service = createService(config, { pool, signer });
+  const ledger = UsageLedger.open({ file: config.ledgerPath!, retentionDays: config.ledgerRetentionDays });
+  const service = createService(config, { pool, signer, ledger });
   const app = buildApp(service);
   await app.ready();
 
@@ -111,7 +116,9 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       await app.close();
       await Promise.all([attestation.close(), storage.close()]);
       await testPool.remove();
+      ledger.close();
       await rm(runtimePath, { recursive: true, force: true });
+      await rm(ledgerDir, { recursive: true, force: true });
     },
   };
 }
