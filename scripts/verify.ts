@@ -1,11 +1,12 @@
-// Recovers the address that signed an answer of POST /api/serverless, or an exchange of
-// ANY /fn/<code_id>/… (`npm run verify -- …`).
+// Recovers the address that signed an answer of POST /api/serverless, an exchange of
+// ANY /fn/<code_id>/…, or a usage claim (`npm run verify -- …`).
 // Prints the address; with --expect, exits 1 when another key signed it. Exits 2 on bad usage.
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { sha256 } from '../src/code/codeCache.js';
 import {
   recoverSigner,
+  type SignedClaim,
   type SignedExchange,
   type SignedFields,
   signatureHeader,
@@ -34,6 +35,8 @@ An exchange of the HTTP route instead (with --code-id, the code, and --response)
   --method <method>       the request's method, e.g. GET
   --target <path>         the path and query after /fn/<code_id>, from /, e.g. /items/7?x=1
   --request-body-file <path>  the request's body (default none)
+A usage claim instead (POST /admin/claims, GET /admin/claims/latest):
+  --claim <path>          the claim's answer as JSON (the whole answer, or its data)
 Checking:
   --expect <address>      exit 1 unless this address signed the answer`;
 
@@ -73,6 +76,7 @@ function readArgs() {
         method: { type: 'string' },
         target: { type: 'string' },
         'request-body-file': { type: 'string' },
+        claim: { type: 'string' },
         expect: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -89,6 +93,7 @@ async function main(): Promise<void> {
     return;
   }
   if (values.method !== undefined) return verifyExchange(values);
+  if (values.claim !== undefined) return verifyClaim(values, values.claim);
   const request = await askedFor(values);
   const answer =
     values.response !== undefined ? parseResponse(await readFile(values.response)) : explicitAnswer(values);
@@ -130,6 +135,39 @@ async function verifyExchange(values: Values): Promise<void> {
     responseBody: answer.body,
   };
   report(recoverSigner(fields, signature), values);
+}
+
+// A usage claim, as the admin endpoint answered it (the envelope, or its data alone).
+async function verifyClaim(values: Values, file: string): Promise<void> {
+  const parsed = JSON.parse(await readFile(file, 'utf8')) as { data?: unknown };
+  const claim = (parsed.data ?? parsed) as {
+    claim_id: number;
+    nonce: string;
+    until_ms: number;
+    codes: Array<{
+      code_id: string;
+      invocations: number;
+      cpu_us: number;
+      wall_us: number;
+      bytes_in: number;
+      bytes_out: number;
+    }>;
+    signature: string;
+  };
+  const fields: SignedClaim = {
+    claimId: claim.claim_id,
+    nonce: Buffer.from(claim.nonce, 'hex'),
+    untilMs: claim.until_ms,
+    codes: claim.codes.map((code) => ({
+      codeId: code.code_id,
+      invocations: code.invocations,
+      cpuUs: code.cpu_us,
+      wallUs: code.wall_us,
+      bytesIn: code.bytes_in,
+      bytesOut: code.bytes_out,
+    })),
+  };
+  report(recoverSigner(fields, claim.signature), values);
 }
 
 function report(address: string, values: Values): void {

@@ -11,6 +11,8 @@ import { StartupError } from './errors.js';
 export const signingDomain = 'oyster-serverless/result/v1';
 /** The domain of a signature over a whole HTTP exchange with a function (ANY /fn/<code_id>/…). */
 export const exchangeSigningDomain = 'oyster-serverless/http/v1';
+/** The domain of a signature over a usage claim (POST /admin/claims). */
+export const claimSigningDomain = 'oyster-serverless/usage-claim/v1';
 /** The headers a signed 200 answer carries. */
 export const timestampHeader = 'X-Oyster-Timestamp';
 export const signatureHeader = 'X-Oyster-Signature';
@@ -60,30 +62,55 @@ export interface SignedExchange {
   readonly responseBody: Uint8Array;
 }
 
+/** What one code_id used, as a claim states it. */
+export interface ClaimedUsage {
+  readonly codeId: string;
+  readonly invocations: number;
+  readonly cpuUs: number;
+  readonly wallUs: number;
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+}
+
+/** What a signature over a usage claim covers. */
+export interface SignedClaim {
+  readonly claimId: number;
+  /** The claimant's nonce, as bytes. */
+  readonly nonce: Uint8Array;
+  /** The claim holds the usage answered before this moment (ms since the epoch) that no earlier claim held. */
+  readonly untilMs: number;
+  /** Per code_id, in code_id order. */
+  readonly codes: readonly ClaimedUsage[];
+}
+
+/** Anything this key signs: a result, an exchange, a usage claim. */
+export type Signed = SignedFields | SignedExchange | SignedClaim;
+
 /** Signs answers with one secp256k1 key. */
 export interface Signer {
   /** The key's Ethereum address, EIP-55 checksummed (0x…). */
   readonly address: string;
   /** The X-Oyster-Signature value for an answer: 0x-prefixed hex of r || s || v, v 27 or 28. */
-  sign(fields: SignedFields | SignedExchange): string;
+  sign(fields: Signed): string;
   /** Both headers of a signed answer, timestamped now. */
   headers(fields: Omit<SignedFields, 'timestamp'> | Omit<SignedExchange, 'timestamp'>): Record<string, string>;
 }
 
 /** The exact bytes whose keccak256 is signed; the README's "Signed results" documents them. */
-export function signingMessage(fields: SignedFields | SignedExchange): Uint8Array {
+export function signingMessage(fields: Signed): Uint8Array {
   return concatBytes(...messageParts(fields));
 }
 
 /** keccak256 of the signed message: what the signature is made over, and what ecrecover takes. */
-export function signingDigest(fields: SignedFields | SignedExchange): Uint8Array {
+export function signingDigest(fields: Signed): Uint8Array {
   const hash = keccak_256.create();
   // Hashed part by part: input and output can be a megabyte each, and need not be copied.
   for (const part of messageParts(fields)) hash.update(part);
   return hash.digest();
 }
 
-function messageParts(fields: SignedFields | SignedExchange): Uint8Array[] {
+function messageParts(fields: Signed): Uint8Array[] {
+  if ('claimId' in fields) return claimParts(fields);
   if (!Number.isSafeInteger(fields.timestamp) || fields.timestamp < 0) {
     throw new RangeError(`timestamp must be a non-negative whole number of seconds, not ${fields.timestamp}`);
   }
@@ -116,6 +143,23 @@ function messageParts(fields: SignedFields | SignedExchange): Uint8Array[] {
   ];
 }
 
+// A claim: its domain, id, nonce and moment, then each code_id and its figures, every variable part
+// preceded by its length.
+function claimParts(claim: SignedClaim): Uint8Array[] {
+  const prefixed = (bytes: Uint8Array) => [uint64(bytes.length), bytes];
+  return [
+    ...prefixed(utf8ToBytes(claimSigningDomain)),
+    uint64(claim.claimId),
+    ...prefixed(claim.nonce),
+    uint64(claim.untilMs),
+    uint64(claim.codes.length),
+    ...claim.codes.flatMap((code) => [
+      ...prefixed(utf8ToBytes(code.codeId)),
+      ...[code.invocations, code.cpuUs, code.wallUs, code.bytesIn, code.bytesOut].map((value) => uint64(value)),
+    ]),
+  ];
+}
+
 function uint64(value: number, size = lengthPrefixBytes): Uint8Array {
   const bytes = new Uint8Array(size);
   new DataView(bytes.buffer).setBigUint64(0, BigInt(value));
@@ -126,7 +170,7 @@ function uint64(value: number, size = lengthPrefixBytes): Uint8Array {
 export async function loadSigner(keyPath: string): Promise<Signer> {
   const secretKey = parseSecretKey(await readKeyFile(keyPath), keyPath);
   const address = addressOf(secp256k1.getPublicKey(secretKey, false));
-  const sign = (fields: SignedFields | SignedExchange) => signDigest(signingDigest(fields), secretKey);
+  const sign = (fields: Signed) => signDigest(signingDigest(fields), secretKey);
   return {
     address,
     sign,
@@ -202,7 +246,7 @@ function signDigest(digest: Uint8Array, secretKey: Uint8Array): string {
 }
 
 /** Returns the address whose key made a signature over these fields; throws on a malformed signature. */
-export function recoverSigner(fields: SignedFields | SignedExchange, signature: string): string {
+export function recoverSigner(fields: Signed, signature: string): string {
   const hex = signatureHex.exec(signature.trim())?.[1];
   if (hex === undefined) throw new Error('a signature is 0x and 130 hex digits (r || s || v)');
   const bytes = hexToBytes(hex);

@@ -2,12 +2,14 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { ServiceError, StartupError } from '../errors.js';
+import type { ClaimedUsage, SignedClaim } from '../signing.js';
 
 const hourMs = 60 * 60 * 1000;
 const dayMs = 24 * hourMs;
 const schemaVersion = 1;
 
-// Per-invocation rows, and per code_id, hour and outcome totals of the rows past retention.
+// Per-invocation rows, per code_id, hour and outcome totals of the rows past retention, and the
+// claims (claim_id 0: not claimed yet).
 const schema = `
 CREATE TABLE IF NOT EXISTS invocations (
   id INTEGER PRIMARY KEY,
@@ -18,9 +20,11 @@ CREATE TABLE IF NOT EXISTS invocations (
   peak_memory_bytes INTEGER,
   wall_us INTEGER NOT NULL,
   bytes_in INTEGER NOT NULL,
-  bytes_out INTEGER NOT NULL
+  bytes_out INTEGER NOT NULL,
+  claim_id INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS invocations_at ON invocations (at_ms);
+CREATE INDEX IF NOT EXISTS invocations_unclaimed ON invocations (claim_id, at_ms);
 CREATE TABLE IF NOT EXISTS hourly (
   code_id TEXT NOT NULL,
   hour_ms INTEGER NOT NULL,
@@ -31,7 +35,14 @@ CREATE TABLE IF NOT EXISTS hourly (
   bytes_in INTEGER NOT NULL,
   bytes_out INTEGER NOT NULL,
   peak_memory_max INTEGER,
-  PRIMARY KEY (code_id, hour_ms, outcome)
+  claim_id INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (code_id, hour_ms, outcome, claim_id)
+);
+CREATE TABLE IF NOT EXISTS claims (
+  id INTEGER PRIMARY KEY,
+  nonce TEXT NOT NULL UNIQUE,
+  until_ms INTEGER NOT NULL,
+  body TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY);
 `;
@@ -169,11 +180,12 @@ export class UsageLedger {
     return this.#db.transaction(() => {
       this.#db
         .prepare(
-          `INSERT INTO hourly (code_id, hour_ms, outcome, invocations, cpu_us, wall_us, bytes_in, bytes_out, peak_memory_max)
-           SELECT code_id, (at_ms / ${hourMs}) * ${hourMs}, outcome, COUNT(*), COALESCE(SUM(cpu_us), 0), SUM(wall_us),
-                  SUM(bytes_in), SUM(bytes_out), MAX(peak_memory_bytes)
-           FROM invocations WHERE at_ms < @cutoff GROUP BY 1, 2, 3
-           ON CONFLICT (code_id, hour_ms, outcome) DO UPDATE SET
+          `INSERT INTO hourly (code_id, hour_ms, outcome, claim_id, invocations, cpu_us, wall_us, bytes_in, bytes_out,
+                              peak_memory_max)
+           SELECT code_id, (at_ms / ${hourMs}) * ${hourMs}, outcome, claim_id, COUNT(*), COALESCE(SUM(cpu_us), 0),
+                  SUM(wall_us), SUM(bytes_in), SUM(bytes_out), MAX(peak_memory_bytes)
+           FROM invocations WHERE at_ms < @cutoff GROUP BY 1, 2, 3, 4
+           ON CONFLICT (code_id, hour_ms, outcome, claim_id) DO UPDATE SET
              invocations = invocations + excluded.invocations, cpu_us = cpu_us + excluded.cpu_us,
              wall_us = wall_us + excluded.wall_us, bytes_in = bytes_in + excluded.bytes_in,
              bytes_out = bytes_out + excluded.bytes_out,
@@ -182,6 +194,69 @@ export class UsageLedger {
         .run({ cutoff });
       return this.#db.prepare('DELETE FROM invocations WHERE at_ms < @cutoff').run({ cutoff }).changes;
     })();
+  }
+
+  /**
+   * Claims the usage not claimed yet that was answered before untilMs, per code_id, in one
+   * transaction: the claim is stored, signed by sign, with its rows marked as claimed, or nothing
+   * is. A nonce already used gets its claim back unchanged, so a claimant who lost the answer asks
+   * again without claiming anything twice.
+   */
+  claim(nonce: string, untilMs: number, sign: (claim: SignedClaim) => string): string {
+    return this.#db.transaction(() => {
+      const earlier = this.#db.prepare('SELECT body FROM claims WHERE nonce = ?').get(nonce) as
+        | { body: string }
+        | undefined;
+      if (earlier) return earlier.body;
+      const claimId = (this.#db.prepare('SELECT COALESCE(MAX(id), 0) + 1 AS id FROM claims').get() as { id: number })
+        .id;
+      const codes = this.#db
+        .prepare(
+          `SELECT code_id AS codeId, SUM(invocations) AS invocations, SUM(cpu_us) AS cpuUs, SUM(wall_us) AS wallUs,
+                    SUM(bytes_in) AS bytesIn, SUM(bytes_out) AS bytesOut
+             FROM (
+               SELECT code_id, 1 AS invocations, COALESCE(cpu_us, 0) AS cpu_us, wall_us, bytes_in, bytes_out
+               FROM invocations WHERE claim_id = 0 AND at_ms < @untilMs
+               UNION ALL
+               SELECT code_id, invocations, cpu_us, wall_us, bytes_in, bytes_out
+               FROM hourly WHERE claim_id = 0 AND hour_ms < @untilMs
+             )
+             GROUP BY code_id ORDER BY code_id`,
+        )
+        .all({ untilMs }) as ClaimedUsage[];
+      this.#db
+        .prepare('UPDATE invocations SET claim_id = @claimId WHERE claim_id = 0 AND at_ms < @untilMs')
+        .run({ claimId, untilMs });
+      this.#db
+        .prepare('UPDATE hourly SET claim_id = @claimId WHERE claim_id = 0 AND hour_ms < @untilMs')
+        .run({ claimId, untilMs });
+      const nonceBytes = Buffer.from(nonce, 'hex');
+      const signature = sign({ claimId, nonce: nonceBytes, untilMs, codes });
+      const body = JSON.stringify({
+        claim_id: claimId,
+        nonce,
+        until_ms: untilMs,
+        codes: codes.map((code) => ({
+          code_id: code.codeId,
+          invocations: code.invocations,
+          cpu_us: code.cpuUs,
+          wall_us: code.wallUs,
+          bytes_in: code.bytesIn,
+          bytes_out: code.bytesOut,
+        })),
+        signature,
+      });
+      this.#db
+        .prepare('INSERT INTO claims (id, nonce, until_ms, body) VALUES (?, ?, ?, ?)')
+        .run(claimId, nonce, untilMs, body);
+      return body;
+    })();
+  }
+
+  /** The latest claim, exactly as it was answered; undefined before the first. */
+  latestClaim(): string | undefined {
+    return (this.#db.prepare('SELECT body FROM claims ORDER BY id DESC LIMIT 1').get() as { body: string } | undefined)
+      ?.body;
   }
 
   close(): void {

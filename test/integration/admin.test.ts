@@ -27,8 +27,20 @@ describe.runIf(cgroups)('operator endpoints and draining', () => {
   };
 
   test('are not on the public listener', async () => {
-    for (const url of ['/admin/drain', '/admin/resume']) {
-      const response = await stack.app.inject({ method: 'POST', url });
+    const endpoints = [
+      ['POST', '/admin/drain'],
+      ['POST', '/admin/resume'],
+      ['GET', '/admin/status'],
+      ['GET', '/admin/usage'],
+      ['POST', '/admin/claims'],
+      ['GET', '/admin/claims/latest'],
+    ] as const;
+    for (const [method, url] of endpoints) {
+      const response = await stack.app.inject({
+        method,
+        url,
+        payload: method === 'POST' ? { nonce: '01' } : undefined,
+      });
       expect(response.statusCode, url).toBe(404);
     }
     expect(stack.service.draining).toBe(false);

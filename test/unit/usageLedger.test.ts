@@ -5,6 +5,7 @@ import Database from 'better-sqlite3';
 import { afterEach, describe, expect, test } from 'vitest';
 import { StartupError } from '../../src/errors.js';
 import { type InvocationRecord, UsageLedger } from '../../src/ledger/usageLedger.js';
+import type { SignedClaim } from '../../src/signing.js';
 
 const hourMs = 60 * 60 * 1000;
 const dayMs = 24 * hourMs;
@@ -79,6 +80,81 @@ describe('the usage ledger', () => {
     expect(ledger.rollUp(now)).toBe(3);
     expect(ledger.totals(0, now + 1)).toEqual(before);
     expect(ledger.rollUp(now)).toBe(0);
+    ledger.close();
+  });
+
+  test('a claim holds the unclaimed usage before its moment, once: the next holds only what came after', async () => {
+    const ledger = UsageLedger.open({ file: await ledgerFile(), retentionDays: 1 });
+    const now = Date.now();
+    // One row old enough to be folded into the hourly totals: those are claimed too.
+    ledger.record(row('a', now - 3 * dayMs));
+    ledger.rollUp(now);
+    ledger.record(row('a', now - 10));
+    ledger.record(row('b', now - 5));
+    ledger.record(row('b', now + 1_000));
+    const signed: SignedClaim[] = [];
+    const sign = (claim: SignedClaim) => {
+      signed.push(claim);
+      return `0xsigned${claim.claimId}`;
+    };
+    const first = JSON.parse(ledger.claim('aa01', now, sign));
+    expect(first).toEqual({
+      claim_id: 1,
+      nonce: 'aa01',
+      until_ms: now,
+      codes: [
+        { code_id: 'a', invocations: 2, cpu_us: 2_000, wall_us: 10_000, bytes_in: 20, bytes_out: 40 },
+        { code_id: 'b', invocations: 1, cpu_us: 1_000, wall_us: 5_000, bytes_in: 10, bytes_out: 20 },
+      ],
+      signature: '0xsigned1',
+    });
+    // What was signed is what the answer says.
+    expect(signed[0]).toEqual({
+      claimId: 1,
+      nonce: Buffer.from('aa01', 'hex'),
+      untilMs: now,
+      codes: first.codes.map((code: Record<string, number | string>) => ({
+        codeId: code.code_id,
+        invocations: code.invocations,
+        cpuUs: code.cpu_us,
+        wallUs: code.wall_us,
+        bytesIn: code.bytes_in,
+        bytesOut: code.bytes_out,
+      })),
+    });
+    const second = JSON.parse(ledger.claim('bb02', now + 2_000, sign));
+    expect(second.codes).toEqual([
+      { code_id: 'b', invocations: 1, cpu_us: 1_000, wall_us: 5_000, bytes_in: 10, bytes_out: 20 },
+    ]);
+    expect(JSON.parse(ledger.claim('cc03', now + 3_000, sign)).codes).toEqual([]);
+    ledger.close();
+  });
+
+  test('a nonce used before gets its claim back unchanged, claiming nothing more; the latest is kept as answered', async () => {
+    const ledger = UsageLedger.open({ file: await ledgerFile(), retentionDays: 30 });
+    const now = Date.now();
+    ledger.record(row('a', now - 10));
+    const sign = (claim: SignedClaim) => `0x${claim.claimId}`;
+    const first = ledger.claim('01', now, sign);
+    ledger.record(row('a', now - 5));
+    expect(ledger.claim('01', now, sign)).toBe(first);
+    expect(ledger.latestClaim()).toBe(first);
+    // The row that came after the first claim is still unclaimed.
+    expect(JSON.parse(ledger.claim('02', now, sign)).codes[0].invocations).toBe(1);
+    ledger.close();
+  });
+
+  test('a claim whose signing fails leaves nothing claimed', async () => {
+    const ledger = UsageLedger.open({ file: await ledgerFile(), retentionDays: 30 });
+    const now = Date.now();
+    ledger.record(row('a', now - 10));
+    expect(() =>
+      ledger.claim('01', now, () => {
+        throw new Error('no key');
+      }),
+    ).toThrow('no key');
+    expect(ledger.latestClaim()).toBeUndefined();
+    expect(JSON.parse(ledger.claim('02', now, () => '0x')).codes[0].invocations).toBe(1);
     ledger.close();
   });
 
