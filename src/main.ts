@@ -7,7 +7,6 @@ import { StartupError } from './errors.js';
 import { buildAdminApp } from './http/adminApp.js';
 import { buildApp, shutdown } from './http/app.js';
 import { compactingCollection } from './idleCollector.js';
-import { UsageLedger } from './ledger/usageLedger.js';
 import { CgroupPool } from './sandbox/cgroupPool.js';
 import { createService } from './service.js';
 
@@ -25,10 +24,14 @@ async function main(): Promise<void> {
     version: config.cgroupVersion,
     prefix: config.cgroupPrefix,
   });
+  // Loaded only when asked for, like the signer: SQLite is native code the service otherwise need not map.
   const ledger =
     config.ledgerPath === undefined
       ? undefined
-      : UsageLedger.open({ file: config.ledgerPath, retentionDays: config.ledgerRetentionDays });
+      : (await import('./ledger/usageLedger.js')).UsageLedger.open({
+          file: config.ledgerPath,
+          retentionDays: config.ledgerRetentionDays,
+        });
   // gc() is there when the service runs with its own Node flags (src/nodeFlags.ts).
   const collectGarbage = globalThis.gc && compactingCollection(globalThis.gc);
   const service = createService(config, { pool, signer, collectGarbage, ledger });
