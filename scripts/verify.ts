@@ -5,11 +5,12 @@ import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { sha256 } from '../src/code/codeCache.js';
 import {
+  type ClaimAnswer,
   recoverSigner,
-  type SignedClaim,
   type SignedExchange,
   type SignedFields,
   signatureHeader,
+  signedClaimOf,
   timestampHeader,
 } from '../src/signing.js';
 
@@ -140,34 +141,8 @@ async function verifyExchange(values: Values): Promise<void> {
 // A usage claim, as the admin endpoint answered it (the envelope, or its data alone).
 async function verifyClaim(values: Values, file: string): Promise<void> {
   const parsed = JSON.parse(await readFile(file, 'utf8')) as { data?: unknown };
-  const claim = (parsed.data ?? parsed) as {
-    claim_id: number;
-    nonce: string;
-    until_ms: number;
-    codes: Array<{
-      code_id: string;
-      invocations: number;
-      cpu_us: number;
-      wall_us: number;
-      bytes_in: number;
-      bytes_out: number;
-    }>;
-    signature: string;
-  };
-  const fields: SignedClaim = {
-    claimId: claim.claim_id,
-    nonce: Buffer.from(claim.nonce, 'hex'),
-    untilMs: claim.until_ms,
-    codes: claim.codes.map((code) => ({
-      codeId: code.code_id,
-      invocations: code.invocations,
-      cpuUs: code.cpu_us,
-      wallUs: code.wall_us,
-      bytesIn: code.bytes_in,
-      bytesOut: code.bytes_out,
-    })),
-  };
-  report(recoverSigner(fields, claim.signature), values);
+  const claim = (parsed.data ?? parsed) as ClaimAnswer;
+  report(recoverSigner(signedClaimOf(claim), claim.signature), values);
 }
 
 function report(address: string, values: Values): void {

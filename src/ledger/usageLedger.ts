@@ -2,7 +2,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { ServiceError, StartupError } from '../errors.js';
-import type { ClaimedUsage, SignedClaim } from '../signing.js';
+import { type ClaimAnswerCode, type SignedClaim, signedClaimOf } from '../signing.js';
 
 const hourMs = 60 * 60 * 1000;
 const dayMs = 24 * hourMs;
@@ -63,13 +63,7 @@ export interface InvocationRecord {
 }
 
 /** What the invocations of one code_id used together. */
-export interface CodeTotals {
-  readonly code_id: string;
-  readonly invocations: number;
-  readonly cpu_us: number;
-  readonly wall_us: number;
-  readonly bytes_in: number;
-  readonly bytes_out: number;
+export interface CodeTotals extends ClaimAnswerCode {
   readonly peak_memory_max: number | null;
 }
 
@@ -216,40 +210,26 @@ export class UsageLedger {
         .id;
       const codes = this.#db
         .prepare(
-          `SELECT code_id AS codeId, SUM(invocations) AS invocations, SUM(cpu_us) AS cpuUs, SUM(wall_us) AS wallUs,
-                    SUM(bytes_in) AS bytesIn, SUM(bytes_out) AS bytesOut
-             FROM (
-               SELECT code_id, 1 AS invocations, COALESCE(cpu_us, 0) AS cpu_us, wall_us, bytes_in, bytes_out
-               FROM invocations WHERE claim_id = 0 AND at_ms < @untilMs
-               UNION ALL
-               SELECT code_id, invocations, cpu_us, wall_us, bytes_in, bytes_out
-               FROM hourly WHERE claim_id = 0 AND hour_ms < @untilMs
-             )
-             GROUP BY code_id ORDER BY code_id`,
+          `SELECT code_id, SUM(invocations) AS invocations, SUM(cpu_us) AS cpu_us, SUM(wall_us) AS wall_us,
+                  SUM(bytes_in) AS bytes_in, SUM(bytes_out) AS bytes_out
+           FROM (
+             SELECT code_id, 1 AS invocations, COALESCE(cpu_us, 0) AS cpu_us, wall_us, bytes_in, bytes_out
+             FROM invocations WHERE claim_id = 0 AND at_ms < @untilMs
+             UNION ALL
+             SELECT code_id, invocations, cpu_us, wall_us, bytes_in, bytes_out
+             FROM hourly WHERE claim_id = 0 AND hour_ms < @untilMs
+           )
+           GROUP BY code_id ORDER BY code_id`,
         )
-        .all({ untilMs }) as ClaimedUsage[];
+        .all({ untilMs }) as ClaimAnswerCode[];
       this.#db
         .prepare('UPDATE invocations SET claim_id = @claimId WHERE claim_id = 0 AND at_ms < @untilMs')
         .run({ claimId, untilMs });
       this.#db
         .prepare('UPDATE hourly SET claim_id = @claimId WHERE claim_id = 0 AND hour_ms < @untilMs')
         .run({ claimId, untilMs });
-      const nonceBytes = Buffer.from(nonce, 'hex');
-      const signature = sign({ claimId, nonce: nonceBytes, untilMs, codes });
-      const body = JSON.stringify({
-        claim_id: claimId,
-        nonce,
-        until_ms: untilMs,
-        codes: codes.map((code) => ({
-          code_id: code.codeId,
-          invocations: code.invocations,
-          cpu_us: code.cpuUs,
-          wall_us: code.wallUs,
-          bytes_in: code.bytesIn,
-          bytes_out: code.bytesOut,
-        })),
-        signature,
-      });
+      const unsigned = { claim_id: claimId, nonce, until_ms: untilMs, codes };
+      const body = JSON.stringify({ ...unsigned, signature: sign(signedClaimOf(unsigned)) });
       this.#db
         .prepare('INSERT INTO claims (id, nonce, until_ms, body) VALUES (?, ?, ?, ?)')
         .run(claimId, nonce, untilMs, body);

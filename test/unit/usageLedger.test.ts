@@ -5,7 +5,7 @@ import Database from 'better-sqlite3';
 import { afterEach, describe, expect, test } from 'vitest';
 import { StartupError } from '../../src/errors.js';
 import { type InvocationRecord, UsageLedger } from '../../src/ledger/usageLedger.js';
-import type { SignedClaim } from '../../src/signing.js';
+import { type SignedClaim, signedClaimOf } from '../../src/signing.js';
 
 const hourMs = 60 * 60 * 1000;
 const dayMs = 24 * hourMs;
@@ -109,19 +109,7 @@ describe('the usage ledger', () => {
       signature: '0xsigned1',
     });
     // What was signed is what the answer says.
-    expect(signed[0]).toEqual({
-      claimId: 1,
-      nonce: Buffer.from('aa01', 'hex'),
-      untilMs: now,
-      codes: first.codes.map((code: Record<string, number | string>) => ({
-        codeId: code.code_id,
-        invocations: code.invocations,
-        cpuUs: code.cpu_us,
-        wallUs: code.wall_us,
-        bytesIn: code.bytes_in,
-        bytesOut: code.bytes_out,
-      })),
-    });
+    expect(signed[0]).toEqual(signedClaimOf(first));
     const second = JSON.parse(ledger.claim('bb02', now + 2_000, sign));
     expect(second.codes).toEqual([
       { code_id: 'b', invocations: 1, cpu_us: 1_000, wall_us: 5_000, bytes_in: 10, bytes_out: 20 },
