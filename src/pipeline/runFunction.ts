@@ -96,7 +96,7 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
     //    holds the cgroup and the standby waiting in it, the process that starts workerd there.
     const cached = codeCache.lookup(codeId);
     const spare: TakenSpare | undefined = cached && spares.take(cached.code);
-    lease = spare?.lease ?? (await stages.run('admission', () => spares.admit()));
+    lease = spare?.lease ?? (await stages.run('admission', () => spares.admit(cached !== undefined)));
     if (!lease) throw new ServiceError('SERVER_BUSY', { data: { pool_size: deps.pool.size } });
     const { cgroup, standby } = lease;
     // The cgroup's OOM count before this invocation.

@@ -82,7 +82,7 @@ export class Spares {
   #closed = false;
   /** Invocations that took a spare. */
   hits = 0;
-  /** Invocations of cached code that found no spare of it, while spares are on. */
+  /** Invocations of cached code that found no spare of it (and got a cgroup), while spares are on. */
   misses = 0;
 
   constructor(options: SparesOptions) {
@@ -125,18 +125,21 @@ export class Spares {
         },
       };
     }
-    if (this.#options.max > 0) this.misses += 1;
     return undefined;
   }
 
   /**
    * A cgroup for an invocation of code that has no spare: a free one, or else one that a spare
    * holds, whose spare (the oldest) is killed for it. Spares never cost a request its cgroup.
+   * `cached`: whether the cache holds the invocation's code, which makes it a miss.
    */
-  async admit(): Promise<Lease | undefined> {
+  async admit(cached: boolean): Promise<Lease | undefined> {
     for (;;) {
       const lease = await this.#options.pool.reserve();
-      if (lease) return lease;
+      if (lease) {
+        if (cached && this.#options.max > 0) this.misses += 1;
+        return lease;
+      }
       const oldest = this.#spares.values().next().value;
       if (!oldest) return undefined;
       // Its cgroup is on its way back from here on, so the next reserve() waits for it.

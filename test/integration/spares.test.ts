@@ -55,6 +55,22 @@ describe.runIf(cgroups)('spares', () => {
     expect((await hits(stack)) - hitsBefore).toBe(3);
   });
 
+  test('a miss is an invocation of cached code that found no spare: not a first fetch, not a hit', async () => {
+    const misses = () => metricValue(stack.service, 'oyster_spare_misses_total');
+    const before = await misses();
+    await stack.invoke({ code_id: 'echo' });
+    expect(await misses()).toBe(before);
+    await sparesReady(stack, 1);
+    await stack.invoke({ code_id: 'echo' });
+    expect(await misses()).toBe(before);
+    await stack.service.background.settled();
+    stack.service.setDraining(true);
+    stack.service.setDraining(false);
+    await sparesReady(stack, 0);
+    await stack.invoke({ code_id: 'echo' });
+    expect(await misses()).toBe(before + 1);
+  });
+
   test('a spare runs only the code it was started for', async () => {
     await stack.invoke({ code_id: 'process-id' });
     await sparesReady(stack, 1);
