@@ -10,10 +10,10 @@ import { request } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import { egressDenyList } from '../src/code/egress.js';
 import { renderWorkerdConfig } from '../src/code/workerdConfig.js';
+import { watchControl } from '../src/sandbox/standbyProtocol.js';
 import type { Cleanup } from './cleanup.js';
 
 const scriptFileName = 'worker.js';
@@ -101,7 +101,8 @@ export async function prepareBareWorkerd(options: BareWorkerdOptions): Promise<B
     let answer: string;
     try {
       const port = await Promise.race([
-        readListenPort(child.stdio[3] as Readable),
+        // The service's own reader of the control fd.
+        new Promise<number>((listen) => watchControl(child.stdio[3] as Readable, { exec: () => undefined, listen })),
         reaped.then(() => undefined),
         aborted(signal),
       ]);
@@ -152,20 +153,6 @@ function post(port: number, body: string, signal: AbortSignal): Promise<{ status
     outgoing.on('error', reject);
     outgoing.end(body);
   });
-}
-
-// The port from workerd's {"event":"listen","socket":"http","port":N} line, or undefined if the
-// control fd closes first.
-async function readListenPort(controlFd: Readable): Promise<number | undefined> {
-  for await (const line of createInterface({ input: controlFd, crlfDelay: Infinity })) {
-    try {
-      const message = JSON.parse(line) as { event?: unknown; port?: unknown };
-      if (message.event === 'listen' && typeof message.port === 'number') return message.port;
-    } catch {
-      // Not a control message.
-    }
-  }
-  return undefined;
 }
 
 function reapedPromise(child: ChildProcess): Promise<void> {
