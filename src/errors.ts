@@ -50,6 +50,11 @@ const definitions = {
     status: 503,
     message: 'The usage ledger cannot be written (LEDGER_PATH): no work runs unrecorded',
   },
+  // Not a 503: the function ran, so a load balancer must not run it again elsewhere.
+  LEDGER_WRITE_FAILED: {
+    status: 500,
+    message: 'The function ran, but its usage could not be recorded (LEDGER_PATH); its answer is withheld',
+  },
   // Not a 503: the function had started, so a load balancer must not run it again elsewhere.
   SHUTDOWN_INTERRUPTED: { status: 500, message: 'The server shut down while the function was running' },
   CLIENT_CLOSED: { status: 499, message: 'The client closed the request' },

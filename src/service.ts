@@ -254,8 +254,17 @@ export function createService(config: Config, deps: ServiceDependencies): Servic
       pool.keepStandbys((cgroup) => prepareWorkerd({ workerdPath: config.workerdPath, cgroup }));
       if (deps.ledger) {
         const ledger = deps.ledger;
-        ledger.rollUp(Date.now());
-        rollUps = setInterval(() => ledger.rollUp(Date.now()), rollUpEveryMs).unref();
+        // A roll-up that fails (a full disk, say) is retried at the next; new work waits for the ledger meanwhile.
+        const rollUp = () => {
+          try {
+            ledger.rollUp(Date.now());
+          } catch (error) {
+            ledgerFailing = true;
+            log.error({ err: error }, 'folding old ledger rows into hourly totals failed');
+          }
+        };
+        rollUp();
+        rollUps = setInterval(rollUp, rollUpEveryMs).unref();
       }
     },
     invoke,

@@ -63,6 +63,11 @@ export class CodeCache {
     return this.#entries.size;
   }
 
+  /** The download held for a code_id, unchecked and not marked as used; for a glance before admission. */
+  peek(codeId: string): StoredCode | undefined {
+    return this.#entries.get(codeId)?.code;
+  }
+
   /** Whether this download is what the cache holds for the code_id right now. */
   holds(codeId: string, code: StoredCode): boolean {
     return this.#entries.get(codeId)?.code === code;

@@ -124,7 +124,7 @@ export class UsageLedger {
     return new UsageLedger(db, options.retentionDays);
   }
 
-  /** Commits one invocation's row; its id. Throws LEDGER_UNAVAILABLE when it cannot (a full disk, say). */
+  /** Commits one invocation's row; its id. Throws LEDGER_WRITE_FAILED when it cannot (a full disk, say). */
   record(record: InvocationRecord): number {
     try {
       return Number(
@@ -136,7 +136,7 @@ export class UsageLedger {
         }).lastInsertRowid,
       );
     } catch (cause) {
-      throw new ServiceError('LEDGER_UNAVAILABLE', { cause });
+      throw new ServiceError('LEDGER_WRITE_FAILED', { cause });
     }
   }
 
@@ -175,6 +175,7 @@ export class UsageLedger {
   /** Folds the rows older than the retention into hourly totals, in one transaction; how many it folded. */
   rollUp(nowMs: number): number {
     const cutoff = Math.floor((nowMs - this.#retentionMs) / hourMs) * hourMs;
+    // Throws what SQLite throws (a full disk, say): the caller decides.
     return this.#db.transaction(() => {
       this.#db
         .prepare(
@@ -217,7 +218,7 @@ export class UsageLedger {
              FROM invocations WHERE claim_id = 0 AND at_ms < @untilMs
              UNION ALL
              SELECT code_id, invocations, cpu_us, wall_us, bytes_in, bytes_out
-             FROM hourly WHERE claim_id = 0 AND hour_ms < @untilMs
+             FROM hourly WHERE claim_id = 0 AND hour_ms + ${hourMs} <= @untilMs
            )
            GROUP BY code_id ORDER BY code_id`,
         )
@@ -226,7 +227,7 @@ export class UsageLedger {
         .prepare('UPDATE invocations SET claim_id = @claimId WHERE claim_id = 0 AND at_ms < @untilMs')
         .run({ claimId, untilMs });
       this.#db
-        .prepare('UPDATE hourly SET claim_id = @claimId WHERE claim_id = 0 AND hour_ms < @untilMs')
+        .prepare(`UPDATE hourly SET claim_id = @claimId WHERE claim_id = 0 AND hour_ms + ${hourMs} <= @untilMs`)
         .run({ claimId, untilMs });
       const unsigned = { claim_id: claimId, nonce, until_ms: untilMs, codes };
       const body = JSON.stringify({ ...unsigned, signature: sign(signedClaimOf(unsigned)) });

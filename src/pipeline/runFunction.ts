@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import type { CodeCache } from '../code/codeCache.js';
+import type { CachedCode, CodeCache } from '../code/codeCache.js';
 import { parseWorkerCode } from '../code/codeFormat.js';
 import type { ResponseGuard } from '../code/responseGuard.js';
 import type { FilesLease, WorkerFileStore } from '../code/workerFileStore.js';
@@ -94,17 +94,19 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
     // 1. A spare (a workerd already started for the code the cache holds for this code_id), or
     //    else a free cgroup: a busy server answers 503 without bothering the upstreams. The lease
     //    holds the cgroup and the standby waiting in it, the process that starts workerd there.
-    const cached = codeCache.lookup(codeId);
-    const spare: TakenSpare | undefined = cached && spares.take(cached.code);
-    lease = spare?.lease ?? (await stages.run('admission', () => spares.admit(cached !== undefined)));
+    //    A request abandoned already takes neither.
+    if (signal.aborted) throw abortError(signal);
+    const taken = takeSpare(spares, codeCache, codeId);
+    const spare = taken?.spare;
+    lease = spare?.lease ?? (await stages.run('admission', () => spares.admit(codeCache.peek(codeId) !== undefined)));
     if (!lease) throw new ServiceError('SERVER_BUSY', { data: { pool_size: deps.pool.size } });
     const { cgroup, standby } = lease;
-    // The cgroup's OOM count before this invocation.
-    const oomKilled = watchOom(cgroup);
+    // The cgroup's OOM count before this invocation (before its spare's start, for a spare).
+    const oomKilled = spare?.oomKilled ?? watchOom(cgroup);
 
     // 2–3. The code: from the cache, or from the storage server on presenting a fresh attestation document.
     const { code: stored, sha256: codeSha256 } =
-      cached ??
+      taken?.cached ??
       (await codeCache.get(codeId, async () => {
         const attestation = await stages.run('attestation', () =>
           fetchAttestation({ url: config.attestationUrl, timeoutMs: config.upstreamTimeoutMs, signal }),
@@ -207,6 +209,22 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
       if (ran && listened) spares.offer(ran);
     });
   }
+}
+
+// A spare of the code the cache holds for a code_id, once the cache's copy has passed its check; a
+// copy found corrupt lets the spare go, and the invocation fetches the code anew.
+function takeSpare(
+  spares: Spares,
+  codeCache: CodeCache,
+  codeId: string,
+): { spare: TakenSpare; cached: CachedCode } | undefined {
+  const held = codeCache.peek(codeId);
+  const spare = held && spares.take(held);
+  if (!spare) return undefined;
+  const cached = codeCache.lookup(codeId);
+  if (cached?.code === spare.code.stored) return { spare, cached };
+  spare.abandon();
+  return undefined;
 }
 
 // Says why an invocation failed, once its workerd is gone: the cgroup's memory limit, a crash, the

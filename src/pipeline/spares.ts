@@ -3,6 +3,7 @@ import type { WorkerCode } from '../code/workerCode.js';
 import type { FilesLease, WorkerFileStore } from '../code/workerFileStore.js';
 import { ServiceError } from '../errors.js';
 import type { CgroupPool, Lease } from '../sandbox/cgroupPool.js';
+import { watchOom } from '../sandbox/cgroups.js';
 import type { WorkerdProcess } from '../sandbox/standby.js';
 import type { StoredCode } from './codeDownload.js';
 import { startUsageMeter, type UsageMeter } from './usage.js';
@@ -45,8 +46,12 @@ export interface TakenSpare {
   readonly code: SpareCode;
   /** What its workerd has used since it was started, the start included. */
   readonly usage: UsageMeter;
+  /** Whether the memory limit has killed a process in its cgroup since the spare was started. */
+  readonly oomKilled: () => boolean;
   /** Its workerd once it listens (at once if it already does); from now on `limit` bounds the wait. */
   started(limit: AbortSignal): Promise<WorkerdProcess>;
+  /** Lets it go unused after all (its code proved corrupt): killed, its cgroup and files given back. */
+  abandon(): void;
 }
 
 interface Spare {
@@ -54,6 +59,7 @@ interface Spare {
   readonly lease: Lease;
   readonly files: FilesLease;
   readonly usage: UsageMeter;
+  readonly oomKilled: () => boolean;
   /** Aborts its start. */
   readonly controller: AbortController;
   readonly worker: Promise<WorkerdProcess>;
@@ -78,6 +84,10 @@ export class Spares {
   readonly #failedStarts = new WeakSet<StoredCode>();
   /** Cleanups of killed spares, which close() waits for. */
   readonly #ending = new Set<Promise<void>>();
+  /** Starts that hold a cgroup but are not spares yet, by code; each counts against the limits. */
+  readonly #starting = new Map<StoredCode, number>();
+  /** Who waits for one of them to become a spare (or give up). */
+  #startWaiters: Array<() => void> = [];
   #paused = false;
   #closed = false;
   /** Invocations that took a spare. */
@@ -117,12 +127,14 @@ export class Spares {
         files: spare.files,
         code: spare.code,
         usage: spare.usage,
+        oomKilled: spare.oomKilled,
         started: (limit) => {
           const abort = () => spare.controller.abort(limit.reason);
           if (limit.aborted) abort();
           else limit.addEventListener('abort', abort, { once: true });
           return spare.worker.finally(() => limit.removeEventListener('abort', abort));
         },
+        abandon: () => this.#end(spare),
       };
     }
     return undefined;
@@ -141,7 +153,12 @@ export class Spares {
         return lease;
       }
       const oldest = this.#spares.values().next().value;
-      if (!oldest) return undefined;
+      if (!oldest) {
+        // A cgroup that a start holds for a spare becomes a spare, which can then be killed for it.
+        if (this.#startingTotal() === 0) return undefined;
+        await new Promise<void>((resolve) => this.#startWaiters.push(resolve));
+        continue;
+      }
       // Its cgroup is on its way back from here on, so the next reserve() waits for it.
       this.#kill(oldest, 'other_code');
     }
@@ -162,11 +179,25 @@ export class Spares {
     const { max, perCode, pool, codeCache } = this.#options;
     if (this.#paused || this.#spares.size >= max) return;
     if (this.#failedStarts.has(code.stored) || !codeCache.holds(code.codeId, code.stored)) return;
-    let same = 0;
+    let same = this.#starting.get(code.stored) ?? 0;
     for (const spare of this.#spares) if (spare.code.stored === code.stored) same += 1;
     // The last free cgroup stays free: a request for other code never waits for a spare's end.
-    if (same >= perCode || pool.free < 2) return;
-    this.#track(this.#start(code));
+    if (same >= perCode || this.#spares.size + this.#startingTotal() >= max || pool.free < 2) return;
+    this.#starting.set(code.stored, (this.#starting.get(code.stored) ?? 0) + 1);
+    this.#track(
+      this.#start(code).finally(() => {
+        const left = (this.#starting.get(code.stored) ?? 1) - 1;
+        if (left === 0) this.#starting.delete(code.stored);
+        else this.#starting.set(code.stored, left);
+        for (const wake of this.#startWaiters.splice(0)) wake();
+      }),
+    );
+  }
+
+  #startingTotal(): number {
+    let total = 0;
+    for (const count of this.#starting.values()) total += count;
+    return total;
   }
 
   /** Kills the spares of code the cache let go of. */
@@ -217,8 +248,19 @@ export class Spares {
     }
     const controller = new AbortController();
     const usage = startUsageMeter(lease.cgroup);
+    const oomKilled = watchOom(lease.cgroup);
     const worker = lease.standby.start(files.configPath, controller.signal);
-    const spare: Spare = { code, lease, files, usage, controller, worker, listening: undefined, timer: undefined };
+    const spare: Spare = {
+      code,
+      lease,
+      files,
+      usage,
+      oomKilled,
+      controller,
+      worker,
+      listening: undefined,
+      timer: undefined,
+    };
     this.#spares.add(spare);
     spare.timer = setTimeout(
       () => controller.abort(new ServiceError('EXECUTION_TIMEOUT')),
@@ -242,9 +284,15 @@ export class Spares {
     );
   }
 
-  // Kills a spare no invocation took: its workerd, then its cgroup back to the pool, then its files.
+  // Kills a spare no invocation took, and counts why.
   #kill(spare: Spare, reason: SpareKill): void {
     if (!this.#spares.delete(spare)) return;
+    this.#end(spare);
+    this.#options.onKilled?.(reason);
+  }
+
+  // Ends a spare: its workerd, then its cgroup back to the pool, then its files.
+  #end(spare: Spare): void {
     clearTimeout(spare.timer);
     spare.controller.abort(new ServiceError('SHUTTING_DOWN'));
     const stopped = spare.worker.then(
@@ -253,7 +301,6 @@ export class Spares {
     );
     const released = spare.lease.release(stopped);
     this.#track(Promise.all([stopped, released]).finally(() => spare.files.release()));
-    this.#options.onKilled?.(reason);
   }
 
   #track(work: Promise<unknown>): void {

@@ -86,7 +86,13 @@ export function watchOom(cgroup: Cgroup): () => boolean {
 export function readCpuUsageUs(cgroup: Cgroup): number | undefined {
   const counter = cgroup.cpuCounter;
   if (!counter) return undefined;
-  const text = readFileSync(counter.file, 'utf8');
+  let text: string;
+  try {
+    text = readFileSync(counter.file, 'utf8');
+  } catch {
+    // A counter that cannot be read leaves the figure out; it never fails an invocation.
+    return undefined;
+  }
   if (counter.format === 'cpuacct.usage') return Number(text.trim()) / 1000;
   const match = /^usage_usec (\d+)$/m.exec(text);
   return match ? Number(match[1]) : undefined;

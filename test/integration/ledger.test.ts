@@ -89,15 +89,17 @@ describe.runIf(cgroups && process.getuid?.() === 0)('a ledger on a full disk', (
     await rm(dir, { recursive: true, force: true });
   });
 
-  test('answers 503 LEDGER_UNAVAILABLE rather than run unrecorded work, and serves again once there is room', async () => {
+  test('withholds the answer it cannot record, runs no more work until it can, and serves again once there is room', async () => {
     const filler = path.join(dir, 'filler');
     await writeFile(filler, Buffer.alloc(4 * 1024 * 1024)).catch(() => undefined);
+    // The function ran: a 500 that no load balancer sends elsewhere again, not a 503.
     const full = await stack.invoke({ code_id: 'hello' });
-    expect(full.statusCode).toBe(503);
-    expect(full.headers['x-oyster-error']).toBe('LEDGER_UNAVAILABLE');
+    expect(full.statusCode).toBe(500);
+    expect(full.headers['x-oyster-error']).toBe('LEDGER_WRITE_FAILED');
     // The next one does not start a workerd at all.
     const refused = await stack.app.inject({ method: 'POST', url: '/api/serverless', payload: { code_id: 'hello' } });
     expect(refused.statusCode).toBe(503);
+    expect(refused.headers['x-oyster-error']).toBe('LEDGER_UNAVAILABLE');
     expect(String(refused.headers['server-timing'])).not.toContain('start');
     await rm(filler);
     expect((await stack.invoke({ code_id: 'hello' })).statusCode).toBe(200);

@@ -132,6 +132,19 @@ describe('the usage ledger', () => {
     ledger.close();
   });
 
+  test('a claim takes an hour of the hourly totals only once the whole hour is before its moment', async () => {
+    const ledger = UsageLedger.open({ file: await ledgerFile(), retentionDays: 1 });
+    const now = Date.now();
+    const hour = Math.floor((now - 3 * dayMs) / hourMs) * hourMs;
+    ledger.record(row('a', hour + 10));
+    ledger.rollUp(now);
+    const sign = () => '0x';
+    // The row was answered before this moment, but its hour, where its total now is, was not over.
+    expect(JSON.parse(ledger.claim('01', hour + 20, sign)).codes).toEqual([]);
+    expect(JSON.parse(ledger.claim('02', hour + hourMs, sign)).codes[0].invocations).toBe(1);
+    ledger.close();
+  });
+
   test('a claim whose signing fails leaves nothing claimed', async () => {
     const ledger = UsageLedger.open({ file: await ledgerFile(), retentionDays: 30 });
     const now = Date.now();
