@@ -1,4 +1,3 @@
-import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -6,25 +5,8 @@ import { afterEach, describe, expect, test } from 'vitest';
 import { isServiceError } from '../../src/errors.js';
 import type { Cgroup } from '../../src/sandbox/cgroups.js';
 import { prepareWorkerd, type WorkerdStandby } from '../../src/sandbox/standby.js';
-import { childPids, isRunning, isWorkerd } from '../helpers/processes.js';
+import { childPids, childPidsSync, isRunning, isWorkerd } from '../helpers/processes.js';
 import { waitFor } from '../helpers/wait.js';
-
-// The children of a process, read from /proc without giving the event loop a turn.
-function childPidsSync(ppid: number): number[] {
-  return readdirSync('/proc')
-    .filter((entry) => /^\d+$/.test(entry))
-    .filter((entry) => {
-      const stat = (() => {
-        try {
-          return readFileSync(`/proc/${entry}/stat`, 'utf8');
-        } catch {
-          return '';
-        }
-      })();
-      return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === ppid;
-    })
-    .map(Number);
-}
 
 // A stand-in for workerd, run as \`workerd serve --control-fd=3 --verbose <config>\`: says it listens
 // on a port named by its config path, prints its pid and waits; a config path ending in "fail"
