@@ -1,4 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { isServiceError, ServiceError } from '../../src/errors.js';
+import { StageTimer } from '../../src/pipeline/stages.js';
 import { cgroupsOrSkip } from '../helpers/cgroups.js';
 import { metricValue } from '../helpers/metrics.js';
 import { noLeftovers, processesMentioning, type Stack, startStack } from '../helpers/stack.js';
@@ -69,6 +71,26 @@ describe.runIf(cgroups)('spares', () => {
     await sparesReady(stack, 0);
     await stack.invoke({ code_id: 'echo' });
     expect(await misses()).toBe(before + 1);
+  });
+
+  test('a request abandoned before it is admitted takes no spare', async () => {
+    await stack.invoke({ code_id: 'process-id' });
+    await sparesReady(stack, 1);
+    const hitsBefore = await hits(stack);
+    const abandoned = new AbortController();
+    abandoned.abort(new ServiceError('CLIENT_CLOSED'));
+    const failure = await stack.service
+      .invoke({
+        codeId: 'process-id',
+        request: { method: 'POST', target: '/', headers: {}, body: Buffer.from('{}') },
+        signal: abandoned.signal,
+        stages: new StageTimer(),
+        log: { error: () => undefined },
+      })
+      .catch((error: unknown) => error);
+    expect(isServiceError(failure, 'CLIENT_CLOSED')).toBe(true);
+    expect(await hits(stack)).toBe(hitsBefore);
+    expect(stack.service.spares.listening).toBe(1);
   });
 
   test('a spare runs only the code it was started for', async () => {

@@ -1,12 +1,14 @@
 import { spawn } from 'node:child_process';
-import { rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
+import os from 'node:os';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
 import { parseConfig } from '../../src/config.js';
 import { listen, type RunningServer } from '../../src/dev/listen.js';
 import { buildApp, shutdown } from '../../src/http/app.js';
+import { UsageLedger } from '../../src/ledger/usageLedger.js';
 import { CgroupPool } from '../../src/sandbox/cgroupPool.js';
 import { createService, type Service } from '../../src/service.js';
 import { fakeCgroupV2Root } from '../helpers/fakeCgroupfs.js';
@@ -133,6 +135,28 @@ describe('GET /health while shutting down', () => {
     } finally {
       await silent.close();
       await rm(root, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('a usage ledger that fails', () => {
+  test('its roll-up at start does not stop the service, which then runs no work until the ledger takes writes', async () => {
+    const root = await fakeCgroupV2Root(['workerd1']);
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'oyster-ledger-'));
+    try {
+      const pool = await CgroupPool.open({ root, version: 2, prefix: 'workerd' });
+      // A ledger whose every statement throws, as one on a failing disk does.
+      const ledger = UsageLedger.open({ file: path.join(dir, 'usage.sqlite'), retentionDays: 30 });
+      ledger.close();
+      const app = buildApp(createService(parseConfig({ CGROUP_ROOT: root, LOG_LEVEL: 'silent' }), { pool, ledger }));
+      await app.ready();
+      const refused = await app.inject({ method: 'POST', url: '/api/serverless', payload: { code_id: 'a' } });
+      expect(refused.statusCode).toBe(503);
+      expect(refused.headers['x-oyster-error']).toBe('LEDGER_UNAVAILABLE');
+      await app.close();
+    } finally {
+      await rm(root, { recursive: true, force: true });
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });
