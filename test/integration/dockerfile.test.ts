@@ -65,6 +65,8 @@ describe('Dockerfile.enclave', () => {
 
   test("gives the image production dependencies only, and the build stage's output but not its node_modules", () => {
     expect(runsOf(image).some((run) => /\bnpm ci\b[^&]*--omit=dev/.test(run))).toBe(true);
+    // With install scripts off, the ledger's native SQLite binary arrives only through a rebuild.
+    expect(runsOf(image).some((run) => /\bnpm rebuild better-sqlite3\b/.test(run))).toBe(true);
     const fromStages = files.filter((file) => file.source.kind === 'stage');
     expect(fromStages.length).toBeGreaterThan(0);
     for (const file of fromStages) expect(file.target).not.toMatch(/node_modules/);
