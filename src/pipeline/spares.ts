@@ -121,7 +121,6 @@ export class Spares {
       }
       this.#spares.delete(spare);
       clearTimeout(spare.timer);
-      this.hits += 1;
       return {
         lease: spare.lease,
         files: spare.files,
@@ -129,6 +128,7 @@ export class Spares {
         usage: spare.usage,
         oomKilled: spare.oomKilled,
         started: (limit) => {
+          this.hits += 1;
           const abort = () => spare.controller.abort(limit.reason);
           if (limit.aborted) abort();
           else limit.addEventListener('abort', abort, { once: true });
@@ -247,8 +247,17 @@ export class Spares {
       return;
     }
     const controller = new AbortController();
-    const usage = startUsageMeter(lease.cgroup);
-    const oomKilled = watchOom(lease.cgroup);
+    let usage: UsageMeter;
+    let oomKilled: () => boolean;
+    try {
+      usage = startUsageMeter(lease.cgroup);
+      oomKilled = watchOom(lease.cgroup);
+    } catch (error) {
+      // The cgroup's counters cannot be read: no spare there, and nothing kept.
+      files.release();
+      this.#track(lease.release());
+      throw error;
+    }
     const worker = lease.standby.start(files.configPath, controller.signal);
     const spare: Spare = {
       code,
