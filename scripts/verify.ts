@@ -4,13 +4,12 @@
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { sha256 } from '../src/code/codeCache.js';
+import { type ClaimAnswer, signedClaimOf } from '../src/ledger/claims.js';
 import {
-  type ClaimAnswer,
   recoverSigner,
   type SignedExchange,
   type SignedFields,
   signatureHeader,
-  signedClaimOf,
   timestampHeader,
 } from '../src/signing.js';
 

@@ -2,7 +2,8 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { ServiceError, StartupError } from '../errors.js';
-import { type ClaimAnswerCode, type SignedClaim, signedClaimOf } from '../signing.js';
+import type { SignedClaim } from '../signing.js';
+import { type ClaimAnswerCode, signedClaimOf } from './claims.js';
 
 const hourMs = 60 * 60 * 1000;
 const dayMs = 24 * hourMs;

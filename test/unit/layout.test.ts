@@ -1,9 +1,12 @@
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { init as initLexer, parse as lexModule } from 'es-module-lexer';
 import { describe, expect, test } from 'vitest';
 import { projectRoot } from '../helpers/projectRoot.js';
 
 const srcDir = path.join(projectRoot, 'src');
+// The JavaScript that runs (npm test builds it first): type-only imports are gone from it.
+const builtSrcDir = path.join(projectRoot, 'dist', 'src');
 
 // Every module of src/ with the modules of src/ it imports, types included.
 async function importGraph(): Promise<Map<string, string[]>> {
@@ -37,6 +40,32 @@ function cycles(graph: ReadonlyMap<string, readonly string[]>): string[][] {
   return found;
 }
 
+// The packages a built module of src/ loads when it is imported, through its static imports and
+// theirs; what it imports with import() is left out, as it loads only when that line runs.
+async function packagesLoadedBy(entry: string): Promise<Set<string>> {
+  await initLexer;
+  const packages = new Set<string>();
+  const seen = new Set<string>();
+  const visit = async (file: string): Promise<void> => {
+    if (seen.has(file)) return;
+    seen.add(file);
+    const [imports] = lexModule(await readFile(file, 'utf8'));
+    for (const { specifier, type } of imports) {
+      if (type !== 'static' || specifier === null) continue;
+      if (specifier.startsWith('.')) await visit(path.resolve(path.dirname(file), specifier));
+      else if (!specifier.startsWith('node:'))
+        packages.add(
+          specifier
+            .split('/')
+            .slice(0, specifier.startsWith('@') ? 2 : 1)
+            .join('/'),
+        );
+    }
+  };
+  await visit(path.join(builtSrcDir, entry));
+  return packages;
+}
+
 describe('the layout of src/', () => {
   test('every relative import names a module that exists', async () => {
     const graph = await importGraph();
@@ -57,5 +86,17 @@ describe('the layout of src/', () => {
       imports.filter((target) => target.startsWith(`dev${path.sep}`)).map((target) => `${file} → ${target}`),
     );
     expect(intoDev).toEqual([]);
+  });
+
+  // Each of them is a sizeable part of the idle memory of a service that does not use it.
+  test('the service loads the signing library and SQLite only when its settings ask for them', async () => {
+    const atStart = await packagesLoadedBy('main.js');
+    expect(atStart).toContain('fastify');
+    expect([...atStart].filter((name) => ['@noble/curves', '@noble/hashes', 'better-sqlite3'].includes(name))).toEqual(
+      [],
+    );
+    const withLedger = await packagesLoadedBy('ledger/usageLedger.js');
+    expect(withLedger).toContain('better-sqlite3');
+    expect([...withLedger].filter((name) => name.startsWith('@noble/'))).toEqual([]);
   });
 });

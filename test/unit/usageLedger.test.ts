@@ -4,8 +4,9 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, test } from 'vitest';
 import { StartupError } from '../../src/errors.js';
+import { signedClaimOf } from '../../src/ledger/claims.js';
 import { type InvocationRecord, UsageLedger } from '../../src/ledger/usageLedger.js';
-import { type SignedClaim, signedClaimOf } from '../../src/signing.js';
+import type { SignedClaim } from '../../src/signing.js';
 
 const hourMs = 60 * 60 * 1000;
 const dayMs = 24 * hourMs;
