@@ -4,7 +4,7 @@ import type { BareInvocation } from './bareWorkerd.js';
 import { startNodeChild } from './child.js';
 import type { Cleanup } from './cleanup.js';
 import { type DriverKind, type DriverReply, type DriverRequest, driverReadyLine } from './driver.js';
-import { readMemory } from './procStats.js';
+import { type CpuTimes, readCpuTimes, readMemory } from './procStats.js';
 
 const driverScript = path.resolve(import.meta.dirname, 'driver.js');
 const stopGraceMs = 5_000;
@@ -29,6 +29,8 @@ export interface Driver {
   invoke(body: string): Promise<{ answer: string; parts?: Omit<BareInvocation, 'answer'> }>;
   /** Its resident memory now, in MiB. */
   rssMb(): Promise<number>;
+  /** Its own CPU, and that of every workerd (or Miniflare) it has spawned and reaped. */
+  cpu(): Promise<CpuTimes>;
   stop(): Promise<void>;
 }
 
@@ -88,6 +90,7 @@ export async function startDriver(options: DriverOptions): Promise<Driver> {
       return reply.parts ? { answer: reply.answer, parts: reply.parts } : { answer: reply.answer };
     },
     rssMb: async () => (await readMemory(child.pid)).rssMb,
+    cpu: () => readCpuTimes(child.pid),
     stop: () => child.stop(stopGraceMs),
   };
 }

@@ -20,8 +20,20 @@ export interface LoadResult {
   elapsedMs: number;
   /** Latency of each successful invocation. */
   latenciesMs: number[];
-  /** CPU the service process used during this side's slices, when the side is a service. */
-  serviceCpuMs?: number;
+  /** CPU used during this side's slices, by process, where the side tells its own. */
+  cpu?: LoadCpu;
+}
+
+/** CPU in ms used during a side's slices, by process. */
+export interface LoadCpu {
+  /** The side's own process: the service, or the driver that spawns bare workerd. */
+  process: number;
+  /** The workerd it ran (see SideCpu); undefined when it cannot be read. */
+  workerd: number | undefined;
+  /** The development upstream servers, which only the cold service calls. */
+  upstreams: number;
+  /** This process: the clients of the closed loop. */
+  client: number;
 }
 
 export interface LoadOptions {
@@ -30,6 +42,8 @@ export interface LoadOptions {
   readonly sliceS: number;
   /** Called after each slice. */
   readonly onSlice?: (done: number, total: number) => void;
+  /** The CPU in ms the upstream servers have used so far, when they run. */
+  readonly upstreamsCpuMs?: () => Promise<number>;
 }
 
 /** Loads every side for durationS in total at the given concurrency; returns the totals by side. */
@@ -43,16 +57,43 @@ export async function runLoad(sides: readonly Side[], options: LoadOptions): Pro
   for (let round = 0; round < rounds; round += 1) {
     for (const side of orderForRound(sides, round)) {
       const result = results.get(side.key)!;
-      const cpuBefore = await side.service?.cpuMs();
+      const before = await readCpu(side, options);
       await runSlice(side, options.concurrency, sliceMs, result);
-      const cpuAfter = await side.service?.cpuMs();
-      if (cpuBefore !== undefined && cpuAfter !== undefined)
-        result.serviceCpuMs = (result.serviceCpuMs ?? 0) + cpuAfter - cpuBefore;
+      const after = await readCpu(side, options);
+      if (before && after) result.cpu = addCpu(result.cpu, before, after);
       done += 1;
       options.onSlice?.(done, rounds * sides.length);
     }
   }
   return results;
+}
+
+// What a side's processes, the upstream servers and this process have used so far.
+async function readCpu(side: Side, options: LoadOptions): Promise<LoadCpu | undefined> {
+  const own = await side.cpu?.();
+  if (!own) return undefined;
+  const client = process.cpuUsage();
+  return {
+    process: own.process,
+    workerd: own.workerd,
+    upstreams: (await options.upstreamsCpuMs?.()) ?? 0,
+    client: (client.user + client.system) / 1000,
+  };
+}
+
+// Adds what was used between two readings to a side's totals; workerd's stays unknown once a reading lacks it.
+function addCpu(total: LoadCpu | undefined, before: LoadCpu, after: LoadCpu): LoadCpu {
+  const start = total ?? { process: 0, workerd: 0, upstreams: 0, client: 0 };
+  const workerd =
+    start.workerd === undefined || before.workerd === undefined || after.workerd === undefined
+      ? undefined
+      : start.workerd + after.workerd - before.workerd;
+  return {
+    process: start.process + after.process - before.process,
+    workerd,
+    upstreams: start.upstreams + after.upstreams - before.upstreams,
+    client: start.client + after.client - before.client,
+  };
 }
 
 // Runs `concurrency` clients against one side until sliceMs have passed, then waits for the

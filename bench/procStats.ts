@@ -27,19 +27,29 @@ export async function readMemory(pid: number): Promise<MemoryUse> {
   return { rssMb: field('VmRSS'), peakRssMb: field('VmHWM') };
 }
 
-/**
- * CPU time (user + system) the process itself has used, in milliseconds. Reaped children count
- * separately (cutime, cstime), so workerd's own CPU is not in it; forking and exec'ing them is.
- */
-export async function readCpuMs(pid: number): Promise<number> {
+/** CPU time (user + system) in milliseconds, of a process and of the children it has reaped. */
+export interface CpuTimes {
+  /** The process itself: forking and exec'ing its children included, their own work not. */
+  readonly ownMs: number;
+  /** Its children that have ended and been waited for, e.g. each bare workerd a driver spawned. */
+  readonly reapedChildrenMs: number;
+}
+
+/** Reads utime + stime and cutime + cstime of a process. */
+export async function readCpuTimes(pid: number): Promise<CpuTimes> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
   // The command name is in parentheses and may contain spaces: count fields after the last ')'.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  // Fields 14 and 15 of proc(5) (utime, stime) are at 11 and 12 once pid and comm are dropped.
-  const utime = Number(fields[11]);
-  const stime = Number(fields[12]);
-  if (!Number.isFinite(utime) || !Number.isFinite(stime)) throw new Error(`cannot parse /proc/${pid}/stat`);
-  return ((utime + stime) * 1000) / clockTicksPerSecond();
+  // Fields 14 to 17 of proc(5) (utime, stime, cutime, cstime) are at 11 to 14 once pid and comm are dropped.
+  const [utime, stime, cutime, cstime] = fields.slice(11, 15).map(Number);
+  if (![utime, stime, cutime, cstime].every(Number.isFinite)) throw new Error(`cannot parse /proc/${pid}/stat`);
+  const ms = (ticks: number) => (ticks * 1000) / clockTicksPerSecond();
+  return { ownMs: ms(utime! + stime!), reapedChildrenMs: ms(cutime! + cstime!) };
+}
+
+/** CPU time the process itself has used, in milliseconds: its reaped children (workerd) not included. */
+export async function readCpuMs(pid: number): Promise<number> {
+  return (await readCpuTimes(pid)).ownMs;
 }
 
 function clockTicksPerSecond(): number {

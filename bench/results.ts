@@ -37,6 +37,22 @@ export interface ThroughputSide {
   readonly elapsedS: number;
   /** Service CPU per successful invocation, excluding workerd and the idle background; services only. */
   readonly serviceCpuMsPerOk?: number;
+  /** CPU per successful invocation by process, idle background included; where the side tells its own. */
+  readonly cpuMsPerOk?: CpuPerOk;
+}
+
+/** CPU in ms per successful invocation under load, by process (see LoadCpu in load.ts). */
+export interface CpuPerOk {
+  /** workerd: with the standby shells that start it (the service's cgroups), or reaped by the driver (bare). */
+  readonly workerd: number | undefined;
+  /** The side's own process: the service, or the driver that spawns bare workerd. */
+  readonly process: number;
+  /** The development upstream servers. */
+  readonly upstreams: number;
+  /** The bench process, whose clients drive the load. */
+  readonly client: number;
+  /** All of them; undefined when workerd's cannot be read. */
+  readonly total: number | undefined;
 }
 
 /** What the service process itself cost, read from /proc; never includes workerd. */

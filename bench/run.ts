@@ -10,11 +10,20 @@ import { serviceNodeFlags } from '../src/nodeFlags.js';
 import { Cleanup } from './cleanup.js';
 import { type Driver, startDriver } from './driverProcess.js';
 import { type LatencySamples, measureLatency } from './latency.js';
-import { busyBackoffMs, runLoad } from './load.js';
+import { busyBackoffMs, type LoadCpu, runLoad } from './load.js';
 import { describeMachine } from './machine.js';
 import { type MixedCode, mixedCodeIds, writeMixedCode, zipfSequence } from './mixedCode.js';
 import { cgroupUnavailableReason, createBenchPool } from './pool.js';
-import type { BenchResults, PairedRatio, ServiceResources, SideLatency, StageRow, ThroughputSide } from './results.js';
+import { readCpuMs } from './procStats.js';
+import type {
+  BenchResults,
+  CpuPerOk,
+  PairedRatio,
+  ServiceResources,
+  SideLatency,
+  StageRow,
+  ThroughputSide,
+} from './results.js';
 import {
   measureIdleCpu,
   measureSequentialCpu,
@@ -29,7 +38,7 @@ import { cgroupSide, limitSide, miniflareSide, type Side, type SideKey, serviceS
 import { median, pairedRatioMedian, pairedRatios, percentile, summarize } from './stats.js';
 import { formatResults } from './table.js';
 import { evaluateTargets } from './targets.js';
-import { startUpstreams } from './upstreamProcess.js';
+import { startUpstreams, type Upstreams } from './upstreamProcess.js';
 
 const resultsDir = path.join(projectRoot, 'bench-results');
 const helloPath = path.join(projectRoot, 'examples', 'hello.js');
@@ -82,6 +91,7 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
   const serviceSkipped = await cgroupUnavailableReason();
   let services: ServiceUnderTest[] = [];
   let mixed: MixedCode | undefined;
+  let upstreams: Upstreams | undefined;
   if (serviceSkipped) {
     console.error(`bench: skipping every side that needs cgroups: ${serviceSkipped}`);
     sides.push(miniflareSide(miniflare));
@@ -93,7 +103,7 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
     drivers.push(inCgroup);
     sides.push(cgroupSide(inCgroup), miniflareSide(miniflare));
     mixed = await writeMixedCode(helloPath, cleanup);
-    const upstreams = await startUpstreams(cleanup, [mixed.dir]);
+    upstreams = await startUpstreams(cleanup, [mixed.dir]);
     services = await startServices(settings, upstreams, cleanup);
     sides.push(...services.map((service) => service.side));
     // The HTTP route of the warm service: the same invocation, the function's answer as it is.
@@ -156,6 +166,7 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
       durationS: settings.durationS,
       sliceS: settings.sliceS,
       onSlice: (done, total) => progress(`throughput at concurrency ${concurrency}: slice ${done}/${total}`),
+      ...(upstreams ? { upstreamsCpuMs: () => readCpuMs(upstreams.pid) } : {}),
     });
     for (const side of loaded) {
       const result = results.get(side.key)!;
@@ -169,9 +180,10 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
         p50Ms: percentile(result.latenciesMs, 50),
         p99Ms: percentile(result.latenciesMs, 99),
         elapsedS: result.elapsedMs / 1000,
-        ...(result.serviceCpuMs === undefined
-          ? {}
-          : { serviceCpuMsPerOk: netCpuMs(result.serviceCpuMs, result.elapsedMs, side, services) / result.ok }),
+        ...(result.cpu && side.service
+          ? { serviceCpuMsPerOk: netCpuMs(result.cpu.process, result.elapsedMs, side, services) / result.ok }
+          : {}),
+        ...(result.cpu ? { cpuMsPerOk: perOk(result.cpu, result.ok) } : {}),
       });
     }
   }
@@ -223,6 +235,19 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
     stages,
     targets,
     durationS: (performance.now() - started) / 1000,
+  };
+}
+
+// A side's CPU by process, per successful invocation.
+function perOk(cpu: LoadCpu, ok: number): CpuPerOk {
+  const workerd = cpu.workerd === undefined ? undefined : cpu.workerd / ok;
+  const known = (cpu.process + cpu.upstreams + cpu.client) / ok;
+  return {
+    workerd,
+    process: cpu.process / ok,
+    upstreams: cpu.upstreams / ok,
+    client: cpu.client / ok,
+    total: workerd === undefined ? undefined : workerd + known,
   };
 }
 

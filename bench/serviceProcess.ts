@@ -22,6 +22,8 @@ export interface ServiceProcess {
   readonly pid: number;
   memory(): Promise<MemoryUse>;
   cpuMs(): Promise<number>;
+  /** CPU of the workerd it started and of its standby shells, from its pool's cgroups (see BenchPool.cpuMs). */
+  workerdCpuMs(): number | undefined;
   /** The last part of its log. */
   output(): string;
   /** SIGTERM (its graceful shutdown), then SIGKILL; deletes its runtime directory. */
@@ -75,6 +77,7 @@ export async function startServiceProcess(options: StartServiceOptions): Promise
     pid,
     memory: () => readMemory(pid),
     cpuMs: () => readCpuMs(pid),
+    workerdCpuMs: () => options.pool.cpuMs(),
     output: () => child.output(),
     stop: async () => {
       await child.stop(stopGraceMs);

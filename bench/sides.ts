@@ -36,6 +36,14 @@ export class InvocationError extends Error {
   }
 }
 
+/** CPU in ms used so far by the processes of a side: cumulative, read before and after a load. */
+export interface SideCpu {
+  /** The side's own process: the service, or the driver that spawns bare workerd. */
+  readonly process: number;
+  /** The workerd it runs: with their standby shells (the service's cgroups), or spawned and reaped by the driver. */
+  readonly workerd: number | undefined;
+}
+
 export interface Side {
   readonly key: SideKey;
   readonly label: string;
@@ -45,6 +53,8 @@ export interface Side {
   readonly stages: Map<string, number[]>;
   /** The service process behind this side, whose CPU and memory the bench watches. */
   readonly service?: ServiceProcess;
+  /** The CPU its processes have used so far, where the bench can read it. */
+  cpu?(): Promise<SideCpu>;
 }
 
 /** A service side: its process, and a client to close at the end. */
@@ -76,7 +86,11 @@ function bareSide(key: 'limit' | 'cgroup', label: string, bare: Driver): Side {
       }
       return answer;
     });
-  return { key, label, invoke, stages };
+  const cpu = async (): Promise<SideCpu> => {
+    const { ownMs, reapedChildrenMs } = await bare.cpu();
+    return { process: ownMs, workerd: reapedChildrenMs };
+  };
+  return { key, label, invoke, stages, cpu };
 }
 
 /** A fresh Miniflare per invocation, in a process of its own. */
@@ -128,7 +142,8 @@ export function serviceSide(
       for (const [name, ms] of parseServerTiming(response.headers['server-timing'])) record(stages, name, ms);
       return route === 'json' ? ((JSON.parse(text) as { data?: unknown }).data as string) : text;
     });
-  return { key, label, invoke, service, stages, close: () => agent.close() };
+  const cpu = async (): Promise<SideCpu> => ({ process: await service.cpuMs(), workerd: service.workerdCpuMs() });
+  return { key, label, invoke, service, stages, cpu, close: () => agent.close() };
 }
 
 /** The name;dur=ms entries of a Server-Timing header (RFC: comma-separated metrics, ;-separated params). */

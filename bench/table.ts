@@ -68,6 +68,34 @@ export function formatResults(results: BenchResults): string {
     );
   }
 
+  const accounted = results.throughput.filter((t) => t.cpuMsPerOk !== undefined);
+  if (accounted.length > 0) {
+    out.push(
+      '',
+      'CPU per successful invocation under load (ms), by process, from /proc and the cgroups\' counters; "cores" is their total times ok/s',
+    );
+    out.push(
+      table(
+        ['side', 'concurrency', 'workerd', 'service or driver', 'upstreams', 'clients', 'total', 'cores'],
+        accounted.map((t) => {
+          const cpu = t.cpuMsPerOk!;
+          const optional = (value: number | undefined, scale = 1) =>
+            value === undefined ? '-' : fixed(value * scale, 2);
+          return [
+            t.label,
+            String(t.concurrency),
+            optional(cpu.workerd),
+            fixed(cpu.process, 2),
+            fixed(cpu.upstreams, 2),
+            fixed(cpu.client, 2),
+            optional(cpu.total),
+            optional(cpu.total, t.okPerS / 1000),
+          ];
+        }),
+      ),
+    );
+  }
+
   if (results.resources.length > 0) {
     out.push(
       '',
