@@ -159,8 +159,10 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
 
   // Throughput.
   const loaded = sides.filter((side) => side.key !== 'miniflare');
+  const withSpares = services.find((service) => service.side.key === 'spares')?.side.service;
   const throughput: ThroughputSide[] = [];
   for (const concurrency of [settings.poolSize, settings.poolSize * 2]) {
+    const sparesBefore = withSpares && (await spareActivity(withSpares.url));
     const results = await runLoad(loaded, {
       concurrency,
       durationS: settings.durationS,
@@ -168,6 +170,13 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
       onSlice: (done, total) => progress(`throughput at concurrency ${concurrency}: slice ${done}/${total}`),
       ...(upstreams ? { upstreamsCpuMs: () => readCpuMs(upstreams.pid) } : {}),
     });
+    if (withSpares && sparesBefore) {
+      const after = await spareActivity(withSpares.url);
+      const ok = results.get('spares')?.ok ?? 0;
+      notes.push(
+        `spares at concurrency ${concurrency}: ${after.ready - sparesBefore.ready} spares listened, ${after.hits - sparesBefore.hits} of ${ok} invocations took one, ${after.killed - sparesBefore.killed} were killed unused`,
+      );
+    }
     for (const side of loaded) {
       const result = results.get(side.key)!;
       throughput.push({
@@ -298,11 +307,24 @@ async function measureMixedCode(
   }
 }
 
-// A counter of a service's /metrics.
+// A counter of a service's /metrics, its labelled series added up.
 async function metricOf(url: string, name: string): Promise<number> {
   const response = await request(`${url}/metrics`);
   const text = await response.body.text();
-  return Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+  let total = 0;
+  for (const match of text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\d+)$`, 'gm'))) total += Number(match[1]);
+  return total;
+}
+
+// What the service with spares did with them over the throughput section: how many started and
+// listened, how many invocations took one, how many were killed unused.
+async function spareActivity(url: string): Promise<{ ready: number; hits: number; killed: number }> {
+  const [ready, hits, killed] = await Promise.all(
+    ['oyster_spares_ready_total', 'oyster_spare_hits_total', 'oyster_spares_killed_total'].map((name) =>
+      metricOf(url, name),
+    ),
+  );
+  return { ready: ready!, hits: hits!, killed: killed! };
 }
 
 // The per-round ratio medians of every pair whose two sides were measured.
