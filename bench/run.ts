@@ -106,11 +106,6 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
     upstreams = await startUpstreams(cleanup, [mixed.dir]);
     services = await startServices(settings, upstreams, cleanup);
     sides.push(...services.map((service) => service.side));
-    // The HTTP route of the warm service: the same invocation, the function's answer as it is.
-    const warm = services.find((service) => service.side.key === 'warm')!.side.service;
-    const http = serviceSide('http', 'service, warm, HTTP route (/fn/…)', warm, 'http');
-    cleanup.add('close the http client', () => http.close());
-    sides.push(http);
     notes.push(await probeCodeCache(services, upstreams));
   }
 

@@ -33,7 +33,8 @@ export interface ServiceUnderTest {
 
 /**
  * Makes a pool per service (two services sharing one would kill each other's workers) and
- * starts the cold and the warm service and the one with spares, each primed with one request.
+ * starts the cold and the warm service, the one with spares and the one called on its HTTP
+ * route, each primed with one request.
  */
 export async function startServices(
   settings: BenchSettings,
@@ -41,10 +42,13 @@ export async function startServices(
   cleanup: Cleanup,
 ): Promise<ServiceUnderTest[]> {
   const variants = [
-    { key: 'cold', label: 'service, cold (no code cache)', env: { CODE_CACHE_MAX_BYTES: '0' } },
-    { key: 'warm', label: 'service, warm code cache, no spares', env: { SPARES_MAX: '0' } },
+    { key: 'cold', label: 'service, cold (no code cache)', env: { CODE_CACHE_MAX_BYTES: '0' }, route: 'json' },
+    { key: 'warm', label: 'service, warm code cache, no spares', env: { SPARES_MAX: '0' }, route: 'json' },
     // As deployed: the code cache and spares at their defaults.
-    { key: 'spares', label: 'service, warm, spares', env: {} },
+    { key: 'spares', label: 'service, warm, spares', env: {}, route: 'json' },
+    // The warm service's invocation through the HTTP route, the function's answer as it is. A process
+    // of its own: one that served two sides' slices would be busier, and cheaper per invocation, than the others.
+    { key: 'http', label: 'service, warm, HTTP route (/fn/…)', env: { SPARES_MAX: '0' }, route: 'http' },
   ] as const;
   const services: ServiceUnderTest[] = [];
   for (const variant of variants) {
@@ -53,7 +57,7 @@ export async function startServices(
     cleanup.add(`remove cgroup pool ${pool.prefix}`, () => pool.remove());
     const running = await startServiceProcess({ name: variant.key, pool, upstreams, env: variant.env, cleanup });
     const rssFreshMb = (await running.memory()).rssMb;
-    const client = serviceSide(variant.key, variant.label, running);
+    const client = serviceSide(variant.key, variant.label, running, variant.route);
     const close = cleanup.add(`close the ${variant.key} client`, () => client.close());
     const side: ServiceSide = { ...client, close };
     // The priming request: for the warm side it fills the code cache.
