@@ -1,4 +1,4 @@
-// The cold and the warm service under test: starting them, and reading their own CPU.
+// The services under test (cold, warm, with spares, on the HTTP route): starting them, and reading their own CPU.
 import { readFile } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import type { Cleanup } from './cleanup.js';

@@ -7,12 +7,18 @@ import { devAttestationDocument, startAttestationServer } from '../../src/dev/at
 import type { RunningServer } from '../../src/dev/listen.js';
 import { startStorageServer } from '../../src/dev/storageServer.js';
 import { isServiceError, ServiceError } from '../../src/errors.js';
-import { StageTimer } from '../../src/pipeline/stages.js';
 import { discoverCgroups, readPids } from '../../src/sandbox/cgroups.js';
 import { cgroupRoot, cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
 import { isWorkerd } from '../helpers/processes.js';
 import { type ServiceProcess, serviceEnv, startService } from '../helpers/service.js';
-import { examplesDir, fixturesDir, noLeftovers, processesMentioning, startStack } from '../helpers/stack.js';
+import {
+  examplesDir,
+  fixturesDir,
+  invokeAbandoned,
+  noLeftovers,
+  processesMentioning,
+  startStack,
+} from '../helpers/stack.js';
 import { waitFor } from '../helpers/wait.js';
 
 const cgroups = await cgroupsOrSkip();
@@ -157,17 +163,7 @@ describe.runIf(cgroups)('an invocation shutdown abandons before its workerd star
     try {
       // Cached code: nothing between the cgroup and workerd's start looks at the signal.
       expect((await stack.invoke({ code_id: 'hello', input: { name: 'Ada' } })).statusCode).toBe(200);
-      const abandoned = new AbortController();
-      abandoned.abort(new ServiceError('SHUTTING_DOWN'));
-      const failure = await stack.service
-        .invoke({
-          codeId: 'hello',
-          request: { method: 'POST', target: '/', headers: {}, body: Buffer.from('{}') },
-          signal: abandoned.signal,
-          stages: new StageTimer(),
-          log: { error: () => undefined },
-        })
-        .catch((error: unknown) => error);
+      const failure = await invokeAbandoned(stack.service, 'hello', new ServiceError('SHUTTING_DOWN'));
       expect(isServiceError(failure, 'SHUTTING_DOWN')).toBe(true);
       expect(await stack.leftovers()).toEqual(noLeftovers);
     } finally {

@@ -7,8 +7,10 @@ import { type Config, parseConfig } from '../../src/config.js';
 import { devAttestationDocument, startAttestationServer } from '../../src/dev/attestationServer.js';
 import type { RunningServer } from '../../src/dev/listen.js';
 import { startStorageServer } from '../../src/dev/storageServer.js';
+import type { ServiceError } from '../../src/errors.js';
 import { buildApp } from '../../src/http/app.js';
 import { UsageLedger } from '../../src/ledger/usageLedger.js';
+import { StageTimer } from '../../src/pipeline/stages.js';
 import { CgroupPool } from '../../src/sandbox/cgroupPool.js';
 import { discoverCgroups, readPids } from '../../src/sandbox/cgroups.js';
 import { standbyName } from '../../src/sandbox/standbyProtocol.js';
@@ -147,6 +149,27 @@ export const noLeftovers: Leftovers = {
   strayStandbys: [],
   reservedCgroups: 0,
 };
+
+/**
+ * Invokes the service directly with a request that was abandoned before it arrived (the client
+ * gone, or shutdown giving up on it), as `reason` says; resolves with what the invocation threw.
+ */
+export function invokeAbandoned(service: Service, codeId: string, reason: ServiceError): Promise<unknown> {
+  const abandoned = new AbortController();
+  abandoned.abort(reason);
+  return service
+    .invoke({
+      codeId,
+      request: { method: 'POST', target: '/', headers: {}, body: Buffer.from('{}') },
+      signal: abandoned.signal,
+      stages: new StageTimer(),
+      log: { error: () => undefined },
+    })
+    .then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+}
 
 // Children of this process that are standby shells for this stack's pool (their command line
 // names its cgroups), other than the standbys the pool keeps.

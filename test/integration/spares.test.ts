@@ -1,9 +1,8 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { isServiceError, ServiceError } from '../../src/errors.js';
-import { StageTimer } from '../../src/pipeline/stages.js';
 import { cgroupsOrSkip } from '../helpers/cgroups.js';
 import { metricValue } from '../helpers/metrics.js';
-import { noLeftovers, processesMentioning, type Stack, startStack } from '../helpers/stack.js';
+import { invokeAbandoned, noLeftovers, processesMentioning, type Stack, startStack } from '../helpers/stack.js';
 import { waitFor } from '../helpers/wait.js';
 
 const cgroups = await cgroupsOrSkip();
@@ -77,17 +76,7 @@ describe.runIf(cgroups)('spares', () => {
     await stack.invoke({ code_id: 'process-id' });
     await sparesReady(stack, 1);
     const hitsBefore = await hits(stack);
-    const abandoned = new AbortController();
-    abandoned.abort(new ServiceError('CLIENT_CLOSED'));
-    const failure = await stack.service
-      .invoke({
-        codeId: 'process-id',
-        request: { method: 'POST', target: '/', headers: {}, body: Buffer.from('{}') },
-        signal: abandoned.signal,
-        stages: new StageTimer(),
-        log: { error: () => undefined },
-      })
-      .catch((error: unknown) => error);
+    const failure = await invokeAbandoned(stack.service, 'process-id', new ServiceError('CLIENT_CLOSED'));
     expect(isServiceError(failure, 'CLIENT_CLOSED')).toBe(true);
     expect(await hits(stack)).toBe(hitsBefore);
     expect(stack.service.spares.listening).toBe(1);
