@@ -22,6 +22,9 @@ const timestampBytes = 8;
 const sha256Bytes = 32;
 const secretKeyBytes = 32;
 const compactSignatureBytes = 64;
+// SEC 1's first byte of an uncompressed point, and what follows it: x || y.
+const uncompressedPrefix = 0x04;
+const coordinatesBytes = 64;
 // Ethereum's convention, which ecrecover and every Ethereum library expect: v = recovery id + 27.
 const vOffset = 27;
 const addressBytes = 20;
@@ -90,6 +93,8 @@ export type Signed = SignedFields | SignedExchange | SignedClaim;
 export interface Signer {
   /** The key's Ethereum address, EIP-55 checksummed (0x…). */
   readonly address: string;
+  /** The public key as an attestation document carries it: x || y, 64 bytes, without SEC 1's 0x04. */
+  readonly publicKey: Uint8Array;
   /** The X-Oyster-Signature value for an answer: 0x-prefixed hex of r || s || v, v 27 or 28. */
   sign(fields: Signed): string;
   /** Both headers of a signed answer, timestamped now. */
@@ -169,10 +174,11 @@ function uint64(value: number, size = lengthPrefixBytes): Uint8Array {
 /** Reads the signing key named by SIGNER_KEY_PATH; any problem with it stops start-up. */
 export async function loadSigner(keyPath: string): Promise<Signer> {
   const secretKey = parseSecretKey(await readKeyFile(keyPath), keyPath);
-  const address = addressOf(secp256k1.getPublicKey(secretKey, false));
+  const publicKey = secp256k1.getPublicKey(secretKey, false);
   const sign = (fields: Signed) => signDigest(signingDigest(fields), secretKey);
   return {
-    address,
+    address: addressOf(publicKey),
+    publicKey: publicKey.subarray(1),
     sign,
     headers: (fields) => {
       const timestamp = Math.floor(Date.now() / 1000);
@@ -258,6 +264,19 @@ export function recoverSigner(fields: Signed, signature: string): string {
   // The high-s twin of a signature recovers the same key; refusing it leaves one valid form per answer.
   if (parsed.hasHighS()) throw new Error("the signature's s is in the upper half of the curve order (not low-s)");
   return addressOf(parsed.recoverPublicKey(signingDigest(fields)).toBytes(false));
+}
+
+/**
+ * The secp256k1 point an attested public key names, SEC 1 uncompressed, or undefined when it names
+ * none: 64 bytes x || y (what Marlin's attestation server and verifier use), or any SEC 1 encoding.
+ */
+export function secp256k1PublicKey(bytes: Uint8Array): Uint8Array | undefined {
+  const sec1 = bytes.length === coordinatesBytes ? concatBytes(Uint8Array.of(uncompressedPrefix), bytes) : bytes;
+  try {
+    return secp256k1.Point.fromBytes(sec1).toBytes(false);
+  } catch {
+    return undefined;
+  }
 }
 
 /** The Ethereum address of a secp256k1 public key (any SEC 1 encoding), EIP-55 checksummed. */
