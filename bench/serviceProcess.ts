@@ -3,6 +3,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { rawDocumentPath } from '../src/dev/attestationServer.js';
 import { serviceNodeFlags } from '../src/nodeFlags.js';
 import { startNodeChild } from './child.js';
 import type { Cleanup } from './cleanup.js';
@@ -60,7 +61,7 @@ export async function startServiceProcess(options: StartServiceOptions): Promise
       CGROUP_VERSION: String(options.pool.version),
       CGROUP_PREFIX: options.pool.prefix,
       RUNTIME_PATH: runtimePath,
-      ATTESTATION_URL: options.upstreams.attestationUrl,
+      ATTESTATION_URL: `${options.upstreams.attestationUrl}${rawDocumentPath}`,
       STORAGE_URL: options.upstreams.storageUrl,
       SHUTDOWN_GRACE_MS: String(shutdownGraceMs),
       // As deployed with a usage ledger: its commit is the `ledger` stage of each request.

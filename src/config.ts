@@ -39,7 +39,8 @@ const schema = z
       .regex(/^[^\n]*$/, 'must not contain a line break')
       .default('./runtime/'),
     WORKERD_PATH: z.string().min(1).default(workerd.default),
-    ATTESTATION_URL: z.url({ protocol: /^https?$/ }).default('http://127.0.0.1:1300'),
+    ATTESTATION_URL: z.url({ protocol: /^https?$/ }).default('http://127.0.0.1:1300/attestation/raw'),
+    ATTESTATION_KEY_CHECK: flag.default(true),
     STORAGE_URL: z.url({ protocol: /^https?$/ }).default('http://127.0.0.1:3000/load'),
     EXECUTION_TIMEOUT_MS: positiveMs.default(30_000),
     UPSTREAM_TIMEOUT_MS: positiveMs.default(5_000),
@@ -107,7 +108,10 @@ export interface Config {
   readonly compatibilityDate: string;
   /** compatibilityFlags of code whose metadata names none. */
   readonly compatibilityFlags: readonly string[];
+  /** The attestation server's raw document endpoint; public_key and nonce go in its query. */
   readonly attestationUrl: string;
+  /** With a signer: refuse to start unless the attestation server's document attests the signer's key. */
+  readonly attestationKeyCheck: boolean;
   readonly storageUrl: string;
   /** Wall-clock limit for one invocation, from workerd's start to its answer. */
   readonly executionTimeoutMs: number;
@@ -167,6 +171,7 @@ export function parseConfig(env: Readonly<Record<string, string | undefined>>): 
     compatibilityDate: e.COMPATIBILITY_DATE,
     compatibilityFlags: e.COMPATIBILITY_FLAGS,
     attestationUrl: e.ATTESTATION_URL,
+    attestationKeyCheck: e.ATTESTATION_KEY_CHECK,
     storageUrl: e.STORAGE_URL,
     executionTimeoutMs: e.EXECUTION_TIMEOUT_MS,
     upstreamTimeoutMs: e.UPSTREAM_TIMEOUT_MS,

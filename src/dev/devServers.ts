@@ -1,6 +1,8 @@
 import path from 'node:path';
 import type { Config } from '../config.js';
-import { devAttestationDocument, startAttestationServer } from './attestationServer.js';
+import { loadSigner } from '../signing.js';
+import { startAttestationServer } from './attestationServer.js';
+import { devRootPem } from './devAttestationChain.js';
 import type { RunningServer } from './listen.js';
 import { projectRoot } from './projectRoot.js';
 import { startStorageServer } from './storageServer.js';
@@ -20,16 +22,18 @@ export interface DevServers {
 /**
  * Starts the development attestation and storage servers on loopback at the ports of the
  * service's own ATTESTATION_URL and STORAGE_URL, serving the functions in examples/ (and in
- * moreCodeDirs, searched first).
+ * moreCodeDirs, searched first) to requests whose document verifies against the development root.
  */
 export async function startDevServers(
-  config: Pick<Config, 'attestationUrl' | 'storageUrl'>,
+  config: Pick<Config, 'attestationUrl' | 'storageUrl' | 'signerKeyPath'>,
   moreCodeDirs: readonly string[] = [],
 ): Promise<DevServers> {
-  const attestation = await startAttestationServer({ port: portOf(config.attestationUrl) });
+  // With a signer, every document attests its key, as the enclave's attestation server does.
+  const publicKey = config.signerKeyPath === undefined ? undefined : (await loadSigner(config.signerKeyPath)).publicKey;
+  const attestation = await startAttestationServer({ port: portOf(config.attestationUrl), publicKey });
   const storage = await startStorageServer({
     codeDirs: [...moreCodeDirs, examplesDir],
-    attestation: devAttestationDocument,
+    attestationRoot: devRootPem,
     port: portOf(config.storageUrl),
   });
   return {

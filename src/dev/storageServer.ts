@@ -2,6 +2,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import path from 'node:path';
+import { verifyAttestation } from '../attestation/verify.js';
 import { listen, type RunningServer } from './listen.js';
 
 const maxRequestBytes = 64 * 1024;
@@ -15,8 +16,11 @@ export interface StorageServerOptions {
    * wrangler sent it), any other folder <key>/ a bundle of its files (its metadata.json names the
    * main module, else index.js). */
   readonly codeDirs: readonly string[];
-  /** When set, only this exact attestation document is accepted, as a real storage server checks it. */
-  readonly attestation?: Buffer;
+  /**
+   * When set, a request's attestation document must verify against this root (PEM) now, as the
+   * real storage server checks it against AWS's; unset, any bytes are taken.
+   */
+  readonly attestationRoot?: string;
   readonly host?: string;
   /** 0 picks a free port. */
   readonly port?: number;
@@ -24,7 +28,7 @@ export interface StorageServerOptions {
 
 /**
  * Serves stored code the way the real storage server does: POST /load {"key": …} with an
- * Attestation header (base64) answers the raw JS, 404 for an unknown key, 400 for a bad body,
+ * Attestation header (base64) answers the stored code, 404 for an unknown key, 400 for a bad body,
  * 401 without a valid attestation.
  */
 export function startStorageServer(options: StorageServerOptions): Promise<RunningServer> {
@@ -46,7 +50,7 @@ async function handle(
   const header = request.headers.attestation;
   const attestation =
     typeof header === 'string' && header !== '' && base64.test(header) ? Buffer.from(header, 'base64') : undefined;
-  if (!attestation || (options.attestation && !attestation.equals(options.attestation))) {
+  if (!attestation || (options.attestationRoot !== undefined && !verifies(attestation, options.attestationRoot))) {
     response.writeHead(401).end('missing or invalid Attestation header');
     return;
   }
@@ -118,6 +122,15 @@ async function readBundle(folder: string): Promise<{ bytes: Buffer; contentType:
   }
   const packed = new Response(form);
   return { bytes: Buffer.from(await packed.arrayBuffer()), contentType: packed.headers.get('content-type')! };
+}
+
+function verifies(document: Buffer, rootPem: string): boolean {
+  try {
+    verifyAttestation(document, { rootPem });
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 async function readBody(request: IncomingMessage): Promise<string> {

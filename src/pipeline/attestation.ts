@@ -1,12 +1,14 @@
+import { maxDocumentBytes } from '../attestation/limits.js';
 import { ServiceError } from '../errors.js';
 import { readCapped, send, upstreamFailure, withDeadline } from './upstream.js';
 
-// An attestation document is a few KiB of CBOR; anything far larger is not one.
-const maxAttestationBytes = 64 * 1024;
-
 export interface AttestationOptions {
-  /** The enclave's attestation server. */
+  /** The enclave's attestation server: its raw document endpoint. */
   readonly url: string;
+  /** The key the document is to attest (the signer's, x || y), passed on as public_key. */
+  readonly publicKey?: Uint8Array;
+  /** A client's nonce, passed on as nonce, so that the document is fresh for it. */
+  readonly nonce?: Uint8Array;
   /** Limit for the whole call, connection to last byte. */
   readonly timeoutMs: number;
   /** Fires when the client goes away. */
@@ -17,7 +19,7 @@ export interface AttestationOptions {
 export async function fetchAttestation(options: AttestationOptions): Promise<Buffer> {
   try {
     return await withDeadline(options.signal, options.timeoutMs, async (signal) => {
-      const response = await send(options.url, { method: 'GET', signal, keepAlive: true });
+      const response = await send(documentUrl(options), { method: 'GET', signal, keepAlive: true });
       if (response.statusCode !== 200) {
         // An error's body is not read: closing the connection bounds it, however long it is.
         response.destroy();
@@ -26,9 +28,18 @@ export async function fetchAttestation(options: AttestationOptions): Promise<Buf
         });
       }
       // Bytes, never text: the document is binary CBOR and decoding it as UTF-8 would corrupt it.
-      return await readCapped(response, maxAttestationBytes);
+      return await readCapped(response, maxDocumentBytes);
     });
   } catch (error) {
     throw upstreamFailure('ATTESTATION_FAILED', options.signal, error);
   }
+}
+
+// The query parameters of Marlin's attestation servers: hex without 0x.
+function documentUrl({ url, publicKey, nonce }: AttestationOptions): string {
+  if (!publicKey && !nonce) return url;
+  const target = new URL(url);
+  if (publicKey) target.searchParams.set('public_key', Buffer.from(publicKey).toString('hex'));
+  if (nonce) target.searchParams.set('nonce', Buffer.from(nonce).toString('hex'));
+  return target.href;
 }

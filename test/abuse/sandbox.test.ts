@@ -58,10 +58,11 @@ describe.runIf(cgroups)("the user's code stays in its box", () => {
     await stack.app.listen({ host: '127.0.0.1', port: 0 });
     const service = `http://127.0.0.1:${(stack.app.server.address() as { port: number }).port}/health`;
     for (const url of [
-      stack.attestation.url,
+      // The attestation server would attest any key a function asked for: the chain of trust rests on this.
+      `${stack.attestation.url}/attestation/raw?public_key=${'11'.repeat(64)}`,
       `${stack.storage.url}/load`,
       service,
-      'http://localhost:1300/',
+      'http://localhost:1300/attestation/raw',
       'http://10.0.0.1/',
     ]) {
       const response = await stack.invoke({ code_id: 'fetch', input: { url } });

@@ -6,15 +6,14 @@ import { execa } from 'execa';
 import getPort from 'get-port';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { devAttestationDocument, startAttestationServer } from '../../src/dev/attestationServer.js';
 import type { RunningServer } from '../../src/dev/listen.js';
-import { startStorageServer } from '../../src/dev/storageServer.js';
 import { loadSigner } from '../../src/signing.js';
 import { cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
 import { invoke } from '../helpers/http.js';
 import { projectRoot } from '../helpers/projectRoot.js';
 import { type ServiceProcess, serviceEnv, startService } from '../helpers/service.js';
 import { examplesDir } from '../helpers/stack.js';
+import { startUpstreams } from '../helpers/upstreams.js';
 
 const cgroups = await cgroupsOrSkip();
 
@@ -37,8 +36,7 @@ describe.runIf(cgroups)('usage claims', () => {
   const services: ServiceProcess[] = [];
 
   beforeAll(async () => {
-    attestation = await startAttestationServer();
-    storage = await startStorageServer({ codeDirs: [examplesDir], attestation: devAttestationDocument });
+    ({ attestation, storage } = await startUpstreams([examplesDir]));
     pool = await createTestPool({ count: 2 });
     dir = await mkdtemp(path.join(os.tmpdir(), 'oyster-claims-'));
     const keyFile = path.join(dir, 'signer.key');

@@ -4,12 +4,11 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { devAttestationDocument, startAttestationServer } from '../../src/dev/attestationServer.js';
 import type { RunningServer } from '../../src/dev/listen.js';
-import { startStorageServer } from '../../src/dev/storageServer.js';
 import { cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
 import { serviceEnv, startService } from '../helpers/service.js';
 import { examplesDir } from '../helpers/stack.js';
+import { startUpstreams } from '../helpers/upstreams.js';
 
 const cgroups = await cgroupsOrSkip();
 
@@ -22,8 +21,7 @@ describe.runIf(cgroups)('the usage ledger when the service is killed', () => {
   let pool: TestPool;
   let dir: string;
   beforeAll(async () => {
-    attestation = await startAttestationServer();
-    storage = await startStorageServer({ codeDirs: [examplesDir], attestation: devAttestationDocument });
+    ({ attestation, storage } = await startUpstreams([examplesDir]));
     pool = await createTestPool({ count: 3 });
     dir = await mkdtemp(path.join(os.tmpdir(), 'oyster-ledger-kill-'));
   });

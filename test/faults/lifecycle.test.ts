@@ -3,9 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
-import { devAttestationDocument, startAttestationServer } from '../../src/dev/attestationServer.js';
 import type { RunningServer } from '../../src/dev/listen.js';
-import { startStorageServer } from '../../src/dev/storageServer.js';
 import { isServiceError, ServiceError } from '../../src/errors.js';
 import { discoverCgroups, readPids } from '../../src/sandbox/cgroups.js';
 import { cgroupRoot, cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
@@ -19,6 +17,7 @@ import {
   processesMentioning,
   startStack,
 } from '../helpers/stack.js';
+import { startUpstreams } from '../helpers/upstreams.js';
 import { waitFor } from '../helpers/wait.js';
 
 const cgroups = await cgroupsOrSkip();
@@ -31,8 +30,7 @@ describe.runIf(cgroups)('the service process: shutdown and recovery', () => {
   const started: ServiceProcess[] = [];
 
   beforeAll(async () => {
-    attestation = await startAttestationServer();
-    storage = await startStorageServer({ codeDirs: [examplesDir, fixturesDir], attestation: devAttestationDocument });
+    ({ attestation, storage } = await startUpstreams([examplesDir, fixturesDir]));
   });
   afterAll(async () => {
     await Promise.all([attestation?.close(), storage?.close()]);

@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import path from 'node:path';
 import getPort from 'get-port';
 import { request } from 'undici';
+import { rawDocumentPath } from '../../src/dev/attestationServer.js';
 import type { RunningServer } from '../../src/dev/listen.js';
 import { serviceNodeFlags } from '../../src/nodeFlags.js';
 import { cgroupRoot, type TestPool } from './cgroups.js';
@@ -87,7 +88,7 @@ export function serviceEnv(options: ServiceEnvOptions): Record<string, string> {
     CGROUP_ROOT: cgroupRoot,
     CGROUP_PREFIX: options.pool.prefix,
     RUNTIME_PATH: options.runtimePath,
-    ATTESTATION_URL: options.attestation.url,
+    ATTESTATION_URL: `${options.attestation.url}${rawDocumentPath}`,
     STORAGE_URL: `${options.storage.url}/load`,
   };
 }

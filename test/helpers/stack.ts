@@ -4,9 +4,8 @@ import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { removeStaleWorkerFiles } from '../../src/code/workerdConfig.js';
 import { type Config, parseConfig } from '../../src/config.js';
-import { devAttestationDocument, startAttestationServer } from '../../src/dev/attestationServer.js';
+import { rawDocumentPath } from '../../src/dev/attestationServer.js';
 import type { RunningServer } from '../../src/dev/listen.js';
-import { startStorageServer } from '../../src/dev/storageServer.js';
 import type { ServiceError } from '../../src/errors.js';
 import { buildApp } from '../../src/http/app.js';
 import { UsageLedger } from '../../src/ledger/usageLedger.js';
@@ -18,6 +17,7 @@ import { createService, type Service } from '../../src/service.js';
 import { loadSigner } from '../../src/signing.js';
 import { cgroupRoot, createTestPool, type TestPool, type TestPoolOptions } from './cgroups.js';
 import { childPids, commandLine } from './processes.js';
+import { startUpstreams } from './upstreams.js';
 
 export const examplesDir = path.resolve(import.meta.dirname, '../../examples');
 export const fixturesDir = path.resolve(import.meta.dirname, '../fixtures');
@@ -69,16 +69,12 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
   // The usage ledger of its own, outside the runtime directory whose leftovers the tests count.
   const ledgerDir = await mkdtemp(path.join(os.tmpdir(), 'oyster-ledger-'));
-  const attestation = await startAttestationServer();
-  const storage = await startStorageServer({
-    codeDirs: [examplesDir, fixturesDir, wranglerFixturesDir],
-    attestation: devAttestationDocument,
-  });
+  const { attestation, storage } = await startUpstreams([examplesDir, fixturesDir, wranglerFixturesDir]);
   const config = parseConfig({
     CGROUP_ROOT: cgroupRoot,
     CGROUP_PREFIX: testPool.prefix,
     RUNTIME_PATH: runtimePath,
-    ATTESTATION_URL: attestation.url,
+    ATTESTATION_URL: `${attestation.url}${rawDocumentPath}`,
     STORAGE_URL: `${storage.url}/load`,
     LEDGER_PATH: path.join(ledgerDir, 'usage.sqlite'),
     LOG_LEVEL: 'silent',

@@ -4,15 +4,14 @@ import path from 'node:path';
 import getPort from 'get-port';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { devAttestationDocument, startAttestationServer } from '../../src/dev/attestationServer.js';
 import type { RunningServer } from '../../src/dev/listen.js';
-import { startStorageServer } from '../../src/dev/storageServer.js';
 import { serviceNodeFlags } from '../../src/nodeFlags.js';
 import { cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
 import { fakeCgroupV2Root } from '../helpers/fakeCgroupfs.js';
 import { postJson, statusOf } from '../helpers/http.js';
 import { refusedStart, serviceEnv, startService } from '../helpers/service.js';
 import { examplesDir, fixturesDir, processesMentioning } from '../helpers/stack.js';
+import { startUpstreams } from '../helpers/upstreams.js';
 import { waitFor } from '../helpers/wait.js';
 
 const cgroups = await cgroupsOrSkip();
@@ -63,8 +62,7 @@ describe.runIf(cgroups)('npm start with a real pool', () => {
   beforeAll(async () => {
     pool = await createTestPool({ count: 2 });
     runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
-    attestation = await startAttestationServer();
-    storage = await startStorageServer({ codeDirs: [examplesDir, fixturesDir], attestation: devAttestationDocument });
+    ({ attestation, storage } = await startUpstreams([examplesDir, fixturesDir]));
   });
   afterAll(async () => {
     await Promise.all([attestation?.close(), storage?.close()]);

@@ -3,15 +3,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { devAttestationDocument, startAttestationServer } from '../../src/dev/attestationServer.js';
 import type { RunningServer } from '../../src/dev/listen.js';
-import { startStorageServer } from '../../src/dev/storageServer.js';
 import { cgroupsOrSkip } from '../helpers/cgroups.js';
 import { type Answer, getJson, invoke, postJson } from '../helpers/http.js';
 import { burst, type Instance, startInstance, stopInstance } from '../helpers/instances.js';
 import { type Nginx, startNginx } from '../helpers/nginx.js';
 import { programOrSkip } from '../helpers/programs.js';
 import { examplesDir, fixturesDir } from '../helpers/stack.js';
+import { startUpstreams } from '../helpers/upstreams.js';
 import { waitFor } from '../helpers/wait.js';
 
 const ready = (await cgroupsOrSkip()) && (await programOrSkip('nginx', 'nginx'));
@@ -34,8 +33,7 @@ describe.runIf(ready)('two instances behind nginx with the shipped example confi
   let nginx: Nginx;
 
   beforeAll(async () => {
-    attestation = await startAttestationServer();
-    storage = await startStorageServer({ codeDirs: [examplesDir, fixturesDir], attestation: devAttestationDocument });
+    ({ attestation, storage } = await startUpstreams([examplesDir, fixturesDir]));
     a = await startInstance(attestation, storage, poolSize);
     b = await startInstance(attestation, storage, poolSize);
     nginx = await startNginx([a.address, b.address]);
@@ -145,8 +143,7 @@ describe.runIf(ready)('three instances behind nginx: each code_id of the HTTP ro
     codeDir = await mkdtemp(path.join(os.tmpdir(), 'oyster-affinity-'));
     const code = await readFile(path.join(examplesDir, 'request-info.js'), 'utf8');
     await Promise.all(codeIds.map((codeId) => writeFile(path.join(codeDir, `${codeId}.js`), `// ${codeId}\n${code}`)));
-    attestation = await startAttestationServer();
-    storage = await startStorageServer({ codeDirs: [codeDir], attestation: devAttestationDocument });
+    ({ attestation, storage } = await startUpstreams([codeDir]));
     // Three cgroups each: with two code_ids on one instance, each still gets its spare.
     instances = await Promise.all([1, 2, 3].map(() => startInstance(attestation, storage, 3)));
     nginx = await startNginx(instances.map((instance) => instance.address));

@@ -4,14 +4,13 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { devAttestationDocument, startAttestationServer } from '../../src/dev/attestationServer.js';
 import type { RunningServer } from '../../src/dev/listen.js';
-import { startStorageServer } from '../../src/dev/storageServer.js';
 import { discoverCgroups, readPids } from '../../src/sandbox/cgroups.js';
 import { cgroupRoot, cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
 import { childPids, isWorkerd } from '../helpers/processes.js';
 import { type ServiceProcess, serviceEnv, startService } from '../helpers/service.js';
 import { examplesDir, fixturesDir, processesMentioning } from '../helpers/stack.js';
+import { startUpstreams } from '../helpers/upstreams.js';
 import { waitFor } from '../helpers/wait.js';
 
 const cgroups = await cgroupsOrSkip();
@@ -64,8 +63,7 @@ describe.runIf(cgroups)('soak', () => {
   beforeAll(async () => {
     pool = await createTestPool({ count: poolSize, memory: '100M' });
     runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
-    attestation = await startAttestationServer();
-    storage = await startStorageServer({ codeDirs: [examplesDir, fixturesDir], attestation: devAttestationDocument });
+    ({ attestation, storage } = await startUpstreams([examplesDir, fixturesDir]));
     service = await startService({
       ...serviceEnv({ pool, runtimePath, attestation, storage }),
       EXECUTION_TIMEOUT_MS: String(executionTimeoutMs),

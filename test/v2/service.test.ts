@@ -14,8 +14,7 @@ import { promisify } from 'node:util';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { parseConfig } from '../../src/config.js';
-import { devAttestationDocument, startAttestationServer } from '../../src/dev/attestationServer.js';
-import { startStorageServer } from '../../src/dev/storageServer.js';
+import { rawDocumentPath } from '../../src/dev/attestationServer.js';
 import { type Cgroup, discoverCgroups, readOomKills, readPids } from '../../src/sandbox/cgroups.js';
 import { cgroupRoot, createTestPool, type TestPool } from '../helpers/cgroups.js';
 import { getJson, invoke } from '../helpers/http.js';
@@ -24,6 +23,7 @@ import { projectRoot } from '../helpers/projectRoot.js';
 import { hostCgroupVersion } from '../helpers/scratchPool.js';
 import { type ServiceProcess, serviceEnv, startService } from '../helpers/service.js';
 import { examplesDir, fixturesDir, processesMentioning } from '../helpers/stack.js';
+import { startUpstreams } from '../helpers/upstreams.js';
 import { waitFor } from '../helpers/wait.js';
 
 const run = promisify(execFile);
@@ -56,11 +56,7 @@ interface V2Service {
 async function startV2Service(env: Readonly<Record<string, string>>): Promise<V2Service> {
   // Not a v1 machine by mistake: the whole point is the unified hierarchy.
   expect(await hostCgroupVersion()).toBe(2);
-  const attestation = await startAttestationServer();
-  const storage = await startStorageServer({
-    codeDirs: [examplesDir, fixturesDir],
-    attestation: devAttestationDocument,
-  });
+  const { attestation, storage } = await startUpstreams([examplesDir, fixturesDir]);
   const pool = await createTestPool({ count: poolSize, memory: '128M' });
   const runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
   const service = await startService(
@@ -293,8 +289,7 @@ describe('cgroupv2_setup.sh under a delegated cgroup', () => {
       expect((await readFile(path.join(dir, 'cpu.max'), 'utf8')).trim()).toBe('100000 100000');
     }
 
-    const attestation = await startAttestationServer();
-    const storage = await startStorageServer({ codeDirs: [examplesDir], attestation: devAttestationDocument });
+    const { attestation, storage } = await startUpstreams([examplesDir]);
     const runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
     // CGROUP_VERSION is left to the service: the delegated cgroup's own cgroup.controllers says 2.
     const service = await startService(
@@ -302,7 +297,7 @@ describe('cgroupv2_setup.sh under a delegated cgroup', () => {
         CGROUP_ROOT: outer,
         CGROUP_PREFIX: 'dlg',
         RUNTIME_PATH: runtimePath,
-        ATTESTATION_URL: attestation.url,
+        ATTESTATION_URL: `${attestation.url}${rawDocumentPath}`,
         STORAGE_URL: `${storage.url}/load`,
         EXECUTION_TIMEOUT_MS: String(executionTimeoutMs),
         LOG_LEVEL: 'warn',
