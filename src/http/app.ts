@@ -10,6 +10,7 @@ import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod
 import { type ErrorCode, ServiceError, toServiceError } from '../errors.js';
 import { type StageName, StageTimer } from '../pipeline/stages.js';
 import type { Service } from '../service.js';
+import { attestationRoute } from './attestationRoute.js';
 import { functionRoute } from './functionRoute.js';
 import { invokeRoute } from './invokeRoute.js';
 import { statusRoutes } from './statusRoutes.js';
@@ -106,6 +107,7 @@ export function buildApp(service: Service): FastifyInstance {
   });
 
   void app.register(statusRoutes, { service });
+  void app.register(attestationRoute, { service });
   void app.register(invokeRoute, { service });
   void app.register(functionRoute, { service });
   return app;

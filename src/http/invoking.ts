@@ -101,8 +101,8 @@ function reportFailure(request: FastifyRequest, error: unknown): ServiceError {
   return failure;
 }
 
-// A signal that fires when the client goes away before its answer is sent.
-function abandonOnClose(reply: FastifyReply): AbortSignal {
+/** A signal that fires when the client goes away before its answer is sent. */
+export function abandonOnClose(reply: FastifyReply): AbortSignal {
   const controller = new AbortController();
   reply.raw.once('close', () => {
     if (!reply.raw.writableFinished) controller.abort(new ServiceError('CLIENT_CLOSED'));
