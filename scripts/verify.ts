@@ -1,8 +1,17 @@
-// Recovers the address that signed an answer of POST /api/serverless, an exchange of
-// ANY /fn/<code_id>/…, or a usage claim (`npm run verify -- …`).
-// Prints the address; with --expect, exits 1 when another key signed it. Exits 2 on bad usage.
-import { readFile } from 'node:fs/promises';
+// Verifies an attestation document, and recovers the address that signed an answer of
+// POST /api/serverless, an exchange of ANY /fn/<code_id>/…, or a usage claim (`npm run verify -- …`).
+// Exits 1 when a check fails (the document's, or the answer's signer against --expect or the
+// attested key), 2 on bad usage.
+import { X509Certificate } from 'node:crypto';
+import { readFile, stat } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
+import {
+  AttestationError,
+  maxDocumentBytes,
+  type VerifiedAttestation,
+  type VerifyOptions,
+  verifyAttestation,
+} from '../src/attestation/verify.js';
 import { sha256 } from '../src/code/codeCache.js';
 import { type ClaimAnswer, signedClaimOf } from '../src/ledger/claims.js';
 import {
@@ -14,6 +23,16 @@ import {
 } from '../src/signing.js';
 
 const usage = `Usage: npm run verify -- [options]
+
+An attestation document (GET /attestation), checked from the root to its payload:
+  --attestation <path>    the document's raw bytes
+  --at <ms | ISO 8601>    the moment its certificates must be valid at (default: now)
+  --root <path>           the root certificate (PEM) it must chain to (default: AWS's Nitro
+                          Enclaves root, G1)
+  --pcr <index>=<hex>     a PCR it must have (repeatable), e.g. --pcr 0=…
+  --nonce <hex>           the nonce it must carry
+  --json                  print what it attests as one JSON object
+With an answer too (the options below), the answer must be signed by the attested key.
 
 What was asked (either --request, or --code-id and --input/--input-file):
   --request <json>        the exact JSON body you POSTed; code_id and input are taken from it
@@ -78,6 +97,12 @@ function readArgs() {
         'request-body-file': { type: 'string' },
         claim: { type: 'string' },
         expect: { type: 'string' },
+        attestation: { type: 'string' },
+        at: { type: 'string' },
+        root: { type: 'string' },
+        pcr: { type: 'string', multiple: true },
+        nonce: { type: 'string' },
+        json: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     }).values;
@@ -86,14 +111,43 @@ function readArgs() {
   }
 }
 
+// The options that describe an answer or a claim, whose signer is then checked.
+const answerOptions = ['request', 'code-id', 'response', 'signature', 'claim', 'method'] as const;
+
 async function main(): Promise<void> {
   const values = readArgs();
   if (values.help) {
     console.log(usage);
     return;
   }
+  const attested = values.attestation === undefined ? undefined : await checkAttestation(values, values.attestation);
+  if (attested && !answerOptions.some((option) => values[option] !== undefined)) {
+    console.log(values.json ? JSON.stringify(attestationJson(attested)) : attestationSummary(attested));
+    return;
+  }
+  const signer = await answerSigner(values);
+  if (attested) {
+    if (values.json) console.log(JSON.stringify({ ...attestationJson(attested), answer_signer: signer }));
+    else console.log(`${attestationSummary(attested)}\nanswer signed by ${signer}`);
+    if (attested.signer === undefined) fail('public_key: the document attests no secp256k1 key');
+    else if (attested.signer !== signer)
+      fail(`the answer is signed by ${signer}, not by the attested key ${attested.signer}`);
+  } else {
+    console.log(signer);
+  }
+  if (values.expect !== undefined && values.expect.toLowerCase() !== signer.toLowerCase())
+    fail(`signed by ${signer}, not by ${values.expect}`);
+}
+
+function fail(message: string): void {
+  console.error(`verify: ${message}`);
+  process.exitCode = mismatchExit;
+}
+
+// The address that signed the answer, exchange or claim the options describe.
+async function answerSigner(values: Values): Promise<string> {
   if (values.method !== undefined) return verifyExchange(values);
-  if (values.claim !== undefined) return verifyClaim(values, values.claim);
+  if (values.claim !== undefined) return verifyClaim(values.claim);
   const request = await askedFor(values);
   const answer =
     values.response !== undefined ? parseResponse(await readFile(values.response)) : explicitAnswer(values);
@@ -106,11 +160,11 @@ async function main(): Promise<void> {
     input: request.input,
     output: Buffer.from(answer.data, answer.encoding),
   };
-  report(recoverSigner(fields, answer.signature), values);
+  return recoverSigner(fields, answer.signature);
 }
 
 // An exchange of the HTTP route: the request as given, the answer as `curl -i` printed it.
-async function verifyExchange(values: Values): Promise<void> {
+async function verifyExchange(values: Values): Promise<string> {
   const { method, target } = values;
   if (
     values['code-id'] === undefined ||
@@ -134,22 +188,90 @@ async function verifyExchange(values: Values): Promise<void> {
     contentType: answer.headers.get('content-type') ?? '',
     responseBody: answer.body,
   };
-  report(recoverSigner(fields, signature), values);
+  return recoverSigner(fields, signature);
 }
 
 // A usage claim, as the admin endpoint answered it (the envelope, or its data alone).
-async function verifyClaim(values: Values, file: string): Promise<void> {
+async function verifyClaim(file: string): Promise<string> {
   const parsed = JSON.parse(await readFile(file, 'utf8')) as { data?: unknown };
   const claim = (parsed.data ?? parsed) as ClaimAnswer;
-  report(recoverSigner(signedClaimOf(claim), claim.signature), values);
+  return recoverSigner(signedClaimOf(claim), claim.signature);
 }
 
-function report(address: string, values: Values): void {
-  console.log(address);
-  if (values.expect !== undefined && values.expect.toLowerCase() !== address.toLowerCase()) {
-    console.error(`signed by ${address}, not by ${values.expect}`);
-    process.exitCode = mismatchExit;
+// Verifies the document; a failed check ends the run with exit 1, naming it.
+async function checkAttestation(values: Values, file: string): Promise<VerifiedAttestation> {
+  const options = await verifyOptions(values);
+  const { size } = await stat(file);
+  try {
+    // Refused by its size before it is read: a document is a few KiB.
+    if (size > maxDocumentBytes)
+      throw new AttestationError('size', `it has ${size} bytes, more than ${maxDocumentBytes}`);
+    return verifyAttestation(await readFile(file), options);
+  } catch (error) {
+    if (!(error instanceof AttestationError)) throw error;
+    console.error(`verify: the attestation fails the check ${error.message}`);
+    process.exit(mismatchExit);
   }
+}
+
+async function verifyOptions(values: Values): Promise<VerifyOptions> {
+  const rootPem = values.root === undefined ? undefined : await readFile(values.root, 'utf8');
+  if (rootPem !== undefined) {
+    try {
+      new X509Certificate(rootPem);
+    } catch {
+      throw new UsageError(`--root ${values.root} is not a PEM certificate`);
+    }
+  }
+  return {
+    rootPem,
+    atMs: values.at === undefined ? undefined : parseMoment(values.at),
+    pcrs: new Map((values.pcr ?? []).map(parsePcr)),
+    nonce: values.nonce === undefined ? undefined : hexBytes('--nonce', values.nonce),
+  };
+}
+
+function parseMoment(at: string): number {
+  const ms = decimal.test(at) ? Number(at) : Date.parse(at);
+  if (!Number.isSafeInteger(ms)) throw new UsageError(`--at is unix ms or an ISO 8601 date, not ${at}`);
+  return ms;
+}
+
+function parsePcr(option: string): [number, Uint8Array] {
+  const match = /^(\d{1,2})=(.*)$/.exec(option);
+  if (!match) throw new UsageError(`--pcr is <index>=<hex>, not ${option}`);
+  return [Number(match[1]), hexBytes(`--pcr ${match[1]}`, match[2]!)];
+}
+
+function hexBytes(option: string, value: string): Uint8Array {
+  const hex = /^(?:0x)?((?:[0-9a-fA-F]{2})+)$/.exec(value)?.[1];
+  if (hex === undefined) throw new UsageError(`${option} must be bytes in hex, not ${value}`);
+  return Buffer.from(hex, 'hex');
+}
+
+// What a document attests, as --json prints it.
+function attestationJson(attested: VerifiedAttestation) {
+  const hex = (bytes: Uint8Array | undefined) => (bytes === undefined ? null : Buffer.from(bytes).toString('hex'));
+  return {
+    module_id: attested.moduleId,
+    timestamp: attested.timestamp,
+    digest: attested.digest,
+    pcrs: Object.fromEntries([...attested.pcrs].map(([index, value]) => [index, hex(value)])),
+    public_key: hex(attested.publicKey),
+    user_data: hex(attested.userData),
+    nonce: hex(attested.nonce),
+    signer: attested.signer ?? null,
+  };
+}
+
+function attestationSummary(attested: VerifiedAttestation): string {
+  const json = attestationJson(attested);
+  return [
+    `attestation verified: ${json.module_id}, made ${new Date(json.timestamp).toISOString()}`,
+    ...[0, 1, 2].map((index) => `PCR${index} ${json.pcrs[index] ?? 'absent'}`),
+    `public key ${json.public_key ?? 'none'}${json.signer ? ` (signer ${json.signer})` : ''}`,
+    `nonce ${json.nonce ?? 'none'}`,
+  ].join('\n');
 }
 
 // code_id and input bytes, from the request body (parsed and re-serialised as the service does) or given apart.

@@ -1,16 +1,14 @@
 // The verify command as a client runs it, from the files `npm run build` leaves in dist/, on an
 // answer signed with a fresh key exactly as the service signs one.
-import { access, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { secp256k1 } from '@noble/curves/secp256k1.js';
-import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { sha256 } from '../../src/code/codeCache.js';
 import { loadSigner, type Signer, signatureHeader, timestampHeader } from '../../src/signing.js';
-import { projectRoot } from '../helpers/projectRoot.js';
+import { runVerify as verify } from '../helpers/verifyCommand.js';
 
-const verifyCommand = path.join(projectRoot, 'dist/scripts/verify.js');
 const mismatchExit = 1;
 const usageExit = 2;
 
@@ -28,9 +26,6 @@ let responseFile: string;
 let signature: string;
 
 beforeAll(async () => {
-  await access(verifyCommand).catch(() => {
-    throw new Error('run `npm run build` first: this test runs dist/scripts/verify.js');
-  });
   dir = await mkdtemp(path.join(os.tmpdir(), 'verify-'));
   const keyFile = path.join(dir, 'signer.key');
   await writeFile(keyFile, Buffer.from(secp256k1.utils.randomSecretKey()).toString('hex'), { mode: 0o600 });
@@ -64,10 +59,6 @@ beforeAll(async () => {
 afterAll(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
-
-function verify(...args: string[]) {
-  return execa(process.execPath, [verifyCommand, ...args], { reject: false });
-}
 
 describe('scripts/verify', () => {
   test('prints the address that signed a raw answer, from the request as the client sent it', async () => {
