@@ -1,11 +1,15 @@
 // Runs the whole stack on this machine as root: the development attestation and storage servers,
 // a cgroup pool if there is none, and the service itself (`npm run local`).
 import { execFileSync, spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import 'dotenv/config';
 import { parseConfig } from '../src/config.js';
+import { rootPath } from '../src/dev/attestationServer.js';
 import { startDevServers } from '../src/dev/devServers.js';
 import { projectRoot } from '../src/dev/projectRoot.js';
+import { writeKeyPair } from '../src/keyFiles.js';
 import { serviceNodeFlags } from '../src/nodeFlags.js';
 import { CgroupPool } from '../src/sandbox/cgroupPool.js';
 import { detectCgroupVersion } from '../src/sandbox/cgroups.js';
@@ -32,17 +36,26 @@ async function main(): Promise<void> {
     });
   }
 
-  const servers = await startDevServers(config);
+  // Answers are signed, as in the enclave: with a key made for this run unless SIGNER_KEY_PATH names one.
+  const keyDir =
+    config.signerKeyPath === undefined ? await mkdtemp(path.join(os.tmpdir(), 'oyster-local-')) : undefined;
+  const signerKeyPath = config.signerKeyPath ?? path.join(keyDir!, 'id.sec');
+  if (keyDir) await writeKeyPair(signerKeyPath, path.join(keyDir, 'id.pub'));
+  const servers = await startDevServers({ ...config, signerKeyPath });
   console.log(
-    `attestation server ${servers.attestation.url}, storage server ${servers.storage.url}/load serving examples/`,
+    `attestation server ${servers.attestation.url} (its root: ${servers.attestation.url}${rootPath}), ` +
+      `storage server ${servers.storage.url}/load serving examples/`,
   );
 
   const service = spawn(process.execPath, [...serviceNodeFlags, path.join(projectRoot, 'dist/src/main.js')], {
     stdio: 'inherit',
+    env: { ...process.env, SIGNER_KEY_PATH: signerKeyPath },
   });
   for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => service.kill(signal));
   service.on('exit', (code) => {
-    void servers.close().then(() => process.exit(code ?? 1));
+    void Promise.all([servers.close(), keyDir && rm(keyDir, { recursive: true, force: true })]).then(() =>
+      process.exit(code ?? 1),
+    );
   });
 }
 

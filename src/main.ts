@@ -19,6 +19,7 @@ async function main(): Promise<void> {
     config.signerKeyPath === undefined
       ? undefined
       : await (await import('./signing.js')).loadSigner(config.signerKeyPath);
+  if (signer && config.attestationKeyCheck) await (await import('./keyCheck.js')).checkAttestedKey(config, signer);
   const pool = await CgroupPool.open({
     root: config.cgroupRoot,
     version: config.cgroupVersion,
@@ -53,6 +54,7 @@ async function main(): Promise<void> {
       killedLeftovers: killed,
       removedStaleDirs: stale,
       signer: signer?.address ?? null,
+      attestedKeyChecked: signer !== undefined && config.attestationKeyCheck,
       ledger: config.ledgerPath ?? null,
     },
     'cgroup pool ready',

@@ -141,6 +141,21 @@ describe('Dockerfile.enclave', () => {
     }
   });
 
+  test("makes the signing key at every start with the project's own program, and signs and checks the attested key", () => {
+    expect(startScript).toMatch(/^node "\$app\/dist\/src\/keygen\.js" --secret "\$SIGNER_KEY_PATH" --public /m);
+    expect(providedBy(`${appDir}/dist/src/keygen.js`)?.source.kind).toBe('stage');
+    const env = Object.fromEntries(
+      image.instructions
+        .filter((instruction) => instruction.keyword === 'ENV')
+        .flatMap((instruction) => instruction.args.split(/\s+/).map((pair) => pair.split('=') as [string, string])),
+    );
+    expect(env.SIGNER_KEY_PATH).toBe(`${appDir}/id.sec`);
+    expect(env.ATTESTATION_KEY_CHECK).toBe('true');
+    // The attestation server is asked for the key and the nonce, and listens where ATTESTATION_URL's default points.
+    const attestationServer = parseIni(supervisordConf).get('program:attestation-server')!.get('command')!;
+    expect(attestationServer).toMatch(/--ip-addr 127\.0\.0\.1:1300$/);
+  });
+
   test('every variable supervisord.conf needs is given a value by the start script', () => {
     const variables = [...new Set([...supervisordConf.matchAll(/%\(ENV_(\w+)\)s/g)].map((match) => match[1]!))];
     expect(variables.length).toBeGreaterThan(0);

@@ -8,6 +8,7 @@ import { request } from 'undici';
 import { describe, expect, test } from 'vitest';
 import { cgroupsOrSkip, removeCgroups } from '../helpers/cgroups.js';
 import { projectRoot } from '../helpers/projectRoot.js';
+import { runVerify, saveAnswer, saveBody } from '../helpers/verifyCommand.js';
 import { waitFor } from '../helpers/wait.js';
 
 const cgroups = await cgroupsOrSkip();
@@ -24,7 +25,7 @@ describe.runIf(cgroups)('npm run local', () => {
         HOST: '127.0.0.1',
         CGROUP_PREFIX: prefix,
         RUNTIME_PATH: runtimePath,
-        ATTESTATION_URL: `http://127.0.0.1:${attestationPort}`,
+        ATTESTATION_URL: `http://127.0.0.1:${attestationPort}/attestation/raw`,
         STORAGE_URL: `http://127.0.0.1:${storagePort}/load`,
       },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -48,6 +49,26 @@ describe.runIf(cgroups)('npm run local', () => {
         15_000,
       );
       expect(answer.data).toBe('The prime factors of 100 are 2,2,5,5');
+      // The whole chain, as the README shows it: the document for a nonce, verified with the
+      // development root, and a signed answer verified against the key it attests.
+      await saveBody(`http://127.0.0.1:${attestationPort}/root.pem`, path.join(runtimePath, 'root.pem'));
+      await saveBody(`http://127.0.0.1:${port}/attestation?nonce=c0ffee`, path.join(runtimePath, 'doc.cbor'));
+      const body = '{"code_id": "primes", "input": {"num": 100}}';
+      await saveAnswer(
+        path.join(runtimePath, 'answer.txt'),
+        `http://127.0.0.1:${port}/api/serverless`,
+        '-H',
+        'content-type: application/json',
+        '--data-binary',
+        body,
+      );
+      const verified = await runVerify(
+        ...['--attestation', path.join(runtimePath, 'doc.cbor'), '--root', path.join(runtimePath, 'root.pem')],
+        ...['--nonce', 'c0ffee', '--request', body, '--code-file', path.join(projectRoot, 'examples/primes.js')],
+        ...['--response', path.join(runtimePath, 'answer.txt')],
+      );
+      expect(verified.exitCode, verified.stderr).toBe(0);
+      expect(verified.stdout).toMatch(/answer signed by 0x[0-9a-fA-F]{40}/);
       expect(output).toContain(`cgroup v`);
       expect(output).toContain(`${prefix}1..${prefix}20`);
       local.kill('SIGTERM');

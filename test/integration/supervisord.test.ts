@@ -1,15 +1,18 @@
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import getPort from 'get-port';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { devRootPem } from '../../src/dev/devAttestationChain.js';
 import { discoverCgroups, readPids } from '../../src/sandbox/cgroups.js';
 import { cgroupRoot, cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
 import { invoke, statusOf } from '../helpers/http.js';
 import { childPids, isRunning, isWorkerd, signal } from '../helpers/processes.js';
 import { programOrSkip } from '../helpers/programs.js';
+import { projectRoot } from '../helpers/projectRoot.js';
 import { processesMentioning } from '../helpers/stack.js';
 import { type Supervisord, startEnclaveStartPath } from '../helpers/supervisord.js';
+import { runVerify, saveAnswer, saveBody } from '../helpers/verifyCommand.js';
 import { waitFor } from '../helpers/wait.js';
 
 const ready = (await cgroupsOrSkip()) && (await programOrSkip('supervisord', 'supervisor'));
@@ -53,10 +56,13 @@ describe.runIf(ready)('supervisord runs the service as the enclave image does', 
         HOST: '127.0.0.1',
         PORT: String(port),
         RUNTIME_PATH: runtimePath,
-        ATTESTATION_URL: `http://127.0.0.1:${attestationPort}`,
+        ATTESTATION_URL: `http://127.0.0.1:${attestationPort}/attestation/raw`,
         STORAGE_URL: `http://127.0.0.1:${storagePort}/load`,
         EXECUTION_TIMEOUT_MS: '20000',
         SHUTDOWN_GRACE_MS: String(shutdownGraceMs),
+        // Where the start script puts the key it makes; signing and the key check stay as the image has them.
+        SIGNER_KEY_PATH: path.join(workDir, 'id.sec'),
+        SIGNER_PUBLIC_KEY_PATH: path.join(workDir, 'id.pub'),
       },
       ['--pidfile', path.join(workDir, 'supervisord.pid')],
       path.join(workDir, 'output.log'),
@@ -65,7 +71,7 @@ describe.runIf(ready)('supervisord runs the service as the enclave image does', 
       await waitFor('the service under supervisord to be healthy', answers200(`${serviceUrl}/health`), startTimeoutMs);
       await waitFor(
         'the development attestation server',
-        answers200(`http://127.0.0.1:${attestationPort}`),
+        answers200(`http://127.0.0.1:${attestationPort}/root.pem`),
         startTimeoutMs,
       );
     } catch (error) {
@@ -101,6 +107,32 @@ describe.runIf(ready)('supervisord runs the service as the enclave image does', 
     expect(output).not.toContain("spawned: 'attestation-server'");
     // The service's own log reaches supervisord's stdout.
     expect(output).toContain('"msg":"cgroup pool ready"');
+  });
+
+  test('signs with a key the start script made, which the service checked the attestation server attests', async () => {
+    const generated = /generated the signing key (0x[0-9a-fA-F]{40})/.exec(supervisord.output())?.[1];
+    expect(generated).toBeDefined();
+    expect((await stat(path.join(workDir, 'id.sec'))).mode & 0o777).toBe(0o600);
+    expect(supervisord.output()).toContain(`"signer":"${generated}","attestedKeyChecked":true`);
+
+    await saveBody(`${serviceUrl}/attestation`, path.join(workDir, 'attestation.cbor'));
+    await writeFile(path.join(workDir, 'root.pem'), devRootPem);
+    const body = '{"code_id": "hello", "input": {"name": "Ada"}}';
+    await saveAnswer(
+      path.join(workDir, 'answer.txt'),
+      `${serviceUrl}/api/serverless`,
+      '-H',
+      'content-type: application/json',
+      '--data-binary',
+      body,
+    );
+    const verified = await runVerify(
+      ...['--attestation', path.join(workDir, 'attestation.cbor'), '--root', path.join(workDir, 'root.pem'), '--json'],
+      ...['--request', body, '--code-file', path.join(projectRoot, 'examples/hello.js')],
+      ...['--response', path.join(workDir, 'answer.txt')],
+    );
+    expect(verified.exitCode, verified.stderr).toBe(0);
+    expect(JSON.parse(verified.stdout)).toMatchObject({ signer: generated, answer_signer: generated });
   });
 
   test('a request through the service works', async () => {
