@@ -1,6 +1,6 @@
 // Verifies a Nitro attestation document, from the trusted root to its payload, as AWS's
 // "attestation process" describes it. Importable by clients: `oyster-serverless/attestation`.
-import { verify, X509Certificate } from 'node:crypto';
+import { createHash, verify, X509Certificate } from 'node:crypto';
 import { addressOf, secp256k1PublicKey } from '../signing.js';
 import { awsNitroRootPem } from './awsNitroRoot.js';
 import {
@@ -46,9 +46,34 @@ export interface VerifiedAttestation extends AttestationPayload {
  * names the first check that failed (attestationChecks lists them in order).
  */
 export function verifyAttestation(bytes: Uint8Array, options: VerifyOptions = {}): VerifiedAttestation {
+  return verifyRemembering(new Map(), bytes, options);
+}
+
+/**
+ * verifyAttestation for a server that checks document after document: it remembers the last
+ * chains it verified, so that a further document from the same enclave (the same leaf, cabundle
+ * and root) costs one signature check instead of a whole chain's. Validity is checked every time.
+ */
+export function attestationVerifier(): (bytes: Uint8Array, options?: VerifyOptions) => VerifiedAttestation {
+  const chains = new Map<string, readonly X509Certificate[]>();
+  return (bytes, options = {}) => verifyRemembering(chains, bytes, options);
+}
+
+// Chains already verified, by chainKey, root first and the leaf last.
+type VerifiedChains = Map<string, readonly X509Certificate[]>;
+const maxRememberedChains = 16;
+
+function verifyRemembering(chains: VerifiedChains, bytes: Uint8Array, options: VerifyOptions): VerifiedAttestation {
   const document = decodeAttestation(bytes);
-  const leaf = checkSignature(document);
-  const chain = checkChain(document, options.rootPem ?? awsNitroRootPem, leaf);
+  const rootPem = options.rootPem ?? awsNitroRootPem;
+  const key = chainKey(document, rootPem);
+  const known = chains.get(key);
+  const leaf = checkSignature(document, known?.at(-1));
+  const chain = known ?? checkChain(document, rootPem, leaf);
+  if (!known) {
+    chains.set(key, chain);
+    if (chains.size > maxRememberedChains) chains.delete(chains.keys().next().value!);
+  }
   checkValidity(chain, options.atMs ?? Date.now());
   const { payload } = document;
   for (const [index, expected] of options.pcrs ?? []) {
@@ -65,9 +90,16 @@ export function verifyAttestation(bytes: Uint8Array, options: VerifyOptions = {}
   return { ...payload, signer: signerOf(payload.publicKey) };
 }
 
-/** Checks the ES384 signature with the leaf certificate's key; returns the leaf. */
-export function checkSignature(document: AttestationDocument): X509Certificate {
-  const leaf = parseCertificate(document.payload.certificate, 'the leaf certificate', 'signature');
+// Names a chain by everything it is made of (DER is self-delimiting, so the parts cannot run together).
+function chainKey(document: AttestationDocument, rootPem: string): string {
+  const hash = createHash('sha256').update(rootPem).update(document.payload.certificate);
+  for (const certificate of document.payload.cabundle) hash.update(certificate);
+  return hash.digest('hex');
+}
+
+/** Checks the ES384 signature with the leaf certificate's key (parsed from the document unless given); returns the leaf. */
+export function checkSignature(document: AttestationDocument, knownLeaf?: X509Certificate): X509Certificate {
+  const leaf = knownLeaf ?? parseCertificate(document.payload.certificate, 'the leaf certificate', 'signature');
   const key = leaf.publicKey;
   if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== leafCurve)
     throw new AttestationError('signature', 'the leaf certificate has no P-384 key');

@@ -6,6 +6,7 @@ import { describe, expect, test } from 'vitest';
 import {
   type AttestationCheck,
   AttestationError,
+  attestationVerifier,
   awsNitroRootPem,
   awsNitroRootSha256,
   checkChain,
@@ -172,5 +173,35 @@ describe('development documents', () => {
 
   test('fail against the AWS root: a development document proves nothing about an enclave', () => {
     expect(outcome(makeDevDocument(), {})).toBe('chain');
+  });
+});
+
+describe('attestationVerifier, which remembers the chains it verified', () => {
+  // The check a remembering verifier's document fails, or 'passes'.
+  const outcomeOf = (verify: ReturnType<typeof attestationVerifier>, bytes: Uint8Array, options: VerifyOptions) => {
+    try {
+      verify(bytes, options);
+      return 'passes';
+    } catch (error) {
+      if (error instanceof AttestationError) return error.check;
+      throw error;
+    }
+  };
+
+  test('still checks the signature, the validity and the root of every document after the first', () => {
+    const verify = attestationVerifier();
+    expect(outcomeOf(verify, veracruz, { atMs: veracruzAt })).toBe('passes');
+    expect(outcomeOf(verify, veracruzBadSignature, { atMs: veracruzAt })).toBe('signature');
+    expect(outcomeOf(verify, veracruz, {})).toBe('validity');
+    expect(outcomeOf(verify, veracruz, { atMs: veracruzAt, rootPem: devRootPem })).toBe('chain');
+    expect(outcomeOf(verify, veracruz, { atMs: veracruzAt, nonce: hex('00') })).toBe('nonce');
+  });
+
+  test('answers for each development document what that document attests', () => {
+    const verify = attestationVerifier();
+    for (const nonce of ['01', '02', '03']) {
+      const attested = verify(makeDevDocument({ nonce: hex(nonce) }), { rootPem: devRootPem, nonce: hex(nonce) });
+      expect(Buffer.from(attested.nonce!).toString('hex')).toBe(nonce);
+    }
   });
 });
