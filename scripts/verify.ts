@@ -2,18 +2,17 @@
 // POST /api/serverless, an exchange of ANY /fn/<code_id>/…, or a usage claim (`npm run verify -- …`).
 // Exits 1 when a check fails (the document's, or the answer's signer against --expect or the
 // attested key), 2 on bad usage.
-import { X509Certificate } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import {
   AttestationError,
   maxDocumentBytes,
   type VerifiedAttestation,
-  type VerifyOptions,
   verifyAttestation,
 } from '../src/attestation/verify.js';
 import { sha256 } from '../src/code/codeCache.js';
 import { type ClaimAnswer, signedClaimOf } from '../src/ledger/claims.js';
+import { sealingKeyOf } from '../src/secrets/sealing.js';
 import {
   recoverSigner,
   type SignedExchange,
@@ -21,6 +20,7 @@ import {
   signatureHeader,
   timestampHeader,
 } from '../src/signing.js';
+import { UsageError, verifyOptions } from './attestationOptions.js';
 
 const usage = `Usage: npm run verify -- [options]
 
@@ -72,8 +72,6 @@ interface Answer {
   /** How data carries the function's bytes: as text, or as base64 when they are not UTF-8. */
   readonly encoding: 'utf8' | 'base64';
 }
-
-class UsageError extends Error {}
 
 type Values = ReturnType<typeof readArgs>;
 
@@ -214,44 +212,10 @@ async function checkAttestation(values: Values, file: string): Promise<VerifiedA
   }
 }
 
-async function verifyOptions(values: Values): Promise<VerifyOptions> {
-  const rootPem = values.root === undefined ? undefined : await readFile(values.root, 'utf8');
-  if (rootPem !== undefined) {
-    try {
-      new X509Certificate(rootPem);
-    } catch {
-      throw new UsageError(`--root ${values.root} is not a PEM certificate`);
-    }
-  }
-  return {
-    rootPem,
-    atMs: values.at === undefined ? undefined : parseMoment(values.at),
-    pcrs: new Map((values.pcr ?? []).map(parsePcr)),
-    nonce: values.nonce === undefined ? undefined : hexBytes('--nonce', values.nonce),
-  };
-}
-
-function parseMoment(at: string): number {
-  const ms = decimal.test(at) ? Number(at) : Date.parse(at);
-  if (!Number.isSafeInteger(ms)) throw new UsageError(`--at is unix ms or an ISO 8601 date, not ${at}`);
-  return ms;
-}
-
-function parsePcr(option: string): [number, Uint8Array] {
-  const match = /^(\d{1,2})=(.*)$/.exec(option);
-  if (!match) throw new UsageError(`--pcr is <index>=<hex>, not ${option}`);
-  return [Number(match[1]), hexBytes(`--pcr ${match[1]}`, match[2]!)];
-}
-
-function hexBytes(option: string, value: string): Uint8Array {
-  const hex = /^(?:0x)?((?:[0-9a-fA-F]{2})+)$/.exec(value)?.[1];
-  if (hex === undefined) throw new UsageError(`${option} must be bytes in hex, not ${value}`);
-  return Buffer.from(hex, 'hex');
-}
-
 // What a document attests, as --json prints it.
 function attestationJson(attested: VerifiedAttestation) {
   const hex = (bytes: Uint8Array | undefined) => (bytes === undefined ? null : Buffer.from(bytes).toString('hex'));
+  const sealing = sealingKeyOf(attested.userData);
   return {
     module_id: attested.moduleId,
     timestamp: attested.timestamp,
@@ -261,6 +225,8 @@ function attestationJson(attested: VerifiedAttestation) {
     user_data: hex(attested.userData),
     nonce: hex(attested.nonce),
     signer: attested.signer ?? null,
+    // The key secrets are sealed to, where the instance has one (npm run seal).
+    sealing: sealing ? { key_id: sealing.keyId, public_key: hex(sealing.publicKey) } : null,
   };
 }
 
@@ -271,6 +237,7 @@ function attestationSummary(attested: VerifiedAttestation): string {
     ...[0, 1, 2].map((index) => `PCR${index} ${json.pcrs[index] ?? 'absent'}`),
     `public key ${json.public_key ?? 'none'}${json.signer ? ` (signer ${json.signer})` : ''}`,
     `nonce ${json.nonce ?? 'none'}`,
+    `sealing key ${json.sealing ? `${json.sealing.key_id} ${json.sealing.public_key}` : 'none'}`,
   ].join('\n');
 }
 

@@ -64,6 +64,12 @@ const schema = z
     SPARE_IDLE_MS: positiveMs.default(60_000),
     ALLOW_PUBLIC_EGRESS: flag.default(true),
     SIGNER_KEY_PATH: z.string().min(1).optional(),
+    SEALING_KMS_BLOB: z.string().min(1).optional(),
+    SEALING_KMS_REGION: z
+      .string()
+      .regex(/^[a-z0-9-]+$/, 'must be an AWS region, e.g. us-east-1')
+      .optional(),
+    SEALING_KMS_ENDPOINT: z.url({ protocol: /^https?$/ }).optional(),
     COMPATIBILITY_DATE: z
       .string()
       .regex(/^\d{4}-\d{2}-\d{2}$/, 'must be a date, YYYY-MM-DD')
@@ -78,6 +84,10 @@ const schema = z
       .transform((flags) => flags.split(/[ ,]+/).filter((flag) => flag !== ''))
       .default(['nodejs_compat']),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  })
+  .refine((e) => e.SEALING_KMS_BLOB === undefined || e.SEALING_KMS_REGION !== undefined, {
+    message: 'must be set with SEALING_KMS_BLOB: it names the region of the KMS key',
+    path: ['SEALING_KMS_REGION'],
   })
   .refine((e) => !e.ADMIN_PORT || e.ADMIN_PORT !== e.PORT, {
     message: 'must differ from PORT: the operator endpoints never share the public listener',
@@ -147,6 +157,12 @@ export interface Config {
   readonly logLevel: string;
   /** File holding the secp256k1 secret that signs every successful answer; unset, nothing is signed. */
   readonly signerKeyPath: string | undefined;
+  /** File with the KMS CiphertextBlob of the image's master secret (base64); unset, sealed secrets are off. */
+  readonly sealingKmsBlob: string | undefined;
+  /** The region of the KMS key. */
+  readonly sealingKmsRegion: string | undefined;
+  /** KMS's URL when it is not the region's own (the development KMS, a proxy). */
+  readonly sealingKmsEndpoint: string | undefined;
 }
 
 /** Parses the environment into a Config, or throws a StartupError that names every bad variable. */
@@ -192,5 +208,8 @@ export function parseConfig(env: Readonly<Record<string, string | undefined>>): 
     allowPublicEgress: e.ALLOW_PUBLIC_EGRESS,
     logLevel: e.LOG_LEVEL,
     signerKeyPath: e.SIGNER_KEY_PATH,
+    sealingKmsBlob: e.SEALING_KMS_BLOB,
+    sealingKmsRegion: e.SEALING_KMS_REGION,
+    sealingKmsEndpoint: e.SEALING_KMS_ENDPOINT,
   };
 }

@@ -12,6 +12,16 @@ const definitions = {
   },
   INVALID_BUNDLE: { status: 400, message: 'The stored code bundle is invalid' },
   UNSUPPORTED_BINDING: { status: 400, message: 'The code needs a binding of a type this runtime cannot provide' },
+  // data names the binding and why, never its value.
+  SEALED_SECRET_INVALID: {
+    status: 400,
+    message: 'A sealed secret binding does not open with this image’s sealing key',
+  },
+  // A 503: another instance may hold the sealing key, and no user code has run.
+  SEALING_UNAVAILABLE: {
+    status: 503,
+    message: 'The code has sealed secrets, and this instance cannot open them (no sealing key)',
+  },
   UNSUPPORTED_LANGUAGE: {
     status: 400,
     message: 'This runtime runs JavaScript and WebAssembly; the code is in a language it does not run',

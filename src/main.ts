@@ -8,6 +8,7 @@ import { buildAdminApp } from './http/adminApp.js';
 import { buildApp, shutdown } from './http/app.js';
 import { compactingCollection } from './idleCollector.js';
 import { CgroupPool } from './sandbox/cgroupPool.js';
+import { type Sealing, sealingOff } from './secrets/sealing.js';
 import { createService } from './service.js';
 
 // Starts the service from the environment (and .env), as supervisord runs it; exits 0 after SIGTERM.
@@ -20,6 +21,11 @@ async function main(): Promise<void> {
       ? undefined
       : await (await import('./signing.js')).loadSigner(config.signerKeyPath);
   if (signer && config.attestationKeyCheck) await (await import('./keyCheck.js')).checkAttestedKey(config, signer);
+  // Loaded only when asked for, like the signer: the AWS SDK is large.
+  const sealing: Sealing =
+    config.sealingKmsBlob === undefined
+      ? sealingOff
+      : await (await import('./secrets/release.js')).sealingFrom({ ...config, sealingKmsBlob: config.sealingKmsBlob });
   const pool = await CgroupPool.open({
     root: config.cgroupRoot,
     version: config.cgroupVersion,
@@ -35,7 +41,8 @@ async function main(): Promise<void> {
         });
   // gc() is there when the service runs with its own Node flags (src/nodeFlags.ts).
   const collectGarbage = globalThis.gc && compactingCollection(globalThis.gc);
-  const service = createService(config, { pool, signer, collectGarbage, ledger });
+  const service = createService(config, { pool, signer, collectGarbage, ledger, sealing });
+  if (sealing.state === 'unavailable') service.log.error({ reason: sealing.reason }, 'sealed secrets cannot be opened');
   const app = buildApp(service);
   const admin = config.adminPort === undefined ? undefined : buildAdminApp(service);
   if (!collectGarbage && config.idleGcMs > 0) {
@@ -56,6 +63,7 @@ async function main(): Promise<void> {
       signer: signer?.address ?? null,
       attestedKeyChecked: signer !== undefined && config.attestationKeyCheck,
       ledger: config.ledgerPath ?? null,
+      sealing: sealing.state === 'on' ? { keyId: sealing.keyId } : sealing.state,
     },
     'cgroup pool ready',
   );

@@ -16,6 +16,7 @@ import { Spares } from './pipeline/spares.js';
 import type { FunctionUsage } from './pipeline/usage.js';
 import type { CgroupPool } from './sandbox/cgroupPool.js';
 import { prepareWorkerd } from './sandbox/standby.js';
+import { type Sealing, sealingOff } from './secrets/sealing.js';
 import type { Signer } from './signing.js';
 
 // How often ledger rows past their retention are folded into hourly totals.
@@ -33,6 +34,8 @@ export interface ServiceDependencies {
   readonly log?: Logger;
   /** Where each invocation's usage is committed before its answer (LEDGER_PATH); none when unset. */
   readonly ledger?: UsageLedger;
+  /** The sealing key KMS released (SEALING_KMS_BLOB); off when unset. */
+  readonly sealing?: Sealing;
 }
 
 /** The service without its HTTP layer: every object a request needs, made and wired once. */
@@ -50,6 +53,8 @@ export interface Service {
   readonly spares: Spares;
   /** The usage ledger, when one is kept. */
   readonly ledger: UsageLedger | undefined;
+  /** Whether sealed secrets can be opened here, and with which key. */
+  readonly sealing: Sealing;
   /** Whether drain() has begun (shutdown): new invocations are refused with SHUTTING_DOWN. */
   readonly shuttingDown: boolean;
   /** Whether an operator has taken the instance out of rotation: new invocations are refused with DRAINING. */
@@ -124,6 +129,7 @@ export function createService(config: Config, deps: ServiceDependencies): Servic
     workerFiles,
     spares,
     guard,
+    sealing: deps.sealing ?? sealingOff,
     background,
     shutdown: shutdown.signal,
     onCleanup: (ms: number) => metrics.observeStage('cleanup', ms),
@@ -241,6 +247,7 @@ export function createService(config: Config, deps: ServiceDependencies): Servic
     background,
     spares,
     ledger: deps.ledger,
+    sealing: deps.sealing ?? sealingOff,
     get shuttingDown() {
       return shuttingDown;
     },

@@ -10,11 +10,11 @@ export interface WorkerModule {
 
 /**
  * A value the worker is given under a name: on `env` for modules, as a global for a service
- * worker. Text (plain or secret) and JSON come from the upload's metadata; a WebAssembly module,
+ * worker. Text (plain or secret, a secret perhaps sealed) and JSON come from the upload's metadata; a WebAssembly module,
  * text or data blob from one of its parts.
  */
 export type WorkerBinding =
-  | { readonly name: string; readonly type: 'text' | 'json'; readonly value: string }
+  | { readonly name: string; readonly type: 'text' | 'json' | 'secretText'; readonly value: string }
   | { readonly name: string; readonly type: 'wasmModule' | 'textBlob' | 'dataBlob'; readonly content: Buffer };
 
 /** What the code asks of the runtime; what it leaves out, the service's defaults fill in. */

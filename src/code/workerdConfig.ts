@@ -28,7 +28,7 @@ export type CodeFiles = (
 
 /** A binding as the config declares it: a value inline, or a file that holds it. */
 export type BindingFile =
-  | { readonly name: string; readonly type: 'text' | 'json'; readonly value: string }
+  | { readonly name: string; readonly type: 'text' | 'json' | 'secretText'; readonly value: string }
   | { readonly name: string; readonly type: 'wasmModule' | 'textBlob' | 'dataBlob'; readonly file: string };
 
 /** What code gets that does not say: the service's COMPATIBILITY_DATE and COMPATIBILITY_FLAGS. */
@@ -88,6 +88,7 @@ function renderCode(code: CodeFiles): string {
 // The capnp field of each kind of binding; a blob is embedded from its file, as text or as bytes.
 const bindingFields = {
   text: 'text',
+  secretText: 'text',
   json: 'json',
   wasmModule: 'wasmModule',
   textBlob: 'text',

@@ -154,7 +154,7 @@ const bindingReaders: Readonly<
   Record<string, (binding: RawBinding, part: (field: string) => Promise<Buffer>) => Promise<WorkerBinding>>
 > = {
   plain_text: async (binding) => ({ name: binding.name, type: 'text', value: textField(binding, 'text') }),
-  secret_text: async (binding) => ({ name: binding.name, type: 'text', value: textField(binding, 'text') }),
+  secret_text: async (binding) => ({ name: binding.name, type: 'secretText', value: textField(binding, 'text') }),
   json: async (binding) => {
     if (!('json' in binding)) throw invalid(`binding "${binding.name}" of type json has no "json" value`);
     return { name: binding.name, type: 'json', value: JSON.stringify(binding.json) };

@@ -74,11 +74,12 @@ export interface AttestationServerOptions {
   /** 0 picks a free port. */
   readonly port?: number;
   /**
-   * The key every document attests, whatever a request asks, as Marlin's attestation server reads
-   * it from its --pub-key file; unset, a request's public_key parameter is attested, as its
-   * custom server does.
+   * The key a document attests when a request asks for none, as Marlin's attestation server reads
+   * it from its --pub-key file; a request's public_key parameter wins, as with its custom server.
    */
   readonly publicKey?: Uint8Array;
+  /** Attest publicKey whatever a request asks: a server that reads only its file (a stand-in for a misconfigured one). */
+  readonly ignoreRequestedKey?: boolean;
 }
 
 /**
@@ -94,7 +95,8 @@ export function startAttestationServer(options: AttestationServerOptions = {}): 
     if (url.pathname !== rawDocumentPath && url.pathname !== hexDocumentPath) return void response.writeHead(404).end();
     const fields = parseQuery(url.searchParams);
     if (typeof fields === 'string') return void response.writeHead(400).end(fields);
-    const document = makeDevDocument({ ...fields, publicKey: options.publicKey ?? fields.publicKey });
+    const publicKey = options.ignoreRequestedKey ? options.publicKey : (fields.publicKey ?? options.publicKey);
+    const document = makeDevDocument({ ...fields, publicKey });
     if (url.pathname === rawDocumentPath) send(response, 'application/octet-stream', document);
     else send(response, 'text/plain; charset=utf-8', document.toString('hex'));
   });

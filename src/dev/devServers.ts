@@ -1,8 +1,9 @@
 import path from 'node:path';
 import type { Config } from '../config.js';
 import { loadSigner } from '../signing.js';
-import { startAttestationServer } from './attestationServer.js';
+import { devPcrs, startAttestationServer } from './attestationServer.js';
 import { devRootPem } from './devAttestationChain.js';
+import { startKmsServer } from './kmsServer.js';
 import type { RunningServer } from './listen.js';
 import { projectRoot } from './projectRoot.js';
 import { startStorageServer } from './storageServer.js';
@@ -14,6 +15,8 @@ const defaultHttpPort = 80;
 export interface DevServers {
   readonly attestation: RunningServer;
   readonly storage: RunningServer;
+  /** The development KMS, where SEALING_KMS_ENDPOINT names a port for it. */
+  readonly kms: RunningServer | undefined;
   /** Where the served functions come from. */
   readonly codeDir: string;
   close(): Promise<void>;
@@ -25,10 +28,10 @@ export interface DevServers {
  * moreCodeDirs, searched first) to requests whose document verifies against the development root.
  */
 export async function startDevServers(
-  config: Pick<Config, 'attestationUrl' | 'storageUrl' | 'signerKeyPath'>,
+  config: Pick<Config, 'attestationUrl' | 'storageUrl' | 'signerKeyPath' | 'sealingKmsEndpoint'>,
   moreCodeDirs: readonly string[] = [],
 ): Promise<DevServers> {
-  // With a signer, every document attests its key, as the enclave's attestation server does.
+  // With a signer, a document asked for no key attests the signer's, as the enclave's attestation server does.
   const publicKey = config.signerKeyPath === undefined ? undefined : (await loadSigner(config.signerKeyPath)).publicKey;
   const attestation = await startAttestationServer({ port: portOf(config.attestationUrl), publicKey });
   const storage = await startStorageServer({
@@ -36,12 +39,22 @@ export async function startDevServers(
     attestationRoot: devRootPem,
     port: portOf(config.storageUrl),
   });
+  // It releases data keys to the development image: documents with its PCR0 to PCR2.
+  const kms =
+    config.sealingKmsEndpoint === undefined
+      ? undefined
+      : await startKmsServer({
+          port: portOf(config.sealingKmsEndpoint),
+          attestationRootPem: devRootPem,
+          policyPcrs: new Map([0, 1, 2].map((index) => [index, devPcrs.get(index)!])),
+        });
   return {
     attestation,
     storage,
+    kms,
     codeDir: examplesDir,
     close: async () => {
-      await Promise.all([attestation.close(), storage.close()]);
+      await Promise.all([attestation.close(), storage.close(), kms?.close()]);
     },
   };
 }

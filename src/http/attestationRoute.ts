@@ -2,6 +2,7 @@ import type { FastifyPluginAsync } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { fetchAttestation } from '../pipeline/attestation.js';
+import { sealingUserData } from '../secrets/sealing.js';
 import type { Service } from '../service.js';
 import { abandonOnClose } from './invoking.js';
 
@@ -24,13 +25,16 @@ const querySchema = z.object({
  * each request asks the attestation server anew.
  */
 export const attestationRoute: FastifyPluginAsync<{ readonly service: Service }> = async (app, { service }) => {
-  const { config, signer } = service;
+  const { config, signer, sealing } = service;
+  // Where sealing is on, every document names the sealing key, so that a developer seals to it.
+  const userData = sealing.state === 'on' ? sealingUserData(sealing) : undefined;
   app
     .withTypeProvider<ZodTypeProvider>()
     .get(attestationPath, { schema: { querystring: querySchema } }, async (request, reply) => {
       const document = await fetchAttestation({
         url: config.attestationUrl,
         publicKey: signer?.publicKey,
+        userData,
         nonce: request.query.nonce === undefined ? undefined : Buffer.from(request.query.nonce, 'hex'),
         timeoutMs: config.upstreamTimeoutMs,
         // The client going away ends the upstream call with it.

@@ -18,6 +18,7 @@ export const statusRoutes: FastifyPluginAsync<{ readonly service: Service }> = a
         spares: service.spares.count,
         draining: service.draining,
         in_flight: service.inFlight,
+        sealing: service.sealing.state,
       },
     });
   });

@@ -9,6 +9,8 @@ export interface AttestationOptions {
   readonly publicKey?: Uint8Array;
   /** A client's nonce, passed on as nonce, so that the document is fresh for it. */
   readonly nonce?: Uint8Array;
+  /** Passed on as user_data: the sealing key's id and public key, where sealing is on. */
+  readonly userData?: Uint8Array;
   /** Limit for the whole call, connection to last byte. */
   readonly timeoutMs: number;
   /** Fires when the client goes away. */
@@ -36,10 +38,11 @@ export async function fetchAttestation(options: AttestationOptions): Promise<Buf
 }
 
 // The query parameters of Marlin's attestation servers: hex without 0x.
-function documentUrl({ url, publicKey, nonce }: AttestationOptions): string {
-  if (!publicKey && !nonce) return url;
+function documentUrl({ url, publicKey, nonce, userData }: AttestationOptions): string {
+  if (!publicKey && !nonce && !userData) return url;
   const target = new URL(url);
-  if (publicKey) target.searchParams.set('public_key', Buffer.from(publicKey).toString('hex'));
-  if (nonce) target.searchParams.set('nonce', Buffer.from(nonce).toString('hex'));
+  const query = { public_key: publicKey, user_data: userData, nonce };
+  for (const [name, bytes] of Object.entries(query))
+    if (bytes) target.searchParams.set(name, Buffer.from(bytes).toString('hex'));
   return target.href;
 }

@@ -2,12 +2,14 @@ import { performance } from 'node:perf_hooks';
 import type { CachedCode, CodeCache } from '../code/codeCache.js';
 import { parseWorkerCode } from '../code/codeFormat.js';
 import type { ResponseGuard } from '../code/responseGuard.js';
+import { openSealedSecrets } from '../code/sealedSecrets.js';
 import type { FilesLease, WorkerFileStore } from '../code/workerFileStore.js';
 import type { Config } from '../config.js';
 import { abortError, isServiceError, ServiceError, toServiceError } from '../errors.js';
 import type { CgroupPool, Lease } from '../sandbox/cgroupPool.js';
 import { watchOom } from '../sandbox/cgroups.js';
 import type { WorkerdProcess } from '../sandbox/standby.js';
+import type { Sealing } from '../secrets/sealing.js';
 import { fetchAttestation } from './attestation.js';
 import type { BackgroundWork } from './backgroundWork.js';
 import { downloadCode } from './codeDownload.js';
@@ -33,6 +35,8 @@ export interface PipelineDependencies {
   readonly spares: Spares;
   /** What tells a complete answer of the function's from one it did not finish. */
   readonly guard: ResponseGuard;
+  /** The key sealed secrets are opened with, where this instance has one. */
+  readonly sealing: Sealing;
   /** Where each invocation's cleanup runs once its answer is on its way. */
   readonly background: BackgroundWork;
   /** Fires when shutdown stops waiting for work the functions handed to waitUntil. */
@@ -126,7 +130,9 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
     // 4. The code (one script, or a bundle of modules) and its workerd config, in a private
     //    directory with a random name: written once while the code is cached, else for this run.
     //    A spare has both already.
-    const code = spare?.code.code ?? (await parseWorkerCode(stored.bytes, stored.contentType));
+    //    Sealed secrets are opened here, inside the enclave, and live only in this run's config.
+    const code =
+      spare?.code.code ?? openSealedSecrets(await parseWorkerCode(stored.bytes, stored.contentType), deps.sealing);
     ran = { codeId, stored, sha256: codeSha256, code };
     files =
       spare?.files ??

@@ -9,16 +9,12 @@
 // It needs no network and no Cloudflare account. The boundary is random, so every capture
 // rewrites upload.body even when nothing else changed. It lives under test/ and not scripts/
 // because the service's build (and its Docker image) compiles scripts/ without test/.
-import { execFile } from 'node:child_process';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { projectRoot } from './projectRoot.js';
-import { startWorkersApi } from './workersApi.js';
+import { wranglerDeploy } from './wranglerDeploy.js';
 
 const fixturesDir = path.join(projectRoot, 'test/fixtures/wrangler');
-const wrangler = path.join(projectRoot, 'node_modules/.bin/wrangler');
 
 // Flags a project needs beyond `wrangler deploy`, relative to its project/ folder.
 const deployArgs: Record<string, string[]> = {
@@ -27,44 +23,10 @@ const deployArgs: Record<string, string[]> = {
 };
 
 async function capture(name: string): Promise<void> {
-  const projectDir = path.join(fixturesDir, name, 'project');
-  const api = await startWorkersApi();
-  // A home of its own keeps a developer's wrangler login and settings out of the capture.
-  const home = await mkdtemp(path.join(tmpdir(), 'wrangler-home-'));
-  try {
-    const run = await promisify(execFile)(wrangler, ['deploy', ...(deployArgs[name] ?? [])], {
-      cwd: projectDir,
-      env: {
-        PATH: process.env.PATH,
-        HOME: home,
-        CLOUDFLARE_API_BASE_URL: api.baseUrl,
-        CLOUDFLARE_API_TOKEN: 'fixture-token',
-        CLOUDFLARE_ACCOUNT_ID: '0123456789abcdef0123456789abcdef',
-        WRANGLER_SEND_METRICS: 'false',
-        WRANGLER_SEND_ERROR_REPORTS: 'false',
-        // The banner asks the npm registry for a newer wrangler; the capture stays offline.
-        WRANGLER_HIDE_BANNER: 'true',
-        NO_COLOR: '1',
-      },
-    }).catch((error: { stdout?: string; stderr?: string }) => {
-      console.error(error.stdout, error.stderr);
-      throw new Error(`${name}: wrangler deploy failed`);
-    });
-    console.log(`== ${name}\n${run.stdout}${run.stderr}`);
-    for (const request of api.requests)
-      console.log(`  ${request.status} ${request.method} ${request.path}${request.query}`);
-
-    if (api.uploads.length !== 1)
-      throw new Error(`${name}: expected one script upload, the stand-in got ${api.uploads.length}`);
-    const upload = api.uploads[0]!;
-    await writeFile(path.join(fixturesDir, name, 'upload.body'), upload.body);
-    await writeFile(path.join(fixturesDir, name, 'upload.content-type'), upload.contentType);
-  } finally {
-    await api.close();
-    await rm(home, { recursive: true, force: true });
-    // wrangler bundles into project/.wrangler/tmp; nothing of it belongs in the fixture.
-    await rm(path.join(projectDir, '.wrangler'), { recursive: true, force: true });
-  }
+  const upload = await wranglerDeploy(path.join(fixturesDir, name, 'project'), deployArgs[name]);
+  console.log(`== ${name}\n${upload.output}`);
+  await writeFile(path.join(fixturesDir, name, 'upload.body'), upload.body);
+  await writeFile(path.join(fixturesDir, name, 'upload.content-type'), upload.contentType);
 }
 
 async function main(): Promise<void> {

@@ -152,7 +152,7 @@ describe.runIf(ready)('verifiable from the outside', () => {
     expect(result.exitCode, result.stderr).toBe(0);
     expect(JSON.parse(result.stdout)).toMatchObject({ signer: signer.address, answer_signer: signer.address });
 
-    const stranger = await startUpstreams([], { publicKey: other.publicKey });
+    const stranger = await startUpstreams([], { publicKey: other.publicKey, ignoreRequestedKey: true });
     try {
       await saveBody(`${stranger.attestation.url}/attestation/raw`, file('other.cbor'));
     } finally {
@@ -166,7 +166,7 @@ describe.runIf(ready)('verifiable from the outside', () => {
   });
 
   test('the service refuses to start when the attestation server attests another key, naming both', async () => {
-    const stranger = await startUpstreams([examplesDir], { publicKey: other.publicKey });
+    const stranger = await startUpstreams([examplesDir], { publicKey: other.publicKey, ignoreRequestedKey: true });
     try {
       const env = { ...serviceEnv({ pool, runtimePath, ...stranger }), SIGNER_KEY_PATH: file('id.sec') };
       const refused = await refusedStart(env);

@@ -69,6 +69,8 @@ describe.runIf(cgroups)('npm run local', () => {
       );
       expect(verified.exitCode, verified.stderr).toBe(0);
       expect(verified.stdout).toMatch(/answer signed by 0x[0-9a-fA-F]{40}/);
+      // Sealed secrets are on, with a key the development KMS released to the development image.
+      expect(verified.stdout).toMatch(/sealing key [0-9a-f]{16} 0[23][0-9a-f]{64}/);
       expect(output).toContain(`cgroup v`);
       expect(output).toContain(`${prefix}1..${prefix}20`);
       local.kill('SIGTERM');

@@ -79,6 +79,7 @@ describe('the HTTP API', () => {
       spares: 0,
       draining: false,
       in_flight: 0,
+      sealing: 'off',
     });
   });
 

@@ -89,12 +89,12 @@ describe('the layout of src/', () => {
   });
 
   // Each of them is a sizeable part of the idle memory of a service that does not use it.
-  test('the service loads the signing library and SQLite only when its settings ask for them', async () => {
+  test('the service loads the signing library, SQLite and the AWS SDK only when its settings ask for them', async () => {
     const atStart = await packagesLoadedBy('main.js');
     expect(atStart).toContain('fastify');
-    expect([...atStart].filter((name) => ['@noble/curves', '@noble/hashes', 'better-sqlite3'].includes(name))).toEqual(
-      [],
-    );
+    const optional = ['@noble/curves', '@noble/hashes', 'better-sqlite3', '@aws-sdk/client-kms', 'eciesjs', 'pkijs'];
+    expect([...atStart].filter((name) => optional.includes(name))).toEqual([]);
+    expect(await packagesLoadedBy('secrets/release.js')).toContain('@aws-sdk/client-kms');
     const withLedger = await packagesLoadedBy('ledger/usageLedger.js');
     expect(withLedger).toContain('better-sqlite3');
     expect([...withLedger].filter((name) => name.startsWith('@noble/'))).toEqual([]);

@@ -80,7 +80,7 @@ describe('a Workers upload with main_module', () => {
     ]);
     expect(code.settings.bindings).toEqual([
       { name: 'GREETING', type: 'text', value: 'hello' },
-      { name: 'API_KEY', type: 'text', value: 's3cret' },
+      { name: 'API_KEY', type: 'secretText', value: 's3cret' },
       { name: 'SETTINGS', type: 'json', value: '{"depth":[1,2]}' },
     ]);
   });

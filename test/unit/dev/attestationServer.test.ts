@@ -21,7 +21,7 @@ describe('the development attestation server', () => {
 
   beforeAll(async () => {
     asked = await startAttestationServer();
-    fixed = await startAttestationServer({ publicKey: fixedKey });
+    fixed = await startAttestationServer({ publicKey: fixedKey, ignoreRequestedKey: true });
   });
   afterAll(async () => {
     await Promise.all([asked?.close(), fixed?.close()]);
@@ -40,9 +40,23 @@ describe('the development attestation server', () => {
     expect(Buffer.from(verifyAttestation(second.body, { rootPem: devRootPem }).nonce!).toString('hex')).toBe('01');
   });
 
-  test('with a key of its own attests that key whatever is asked, as a server reading --pub-key does', async () => {
+  test('told to ignore what is asked, attests its own key whatever a request names', async () => {
     const { body } = await get(`${fixed.url}${rawDocumentPath}?public_key=${'ab'.repeat(64)}`);
     expect(verifyAttestation(body, { rootPem: devRootPem }).publicKey).toEqual(fixedKey);
+  });
+
+  test('with a default key attests it when a request asks for none, and the asked-for key otherwise', async () => {
+    const server = await startAttestationServer({ publicKey: fixedKey });
+    try {
+      const unasked = await get(`${server.url}${rawDocumentPath}`);
+      expect(verifyAttestation(unasked.body, { rootPem: devRootPem }).publicKey).toEqual(fixedKey);
+      const asked = await get(`${server.url}${rawDocumentPath}?public_key=${'ab'.repeat(64)}`);
+      expect(Buffer.from(verifyAttestation(asked.body, { rootPem: devRootPem }).publicKey!).toString('hex')).toBe(
+        'ab'.repeat(64),
+      );
+    } finally {
+      await server.close();
+    }
   });
 
   test('serves the same document hex-encoded at /attestation/hex, and its root at /root.pem', async () => {
