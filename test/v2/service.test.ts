@@ -132,6 +132,7 @@ describe('the service on a cgroup v2 kernel', () => {
       spares: 0,
       draining: false,
       in_flight: 0,
+      sealing: 'off',
     });
   });
 
