@@ -20,71 +20,75 @@ const bytes = z.coerce.number().int().positive();
 const flag = z.enum(['true', 'false', '1', '0']).transform((value) => value === 'true' || value === '1');
 
 // The environment variables the service reads, with their defaults. Parsed once, at start-up.
-const schema = z
-  .object({
-    PORT: port.default(6000),
-    HOST: z.string().min(1).default('127.0.0.1'),
-    ADMIN_PORT: port.optional(),
-    ADMIN_HOST: z.string().min(1).default('127.0.0.1'),
-    CGROUP_VERSION: z.enum(['1', '2']).transform(Number).optional(),
-    CGROUP_ROOT: z.string().min(1).default('/sys/fs/cgroup'),
-    CGROUP_PREFIX: z
-      .string()
-      .regex(/^[A-Za-z0-9_.-]+$/, 'must be a plain cgroup name prefix (letters, digits, _ . -)')
-      .default('workerd'),
-    RUNTIME_PATH: z
-      .string()
-      .min(1)
-      // Each workerd gets the path of its config as one line on stdin.
-      .regex(/^[^\n]*$/, 'must not contain a line break')
-      .default('./runtime/'),
-    WORKERD_PATH: z.string().min(1).default(workerd.default),
-    ATTESTATION_URL: z.url({ protocol: /^https?$/ }).default('http://127.0.0.1:1300/attestation/raw'),
-    ATTESTATION_KEY_CHECK: flag.default(true),
-    STORAGE_URL: z.url({ protocol: /^https?$/ }).default('http://127.0.0.1:3000/load'),
-    EXECUTION_TIMEOUT_MS: positiveMs.default(30_000),
-    UPSTREAM_TIMEOUT_MS: positiveMs.default(5_000),
-    SHUTDOWN_GRACE_MS: positiveMs.default(10_000),
-    REQUEST_TIMEOUT_MS: positiveMs.default(10_000),
-    KEEP_ALIVE_TIMEOUT_MS: positiveMs.default(5_000),
-    MAX_CONNECTIONS: z.coerce.number().int().positive().default(1_000),
-    MAX_BODY_BYTES: bytes.default(1024 * 1024),
-    MAX_CODE_BYTES: bytes.default(10 * 1024 * 1024),
-    MAX_RESPONSE_BYTES: bytes.default(1024 * 1024),
-    CODE_CACHE_MAX_BYTES: z.coerce
-      .number()
-      .int()
-      .min(0)
-      .default(64 * 1024 * 1024),
-    IDLE_GC_MS: z.coerce.number().int().min(0).max(maxTimerMs).default(10_000),
-    LEDGER_PATH: z.string().min(1).optional(),
-    LEDGER_RETENTION_DAYS: z.coerce.number().int().positive().default(30),
-    SPARES_MAX: z.coerce.number().int().min(0).default(4),
-    SPARES_PER_CODE: z.coerce.number().int().positive().default(1),
-    SPARE_IDLE_MS: positiveMs.default(60_000),
-    ALLOW_PUBLIC_EGRESS: flag.default(true),
-    SIGNER_KEY_PATH: z.string().min(1).optional(),
-    SEALING_KMS_BLOB: z.string().min(1).optional(),
-    SEALING_KMS_REGION: z
-      .string()
-      .regex(/^[a-z0-9-]+$/, 'must be an AWS region, e.g. us-east-1')
-      .optional(),
-    SEALING_KMS_ENDPOINT: z.url({ protocol: /^https?$/ }).optional(),
-    COMPATIBILITY_DATE: z
-      .string()
-      .regex(/^\d{4}-\d{2}-\d{2}$/, 'must be a date, YYYY-MM-DD')
-      .refine(
-        (date) => date <= workerd.compatibilityDate,
-        `must not be after ${workerd.compatibilityDate}, the newest date the bundled workerd supports`,
-      )
-      .default(workerd.compatibilityDate),
-    COMPATIBILITY_FLAGS: z
-      .string()
-      .regex(/^[a-z0-9_, ]*$/, 'must be compatibility flags (lowercase letters, digits, _), separated by commas')
-      .transform((flags) => flags.split(/[ ,]+/).filter((flag) => flag !== ''))
-      .default(['nodejs_compat']),
-    LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-  })
+const variables = z.object({
+  PORT: port.default(6000),
+  HOST: z.string().min(1).default('127.0.0.1'),
+  ADMIN_PORT: port.optional(),
+  ADMIN_HOST: z.string().min(1).default('127.0.0.1'),
+  CGROUP_VERSION: z.enum(['1', '2']).transform(Number).optional(),
+  CGROUP_ROOT: z.string().min(1).default('/sys/fs/cgroup'),
+  CGROUP_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]+$/, 'must be a plain cgroup name prefix (letters, digits, _ . -)')
+    .default('workerd'),
+  RUNTIME_PATH: z
+    .string()
+    .min(1)
+    // Each workerd gets the path of its config as one line on stdin.
+    .regex(/^[^\n]*$/, 'must not contain a line break')
+    .default('./runtime/'),
+  WORKERD_PATH: z.string().min(1).default(workerd.default),
+  ATTESTATION_URL: z.url({ protocol: /^https?$/ }).default('http://127.0.0.1:1300/attestation/raw'),
+  ATTESTATION_KEY_CHECK: flag.default(true),
+  STORAGE_URL: z.url({ protocol: /^https?$/ }).default('http://127.0.0.1:3000/load'),
+  EXECUTION_TIMEOUT_MS: positiveMs.default(30_000),
+  UPSTREAM_TIMEOUT_MS: positiveMs.default(5_000),
+  SHUTDOWN_GRACE_MS: positiveMs.default(10_000),
+  REQUEST_TIMEOUT_MS: positiveMs.default(10_000),
+  KEEP_ALIVE_TIMEOUT_MS: positiveMs.default(5_000),
+  MAX_CONNECTIONS: z.coerce.number().int().positive().default(1_000),
+  MAX_BODY_BYTES: bytes.default(1024 * 1024),
+  MAX_CODE_BYTES: bytes.default(10 * 1024 * 1024),
+  MAX_RESPONSE_BYTES: bytes.default(1024 * 1024),
+  CODE_CACHE_MAX_BYTES: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(64 * 1024 * 1024),
+  IDLE_GC_MS: z.coerce.number().int().min(0).max(maxTimerMs).default(10_000),
+  LEDGER_PATH: z.string().min(1).optional(),
+  LEDGER_RETENTION_DAYS: z.coerce.number().int().positive().default(30),
+  SPARES_MAX: z.coerce.number().int().min(0).default(4),
+  SPARES_PER_CODE: z.coerce.number().int().positive().default(1),
+  SPARE_IDLE_MS: positiveMs.default(60_000),
+  ALLOW_PUBLIC_EGRESS: flag.default(true),
+  SIGNER_KEY_PATH: z.string().min(1).optional(),
+  SEALING_KMS_BLOB: z.string().min(1).optional(),
+  SEALING_KMS_REGION: z
+    .string()
+    .regex(/^[a-z0-9-]+$/, 'must be an AWS region, e.g. us-east-1')
+    .optional(),
+  SEALING_KMS_ENDPOINT: z.url({ protocol: /^https?$/ }).optional(),
+  COMPATIBILITY_DATE: z
+    .string()
+    .regex(/^\d{4}-\d{2}-\d{2}$/, 'must be a date, YYYY-MM-DD')
+    .refine(
+      (date) => date <= workerd.compatibilityDate,
+      `must not be after ${workerd.compatibilityDate}, the newest date the bundled workerd supports`,
+    )
+    .default(workerd.compatibilityDate),
+  COMPATIBILITY_FLAGS: z
+    .string()
+    .regex(/^[a-z0-9_, ]*$/, 'must be compatibility flags (lowercase letters, digits, _), separated by commas')
+    .transform((flags) => flags.split(/[ ,]+/).filter((flag) => flag !== ''))
+    .default(['nodejs_compat']),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+/** The name of every environment variable the service reads: docs/configuration.md and .env.example list each. */
+export const settingNames: readonly string[] = Object.keys(variables.shape);
+
+const schema = variables
   .refine((e) => e.SEALING_KMS_BLOB === undefined || e.SEALING_KMS_REGION !== undefined, {
     message: 'must be set with SEALING_KMS_BLOB: it names the region of the KMS key',
     path: ['SEALING_KMS_REGION'],

@@ -1,7 +1,9 @@
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, test } from 'vitest';
-import { parseConfig } from '../../src/config.js';
+import { parseConfig, settingNames } from '../../src/config.js';
 import { StartupError } from '../../src/errors.js';
+import { projectRoot } from '../helpers/projectRoot.js';
 
 describe('parseConfig', () => {
   test('gives the documented defaults for an empty environment', () => {
@@ -93,5 +95,20 @@ describe('parseConfig', () => {
   ])('refuses a bad %s (%s) with a message that names it', (name, value) => {
     expect(() => parseConfig({ [name]: value })).toThrow(StartupError);
     expect(() => parseConfig({ [name]: value })).toThrow(name);
+  });
+});
+
+describe('the settings, declared in src/config.ts', () => {
+  // The variables a file names: docs/configuration.md's table rows, .env.example's assignments
+  // (commented out or not).
+  const named = async (file: string, pattern: RegExp) =>
+    [...(await readFile(path.join(projectRoot, file), 'utf8')).matchAll(pattern)].map((match) => match[1]!).sort();
+
+  test('docs/configuration.md has a row for each, and for nothing else', async () => {
+    expect(await named('docs/configuration.md', /^\| `([A-Z][A-Z0-9_]*)` \|/gm)).toEqual([...settingNames].sort());
+  });
+
+  test('.env.example names each once, and nothing else', async () => {
+    expect(await named('.env.example', /^#? ?([A-Z][A-Z0-9_]*)=/gm)).toEqual([...settingNames].sort());
   });
 });
