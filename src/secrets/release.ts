@@ -13,6 +13,8 @@ import type { Sealing } from './sealing.js';
 import { deriveSealingKey, type SealingKey } from './sealingKey.js';
 
 const rsaBits = 2048;
+// Sealed values kept opened: 32 secrets each of many uploads, a few hundred KiB at most.
+const maxOpenedKept = 1024;
 
 export type SealingSettings = Pick<
   Config,
@@ -26,11 +28,22 @@ export type SealingSettings = Pick<
 export async function sealingFrom(settings: SealingSettings & { sealingKmsBlob: string }): Promise<Sealing> {
   try {
     const key = await releaseSealingKey(settings);
+    // Each opening costs a curve multiplication; cached code is opened at every invocation, so the
+    // values opened last are kept (with their binding's name, which is part of what was sealed).
+    const opened = new Map<string, string>();
     return {
       state: 'on',
       keyId: key.keyId,
       publicKey: key.publicKey,
-      open: (name, sealed) => unseal(key.secretKey, key.keyId, name, sealed),
+      open: (name, sealed) => {
+        const id = `${name}\n${sealed}`;
+        const known = opened.get(id);
+        if (known !== undefined) return known;
+        const value = unseal(key.secretKey, key.keyId, name, sealed);
+        opened.set(id, value);
+        if (opened.size > maxOpenedKept) opened.delete(opened.keys().next().value!);
+        return value;
+      },
     };
   } catch (error) {
     return {

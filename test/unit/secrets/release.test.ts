@@ -57,7 +57,11 @@ describe('releasing the sealing key', () => {
     expect(second.keyId).toBe(first.keyId);
     expect(second.publicKey).toEqual(first.publicKey);
     // What one seals to, the other opens.
-    expect(second.open('TOKEN', seal(first.publicKey, first.keyId, 'TOKEN', 'same'))).toBe('same');
+    const sealed = seal(first.publicKey, first.keyId, 'TOKEN', 'same');
+    expect(second.open('TOKEN', sealed)).toBe('same');
+    // Opened once, the value is kept, but only for its own binding's name.
+    expect(second.open('TOKEN', sealed)).toBe('same');
+    expect(() => second.open('OTHER', sealed)).toThrow(/another binding/);
   });
 
   test('a KMS whose policy names another PCR0 releases nothing, and says why', async () => {
