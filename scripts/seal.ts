@@ -20,6 +20,7 @@ Prints one NAME=sealed:v1:<key id>:<base64> line for each NAME=value, for wrangl
 const failedExit = 1;
 const usageExit = 2;
 const nonceBytes = 32;
+const fetchTimeoutMs = 10_000;
 const binding = /^([A-Za-z_$][\w$]*)=([\s\S]*)$/;
 
 async function main(): Promise<void> {
@@ -59,7 +60,7 @@ async function documentFrom(source: string): Promise<{ document: Uint8Array; non
   const nonce = randomBytes(nonceBytes);
   const url = new URL('/attestation', source);
   url.searchParams.set('nonce', nonce.toString('hex'));
-  const response = await fetch(url, { signal: AbortSignal.timeout(10_000) });
+  const response = await fetch(url, { signal: AbortSignal.timeout(fetchTimeoutMs) });
   if (!response.ok) throw new Error(`GET ${url.href} answered ${response.status}`);
   const document = new Uint8Array(await response.arrayBuffer());
   if (document.length > maxDocumentBytes) throw new AttestationError('size', `it has ${document.length} bytes`);

@@ -76,6 +76,7 @@ export interface Service {
 /** Creates the service's objects and wires them to each other. */
 export function createService(config: Config, deps: ServiceDependencies): Service {
   const { pool, signer } = deps;
+  const sealing = deps.sealing ?? sealingOff;
   const log = deps.log ?? pino({ level: config.logLevel });
   const background = new BackgroundWork();
   const guard = createResponseGuard(config.maxResponseBytes);
@@ -129,7 +130,7 @@ export function createService(config: Config, deps: ServiceDependencies): Servic
     workerFiles,
     spares,
     guard,
-    sealing: deps.sealing ?? sealingOff,
+    sealing,
     background,
     shutdown: shutdown.signal,
     onCleanup: (ms: number) => metrics.observeStage('cleanup', ms),
@@ -247,7 +248,7 @@ export function createService(config: Config, deps: ServiceDependencies): Servic
     background,
     spares,
     ledger: deps.ledger,
-    sealing: deps.sealing ?? sealingOff,
+    sealing,
     get shuttingDown() {
       return shuttingDown;
     },

@@ -130,7 +130,7 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
     // 4. The code (one script, or a bundle of modules) and its workerd config, in a private
     //    directory with a random name: written once while the code is cached, else for this run.
     //    A spare has both already.
-    //    Sealed secrets are opened here, inside the enclave, and live only in this run's config.
+    //    Sealed secrets are opened here, inside the enclave; their plaintext is only in that config.
     const code =
       spare?.code.code ?? openSealedSecrets(await parseWorkerCode(stored.bytes, stored.contentType), deps.sealing);
     ran = { codeId, stored, sha256: codeSha256, code };
