@@ -5,6 +5,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import 'dotenv/config';
+import { CgroupPool } from '../src/capacity/cgroupPool.js';
 import { parseConfig } from '../src/config.js';
 import { rootPath } from '../src/dev/attestationServer.js';
 import { startDevServers } from '../src/dev/devServers.js';
@@ -12,7 +13,6 @@ import { devKmsKeyId } from '../src/dev/kmsServer.js';
 import { projectRoot } from '../src/dev/projectRoot.js';
 import { writeKeyPair } from '../src/keyFiles.js';
 import { serviceNodeFlags } from '../src/nodeFlags.js';
-import { CgroupPool } from '../src/sandbox/cgroupPool.js';
 import { detectCgroupVersion } from '../src/sandbox/cgroups.js';
 import { generateSealingBlob } from '../src/secrets/blob.js';
 

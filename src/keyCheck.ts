@@ -1,8 +1,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AttestationError, decodeAttestation } from './attestation/document.js';
+import { fetchAttestation } from './attestation/fetchAttestation.js';
 import type { Config } from './config.js';
 import { StartupError } from './errors.js';
-import { fetchAttestation } from './pipeline/attestation.js';
 import { addressOf, type Signer, secp256k1PublicKey } from './signing.js';
 
 /** How long start-up waits for the attestation server: under supervisord it starts beside the service. */

@@ -1,10 +1,10 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { Capacity, CapacityEvents } from './capacity/capacity.js';
+import type { SettleOutcome } from './capacity/settleWork.js';
+import type { SpareKill } from './capacity/spares.js';
+import type { FunctionUsage } from './capacity/usage.js';
 import type { CodeCache } from './code/codeCache.js';
-import type { SettleOutcome } from './pipeline/settleWork.js';
-import type { SpareKill, Spares } from './pipeline/spares.js';
-import type { StageName } from './pipeline/stages.js';
-import type { FunctionUsage } from './pipeline/usage.js';
-import type { CgroupPool } from './sandbox/cgroupPool.js';
+import type { StageName } from './stages.js';
 
 // From 1 ms (a cache hit, a cgroup reservation) to 30 s (the default time limit).
 const durationBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
@@ -12,17 +12,17 @@ const mib = 1024 * 1024;
 // From well under an idle workerd (about 30 MiB) to past the pool's default limit (100M).
 const memoryBuckets = [16, 24, 32, 40, 48, 64, 96, 128, 256, 512, 1024].map((size) => size * mib);
 
+/** What the gauges read when /metrics is asked. */
 export interface MetricsSources {
-  readonly pool: CgroupPool;
+  readonly capacity: Capacity;
   readonly codeCache: CodeCache;
-  readonly spares: Spares;
 }
 
 /**
  * The numbers operators need, in the Prometheus text format: requests by answer, time per stage,
  * the pool, out-of-memory kills and time-outs, the code cache, and the process itself.
  */
-export class Metrics {
+export class Metrics implements CapacityEvents {
   readonly registry = new Registry();
   readonly #requests: Counter<'status' | 'code'>;
   readonly #stages: Histogram<'stage'>;
@@ -35,7 +35,7 @@ export class Metrics {
   readonly #sparesReady: Counter;
   readonly #sparesKilled: Counter<'reason'>;
 
-  constructor(sources: MetricsSources) {
+  constructor() {
     const registers = [this.registry];
     // A coarse event-loop monitor: the default 10 ms one wakes an idle service 100 times a second.
     collectDefaultMetrics({ register: this.registry, prefix: 'oyster_', eventLoopMonitoringPrecision: 100 });
@@ -98,6 +98,12 @@ export class Metrics {
       labelNames: ['reason'],
       registers,
     });
+  }
+
+  /** Adds the gauges and counters that read the pool, the spares and the code cache when they are collected. */
+  watch(sources: MetricsSources): void {
+    const registers = [this.registry];
+    const { capacity, codeCache } = sources;
     const gauge = (name: string, help: string, read: () => number) =>
       new Gauge({
         name,
@@ -107,9 +113,9 @@ export class Metrics {
           this.set(read());
         },
       });
-    gauge('oyster_pool_size', 'cgroups in the pool', () => sources.pool.size);
-    gauge('oyster_pool_free', 'cgroups ready to be handed out', () => sources.pool.free);
-    gauge('oyster_pool_usable', 'cgroups not occupied by a foreign process', () => sources.pool.usable);
+    gauge('oyster_pool_size', 'cgroups in the pool', () => capacity.cgroups.size);
+    gauge('oyster_pool_free', 'cgroups ready to be handed out', () => capacity.cgroups.free);
+    gauge('oyster_pool_usable', 'cgroups not occupied by a foreign process', () => capacity.cgroups.usable);
     // The cache keeps its own tallies; these counters catch up with them whenever they are read.
     const counter = (name: string, help: string, read: () => number) => {
       let counted = 0;
@@ -124,27 +130,23 @@ export class Metrics {
         },
       });
     };
-    counter(
-      'oyster_code_cache_hits_total',
-      'Requests whose code came from the code cache',
-      () => sources.codeCache.hits,
-    );
+    counter('oyster_code_cache_hits_total', 'Requests whose code came from the code cache', () => codeCache.hits);
     counter(
       'oyster_code_cache_misses_total',
       'Requests whose code was fetched from the storage server',
-      () => sources.codeCache.misses,
+      () => codeCache.misses,
     );
-    gauge('oyster_spares', 'Spares now, listening or starting', () => sources.spares.count);
-    counter('oyster_spare_hits_total', 'Invocations that took a spare', () => sources.spares.hits);
+    gauge('oyster_spares', 'Spares now, listening or starting', () => capacity.spares.count);
+    counter('oyster_spare_hits_total', 'Invocations that took a spare', () => capacity.spares.hits);
     counter(
       'oyster_spare_misses_total',
       'Invocations of cached code that found no spare of it, while spares are on',
-      () => sources.spares.misses,
+      () => capacity.spares.misses,
     );
     gauge(
       'oyster_code_cache_bytes',
       "What the code cache holds costs, in bytes: its code in memory and on disk, and each entry's overhead",
-      () => sources.codeCache.bytes,
+      () => codeCache.bytes,
     );
   }
 
@@ -154,7 +156,7 @@ export class Metrics {
   }
 
   /** Counts one invocation's waitUntil work by how it ended. */
-  countWaitUntil(outcome: SettleOutcome): void {
+  waitUntilEnded(outcome: SettleOutcome): void {
     this.#waitUntil.inc({ outcome });
   }
 
@@ -165,18 +167,18 @@ export class Metrics {
   }
 
   /** Counts one spare that listened. */
-  countSpareReady(): void {
+  spareReady(): void {
     this.#sparesReady.inc();
   }
 
   /** Counts one spare killed unused, by why. */
-  countSpareKilled(reason: SpareKill): void {
+  spareKilled(reason: SpareKill): void {
     this.#sparesKilled.inc({ reason });
   }
 
-  /** Records how long one stage took, for a stage that ends after the answer (cleanup). */
-  observeStage(stage: StageName, ms: number): void {
-    this.#stages.observe({ stage }, ms / 1000);
+  /** Records how long one invocation's cleanup took, a stage that ends after the answer. */
+  cleanedUp(ms: number): void {
+    this.#stages.observe({ stage: 'cleanup' }, ms / 1000);
   }
 
   /** Counts one answer of POST /api/serverless with the time each of its stages took. */

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { isServiceError } from '../errors.js';
-import type { StoredCode } from '../pipeline/codeDownload.js';
+import type { StoredCode } from './workerCode.js';
 
 /** A code_id names immutable code, so its bytes can be kept and reused without asking again. */
 export interface CachedCode {

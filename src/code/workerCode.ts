@@ -32,3 +32,22 @@ export type WorkerCode = (
 
 /** The settings of code that came without metadata: all the service's defaults, no bindings. */
 export const noSettings: WorkerSettings = { compatibilityDate: undefined, compatibilityFlags: undefined, bindings: [] };
+
+/**
+ * What the storage server answered for a code_id: the bytes and how they are typed (one script,
+ * or a multipart bundle of modules).
+ */
+export interface StoredCode {
+  readonly bytes: Buffer;
+  readonly contentType: string | undefined;
+}
+
+/** Code ready to run: a code_id's download (as the code cache holds it), its sha256, and what workerd runs of it. */
+export interface RunnableCode {
+  readonly codeId: string;
+  readonly stored: StoredCode;
+  /** sha256 of the bytes as the storage server served them. */
+  readonly sha256: Buffer;
+  /** The download parsed, its sealed secrets opened. */
+  readonly code: WorkerCode;
+}

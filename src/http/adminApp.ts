@@ -1,5 +1,5 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
-import type { Service } from '../service.js';
+import type { Service } from '../service/service.js';
 
 // A claimant's nonce: 1 to 64 bytes, in hex.
 const claimNonce = /^(?:[0-9a-fA-F]{2}){1,64}$/;
@@ -15,22 +15,22 @@ export function buildAdminApp(service: Service): FastifyInstance {
   const state = (message: string) => ({
     status: 'success',
     message,
-    data: { draining: service.draining, in_flight: service.inFlight },
+    data: { draining: service.gates.draining, in_flight: service.gates.inFlight },
   });
   const refuse = (reply: FastifyReply, status: number, message: string) =>
     reply.code(status).send({ status: 'error', message, data: null });
 
   app.post('/admin/drain', async () => {
-    service.setDraining(true);
-    service.log.info({ inFlight: service.inFlight }, 'draining: no new invocations');
+    service.gates.setDraining(true);
+    service.log.info({ inFlight: service.gates.inFlight }, 'draining: no new invocations');
     return state('Draining');
   });
   app.post('/admin/resume', async () => {
-    service.setDraining(false);
+    service.gates.setDraining(false);
     service.log.info('resumed: taking invocations again');
     return state('Serving');
   });
-  app.get('/admin/status', async () => state(service.draining ? 'Draining' : 'Serving'));
+  app.get('/admin/status', async () => state(service.gates.draining ? 'Draining' : 'Serving'));
   // Totals per code_id of the invocations answered in [from, to), in ms since the epoch.
   app.get<{ Querystring: { from?: string; to?: string } }>('/admin/usage', async (request, reply) => {
     const ledger = service.ledger;

@@ -8,8 +8,8 @@ import Fastify, {
 } from 'fastify';
 import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
 import { type ErrorCode, ServiceError, toServiceError } from '../errors.js';
-import { type StageName, StageTimer } from '../pipeline/stages.js';
-import type { Service } from '../service.js';
+import type { Service } from '../service/service.js';
+import { type StageName, StageTimer } from '../stages.js';
 import { attestationRoute } from './attestationRoute.js';
 import { functionRoute } from './functionRoute.js';
 import { invokeRoute } from './invokeRoute.js';
@@ -72,7 +72,7 @@ export function buildApp(service: Service): FastifyInstance {
   app.decorateRequest('failureCode', undefined);
   app.addHook('onRequest', async (request) => {
     request.stages = new StageTimer();
-    if (service.shuttingDown) throw new ServiceError('SHUTTING_DOWN');
+    if (service.gates.shuttingDown) throw new ServiceError('SHUTTING_DOWN');
   });
   app.addHook('onSend', async (request, reply) => {
     // A function's own Server-Timing, on the HTTP route, is part of its answer and stays as it is.
@@ -80,7 +80,7 @@ export function buildApp(service: Service): FastifyInstance {
       void reply.header('server-timing', serverTiming(request.stages.durations, reply.elapsedTime));
     }
     // A kept-alive connection would hold the closing server open after its last answer.
-    if (service.shuttingDown) void reply.header('connection', 'close');
+    if (service.gates.shuttingDown) void reply.header('connection', 'close');
   });
   app.addHook('onResponse', async (request, reply) => {
     const { method, url } = request;
@@ -119,7 +119,7 @@ export function buildApp(service: Service): FastifyInstance {
  */
 export async function shutdown(app: FastifyInstance, service: Service, graceMs: number): Promise<void> {
   const closed = app.close();
-  await service.drain(graceMs);
+  await service.gates.drain(graceMs);
   await closed;
 }
 

@@ -1,9 +1,9 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { fetchAttestation } from '../pipeline/attestation.js';
+import { fetchAttestation } from '../attestation/fetchAttestation.js';
 import { sealingUserData } from '../secrets/sealing.js';
-import type { Service } from '../service.js';
+import type { Service } from '../service/service.js';
 import { abandonOnClose } from './invoking.js';
 
 /** Where a client fetches the enclave's attestation document. */

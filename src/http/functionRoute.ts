@@ -1,7 +1,7 @@
 import type http from 'node:http';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { ServiceError } from '../errors.js';
-import type { Service } from '../service.js';
+import type { Service } from '../service/service.js';
 import { codeIdSchema } from './invokeRoute.js';
 import { countAnswers, invokeFor } from './invoking.js';
 

@@ -2,9 +2,9 @@ import { isUtf8 } from 'node:buffer';
 import type { FastifyPluginAsync } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import type { Invocation } from '../capacity/invokeWorker.js';
 import { ServiceError } from '../errors.js';
-import type { Invocation } from '../pipeline/invokeWorker.js';
-import type { Service } from '../service.js';
+import type { Service } from '../service/service.js';
 import { hasControlCharacters } from '../text.js';
 import { countAnswers, invokeFor } from './invoking.js';
 

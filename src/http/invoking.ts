@@ -1,10 +1,10 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FunctionRequest } from '../capacity/invokeWorker.js';
+import type { FunctionUsage } from '../capacity/usage.js';
 import { ServiceError, toServiceError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
-import type { FunctionRequest } from '../pipeline/invokeWorker.js';
 import type { RunResult } from '../pipeline/runFunction.js';
-import type { FunctionUsage } from '../pipeline/usage.js';
-import type { Service } from '../service.js';
+import type { Service } from '../service/service.js';
 
 /** The header in which an invocation's answer says what its function used (docs/api.md#usage). */
 export const usageHeader = 'x-oyster-usage';

@@ -1,23 +1,24 @@
 import type { FastifyPluginAsync } from 'fastify';
-import type { Service } from '../service.js';
+import type { Service } from '../service/service.js';
 
 /** GET /health for load balancers and supervisors, GET /metrics for Prometheus. */
 export const statusRoutes: FastifyPluginAsync<{ readonly service: Service }> = async (app, { service }) => {
-  const { pool, metrics } = service;
+  const { capacity, metrics } = service;
 
   app.get('/health', async (_request, reply) => {
     // While shutting down, every request (this one too) is answered 503 SHUTTING_DOWN by app.ts.
-    const healthy = !service.draining && pool.usable > 0;
+    const { size, free, usable } = capacity.cgroups;
+    const healthy = !service.gates.draining && usable > 0;
     return reply.code(healthy ? 200 : 503).send({
       status: healthy ? 'success' : 'error',
-      message: service.draining ? 'Draining' : healthy ? 'Serving' : 'No usable cgroup in the pool',
+      message: service.gates.draining ? 'Draining' : healthy ? 'Serving' : 'No usable cgroup in the pool',
       data: {
-        pool_size: pool.size,
-        free: pool.free,
-        usable: pool.usable,
-        spares: service.spares.count,
-        draining: service.draining,
-        in_flight: service.inFlight,
+        pool_size: size,
+        free,
+        usable,
+        spares: capacity.spares.count,
+        draining: service.gates.draining,
+        in_flight: service.gates.inFlight,
         sealing: service.sealing.state,
       },
     });

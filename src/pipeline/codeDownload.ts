@@ -1,5 +1,6 @@
+import type { StoredCode } from '../code/workerCode.js';
 import { ServiceError } from '../errors.js';
-import { BodyTooLargeError, readCapped, send, upstreamFailure, withDeadline } from './upstream.js';
+import { BodyTooLargeError, readCapped, send, upstreamFailure, withDeadline } from '../httpClient.js';
 
 export interface CodeDownloadOptions {
   /** The storage server's load endpoint. */
@@ -13,15 +14,6 @@ export interface CodeDownloadOptions {
   readonly timeoutMs: number;
   /** Fires when the client goes away. */
   readonly signal: AbortSignal;
-}
-
-/**
- * What the storage server answered for a code_id: the bytes and how they are typed (one script,
- * or a multipart bundle of modules).
- */
-export interface StoredCode {
-  readonly bytes: Buffer;
-  readonly contentType: string | undefined;
 }
 
 /** Fetches the code stored under a code_id, presenting the attestation document as proof. */

@@ -106,160 +106,186 @@ export function prepareWorkerd(options: PrepareWorkerdOptions): WorkerdStandby {
   } catch (error) {
     return unspawnedStandby(options.cgroup, error);
   }
-  // Out of file descriptors, spawn() returns without pipes and reports the error as an event.
-  // A standby that is already gone makes the write fail; its exit says why.
-  child.stdin?.on('error', () => undefined);
+  return new Standby(options, child, marker);
+}
 
-  // The standby's own stderr: why it could not join its cgroup, say (and dash's "Killed" for
-  // each workerd stopped).
-  const ownOutput = new OutputTail(standbyOutputBytes);
-  child.stderr?.on('data', (chunk: Buffer) => ownOutput.push(chunk));
-  let run: Run | undefined;
-  let turns = 0;
-  let exited = false;
-  let cannotJoin = false;
-  const exit = new Promise<Exit>((resolve) => {
-    child.once('error', (error) => resolve({ code: null, signal: null, error }));
-    child.once('exit', (code, signal) => resolve({ code, signal }));
-  }).then((result) => {
-    exited = true;
-    cannotJoin = result.code === cgroupJoinFailed;
-    // A workerd whose standby is gone is nobody's child any more: it goes too, now or as soon as
-    // its exec event tells its pid. Until it has, it holds the pipes open.
-    if (run) killRun(run);
-    // A standby that never ran has no pipes to close and no workerd to wait for.
-    if (result.error) run?.finish(undefined);
-    return result;
-  });
-  // Once the pipes have closed, every line the standby and its workerd wrote has been read: a run
-  // still going ends here, with its output complete.
-  child.once('close', () => run?.finish(undefined));
-  const stop = async () => {
-    if (!exited) child.kill('SIGKILL');
-    await exit;
-  };
+// The standby's shell, and the one workerd it runs at a time.
+class Standby implements WorkerdStandby {
+  readonly cgroup: Cgroup;
+  readonly pid: number | undefined;
+  readonly #workerdPath: string;
+  readonly #child: ChildProcess;
+  /** The standby's own stderr: why it could not join its cgroup, say (and dash's "Killed" for each workerd stopped). */
+  readonly #ownOutput = new OutputTail(standbyOutputBytes);
+  readonly #exit: Promise<Exit>;
+  #run: Run | undefined;
+  #turns = 0;
+  #exited = false;
+  #cannotJoin = false;
 
-  // Between runs the standby writes nothing.
-  const runs = splitRuns(
-    marker,
-    (chunk) => run?.output.push(chunk),
-    (turn, status) => {
-      if (run?.turn === turn) run.finish(status);
-    },
-  );
-  if (child.stdout) readWithinBudget(child.stdout, (chunk) => runs.push(chunk));
-  watchControl((child.stdio[3] as Readable | null) ?? undefined, {
-    exec: (turn, pid) => {
-      if (run?.turn !== turn) return;
-      run.pid = pid;
-      if (run.killed) killRun(run);
-    },
-    // A listen event follows its own run's exec event on the same pipe, so one that comes before
-    // the current run's exec event is an earlier run's.
-    listen: (port) => {
-      if (run?.pid !== undefined) run.listen(port);
-    },
-  });
+  constructor(options: PrepareWorkerdOptions, child: ChildProcess, marker: string) {
+    this.cgroup = options.cgroup;
+    this.#workerdPath = options.workerdPath;
+    this.#child = child;
+    this.pid = child.pid;
+    // Out of file descriptors, spawn() returns without pipes and reports the error as an event.
+    // A standby that is already gone makes the write fail; its exit says why.
+    child.stdin?.on('error', () => undefined);
+    child.stderr?.on('data', (chunk: Buffer) => this.#ownOutput.push(chunk));
+    this.#exit = new Promise<Exit>((resolve) => {
+      child.once('error', (error) => resolve({ code: null, signal: null, error }));
+      child.once('exit', (code, signal) => resolve({ code, signal }));
+    }).then((result) => this.#ended(result));
+    // Once the pipes have closed, every line the standby and its workerd wrote has been read: a run
+    // still going ends here, with its output complete.
+    child.once('close', () => this.#run?.finish(undefined));
+    this.#readOutput(marker);
+  }
 
-  const start = async (configPath: string, signal: AbortSignal): Promise<WorkerdProcess> => {
-    if (run) throw new Error('a workerd standby starts one workerd at a time');
+  get exited(): boolean {
+    return this.#exited;
+  }
+
+  get cannotJoin(): boolean {
+    return this.#cannotJoin;
+  }
+
+  async stop(): Promise<void> {
+    if (!this.#exited) this.#child.kill('SIGKILL');
+    await this.#exit;
+  }
+
+  async start(configPath: string, signal: AbortSignal): Promise<WorkerdProcess> {
+    if (this.#run) throw new Error('a workerd standby starts one workerd at a time');
     // Out of time already: no workerd should read the code at all.
     if (signal.aborted) throw abortError(signal);
-    const exitedBefore = exited ? await exit : undefined;
-    if (exitedBefore) throw standbyFailure(exitedBefore, ownOutput, options.cgroup);
-    turns += 1;
-    const current = newRun(turns);
-    run = current;
-    child.stdin?.write(`${configPath}\n`);
-
+    const exitedBefore = this.#exited ? await this.#exit : undefined;
+    if (exitedBefore) throw standbyFailure(exitedBefore, this.#ownOutput, this.cgroup);
+    this.#turns += 1;
+    const run = newRun(this.#turns, (ended) => {
+      if (this.#run === ended) this.#run = undefined;
+    });
+    this.#run = run;
+    this.#child.stdin?.write(`${configPath}\n`);
     const aborted = new Promise<never>((_, reject) => {
       const onAbort = () => reject(abortError(signal));
       signal.addEventListener('abort', onAbort, { once: true });
-      void current.end.finally(() => signal.removeEventListener('abort', onAbort));
+      void run.end.finally(() => signal.removeEventListener('abort', onAbort));
     });
-    const endedEarly = current.end.then(async (status): Promise<never> => {
-      // A standby that died during the start killed its workerd, whose end is then no verdict on the code.
-      if (status === undefined || exited) throw standbyFailure(await exit, ownOutput, options.cgroup);
-      const output = current.output.text();
-      if (cannotExecStatuses.includes(status)) {
-        throw new ServiceError('WORKERD_START_FAILED', {
-          data: output,
-          cause: new Error(`cannot run ${options.workerdPath}`),
-        });
-      }
-      // The usual reason workerd exits before it listens: the code does not compile. The caller
-      // tells an out-of-memory kill apart by the cgroup's counters.
-      const refusal = compatibilityRefusal.exec(output);
-      if (refusal) throw new ServiceError('INVALID_COMPATIBILITY', { data: refusal[0] });
-      throw new ServiceError('USER_CODE_INVALID', { data: withoutAddressStacks(output) });
-    });
-
-    const stopRun = async () => {
-      killRun(current);
-      await current.end;
-    };
+    const endedEarly = run.end.then((status) => this.#whyEndedEarly(run, status));
     try {
-      const port = await Promise.race([current.listening, endedEarly, aborted]);
-      return {
-        port,
-        pid: current.pid,
-        get exited() {
-          return current.ended;
-        },
-        output: () => withoutAddressStacks(current.output.text()),
-        exitsWithin: (timeoutMs) => {
-          let timer: NodeJS.Timeout | undefined;
-          const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(resolve, timeoutMs, false)));
-          return Promise.race([current.end.then(() => true), timeout]).finally(() => clearTimeout(timer));
-        },
-        stop: stopRun,
-      };
+      return runningWorkerd(run, await Promise.race([run.listening, endedEarly, aborted]));
     } catch (error) {
-      await stopRun();
+      await stopRun(run);
       throw error;
     } finally {
       // The losers of the race settle later; nobody awaits them.
       for (const loser of [endedEarly, aborted]) loser.catch(() => undefined);
     }
-  };
+  }
 
-  // A run is over once its end line has been read, with all of its output before it.
-  const newRun = (turn: number): Run => {
-    let listen!: (port: number) => void;
-    const listening = new Promise<number>((resolve) => (listen = resolve));
-    let finish!: (status: number | undefined) => void;
-    const end = new Promise<number | undefined>((resolve) => (finish = resolve));
-    const created: Run = {
-      turn,
-      pid: undefined,
-      killed: false,
-      ended: false,
-      output: new OutputTail(outputTailBytes),
-      listening,
-      listen,
-      end,
-      finish: (status) => {
-        if (created.ended) return;
-        created.ended = true;
-        if (run === created) run = undefined;
-        finish(status);
+  #ended(exit: Exit): Exit {
+    this.#exited = true;
+    this.#cannotJoin = exit.code === cgroupJoinFailed;
+    // A workerd whose standby is gone is nobody's child any more: it goes too, now or as soon as
+    // its exec event tells its pid. Until it has, it holds the pipes open.
+    if (this.#run) killRun(this.#run);
+    // A standby that never ran has no pipes to close and no workerd to wait for.
+    if (exit.error) this.#run?.finish(undefined);
+    return exit;
+  }
+
+  // The standby's output, split into runs at its end lines (between runs it writes nothing), and
+  // the control fd's events: each workerd's pid, then its port.
+  #readOutput(marker: string): void {
+    const runs = splitRuns(
+      marker,
+      (chunk) => this.#run?.output.push(chunk),
+      (turn, status) => {
+        if (this.#run?.turn === turn) this.#run.finish(status);
       },
-    };
-    return created;
-  };
+    );
+    if (this.#child.stdout) readWithinBudget(this.#child.stdout, (chunk) => runs.push(chunk));
+    watchControl((this.#child.stdio[3] as Readable | null) ?? undefined, {
+      exec: (turn, pid) => {
+        const run = this.#run;
+        if (run?.turn !== turn) return;
+        run.pid = pid;
+        if (run.killed) killRun(run);
+      },
+      // A listen event follows its own run's exec event on the same pipe, so one that comes before
+      // the current run's exec event is an earlier run's.
+      listen: (port) => {
+        if (this.#run?.pid !== undefined) this.#run.listen(port);
+      },
+    });
+  }
 
-  return {
-    cgroup: options.cgroup,
-    pid: child.pid,
-    get exited() {
-      return exited;
+  // Why a workerd ended before it listened.
+  async #whyEndedEarly(run: Run, status: number | undefined): Promise<never> {
+    // A standby that died during the start killed its workerd, whose end is then no verdict on the code.
+    if (status === undefined || this.#exited) throw standbyFailure(await this.#exit, this.#ownOutput, this.cgroup);
+    const output = run.output.text();
+    if (cannotExecStatuses.includes(status)) {
+      throw new ServiceError('WORKERD_START_FAILED', {
+        data: output,
+        cause: new Error(`cannot run ${this.#workerdPath}`),
+      });
+    }
+    // The usual reason workerd exits before it listens: the code does not compile. The caller
+    // tells an out-of-memory kill apart by the cgroup's counters.
+    const refusal = compatibilityRefusal.exec(output);
+    if (refusal) throw new ServiceError('INVALID_COMPATIBILITY', { data: refusal[0] });
+    throw new ServiceError('USER_CODE_INVALID', { data: withoutAddressStacks(output) });
+  }
+}
+
+// A run is over once its end line has been read, with all of its output before it.
+function newRun(turn: number, onFinish: (run: Run) => void): Run {
+  let listen!: (port: number) => void;
+  const listening = new Promise<number>((resolve) => (listen = resolve));
+  let finish!: (status: number | undefined) => void;
+  const end = new Promise<number | undefined>((resolve) => (finish = resolve));
+  const run: Run = {
+    turn,
+    pid: undefined,
+    killed: false,
+    ended: false,
+    output: new OutputTail(outputTailBytes),
+    listening,
+    listen,
+    end,
+    finish: (status) => {
+      if (run.ended) return;
+      run.ended = true;
+      onFinish(run);
+      finish(status);
     },
-    get cannotJoin() {
-      return cannotJoin;
-    },
-    start,
-    stop,
   };
+  return run;
+}
+
+// A run's workerd, listening on a port.
+function runningWorkerd(run: Run, port: number): WorkerdProcess {
+  return {
+    port,
+    pid: run.pid,
+    get exited() {
+      return run.ended;
+    },
+    output: () => withoutAddressStacks(run.output.text()),
+    exitsWithin: (timeoutMs) => {
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(resolve, timeoutMs, false)));
+      return Promise.race([run.end.then(() => true), timeout]).finally(() => clearTimeout(timer));
+    },
+    stop: () => stopRun(run),
+  };
+}
+
+async function stopRun(run: Run): Promise<void> {
+  killRun(run);
+  await run.end;
 }
 
 // Kills a run's workerd, now if its pid is known, else as soon as it is. Its parent reaps it just

@@ -5,8 +5,8 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { DecryptCommand, KMSClient } from '@aws-sdk/client-kms';
+import { fetchAttestation } from '../attestation/fetchAttestation.js';
 import type { Config } from '../config.js';
-import { fetchAttestation } from '../pipeline/attestation.js';
 import { openEnvelope } from './envelope.js';
 import { unseal } from './sealedValue.js';
 import type { Sealing } from './sealing.js';

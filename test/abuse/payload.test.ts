@@ -1,11 +1,11 @@
 import { rm } from 'node:fs/promises';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { CgroupPool } from '../../src/capacity/cgroupPool.js';
 import { parseConfig } from '../../src/config.js';
 import { buildApp } from '../../src/http/app.js';
 import { maxInputDepth } from '../../src/http/invokeRoute.js';
-import { CgroupPool } from '../../src/sandbox/cgroupPool.js';
-import { createService } from '../../src/service.js';
+import { createService } from '../../src/service/service.js';
 import { fakeCgroupV2Root } from '../helpers/fakeCgroupfs.js';
 
 const maxBodyBytes = 4096;

@@ -96,7 +96,7 @@ describe.runIf(cgroups)("the user's code stays in its box", () => {
 
   test('its files are private to the service while it runs, and gone afterwards', async () => {
     // The earlier tests' files are gone (no code cache keeps them), so the one directory is this invocation's.
-    await stack.service.background.settled();
+    await stack.service.capacity.settled();
     expect(await readdir(stack.config.runtimePath)).toEqual([]);
     const answer = stack.invoke({ code_id: 'slow', input: { ms: 1500 } });
     const dir = await waitFor('the invocation directory', async () => (await readdir(stack.config.runtimePath))[0]);

@@ -55,18 +55,18 @@ describe.runIf(cgroups)('spare faults', () => {
 
   test('a spare that does not listen within the start limit is killed, and its cgroup is free again', async () => {
     expect((await stack.invoke({ code_id: 'hello' })).statusCode).toBe(200);
-    await stack.service.background.settled();
-    expect(stack.service.spares.count).toBe(1);
+    await stack.service.capacity.settled();
+    expect(stack.service.capacity.spares.count).toBe(1);
     await waitFor('the hung spare to be killed', async () => (await killed(stack, 'start_failed')) === 1);
-    expect(stack.service.spares.count).toBe(0);
+    expect(stack.service.capacity.spares.count).toBe(0);
     expect(await stack.leftovers()).toEqual(noLeftovers);
     // The next invocation starts its own workerd, and answers.
     expect((await stack.invoke({ code_id: 'hello' })).statusCode).toBe(200);
   });
 
   test('a spare whose workerd dies while it waits is let go of at once: the next invocation starts its own', async () => {
-    await stack.service.background.settled();
-    await waitFor('a listening spare', async () => stack.service.spares.listening === 1);
+    await stack.service.capacity.settled();
+    await waitFor('a listening spare', async () => stack.service.capacity.spares.listening === 1);
     const inPool = (await stack.leftovers()).processesInPool;
     const workerds = (await Promise.all(inPool.map(async (pid) => ((await isWorkerd(pid)) ? [pid] : [])))).flat();
     expect(workerds).toHaveLength(1);
@@ -74,7 +74,7 @@ describe.runIf(cgroups)('spare faults', () => {
     const endedBefore = await killed(stack, 'ended');
     process.kill(spare, 'SIGKILL');
     await waitFor('the dead spare to be let go of', async () => (await killed(stack, 'ended')) === endedBefore + 1);
-    expect(stack.service.spares.count).toBe(0);
+    expect(stack.service.capacity.spares.count).toBe(0);
     const { statusCode, body } = await stack.invoke({ code_id: 'hello', input: { name: 'again' } });
     expect(statusCode).toBe(200);
     expect(body.data).toBe('Hello, again!');

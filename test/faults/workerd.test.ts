@@ -87,7 +87,7 @@ describe.runIf(cgroups)('workerd faults', () => {
       await waitFor('the stranger to leave', async () => (await readFile(first!.procsFiles[0]!, 'utf8')).trim() === '');
       const both = await Promise.all([stack.invoke({ code_id: 'hello' }), stack.invoke({ code_id: 'hello' })]);
       expect(both.map((response) => response.statusCode)).toEqual([200, 200]);
-      await stack.service.background.settled();
+      await stack.service.capacity.settled();
       expect(await health()).toMatchObject({ usable: 2, free: 2 });
     } finally {
       stranger.kill('SIGKILL');

@@ -1,4 +1,4 @@
-import type { Service } from '../../src/service.js';
+import type { Service } from '../../src/service/service.js';
 
 // The value of one of the service's metrics (one labelled series of it, when labels are given), 0 before any.
 export async function metricValue(

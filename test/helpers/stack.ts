@@ -2,19 +2,16 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { removeStaleWorkerFiles } from '../../src/code/workerdConfig.js';
+import type { CgroupPool } from '../../src/capacity/cgroupPool.js';
 import { type Config, parseConfig } from '../../src/config.js';
 import { rawDocumentPath } from '../../src/dev/attestationServer.js';
 import type { RunningServer } from '../../src/dev/listen.js';
 import type { ServiceError } from '../../src/errors.js';
-import { buildApp } from '../../src/http/app.js';
-import { UsageLedger } from '../../src/ledger/usageLedger.js';
-import { StageTimer } from '../../src/pipeline/stages.js';
-import { CgroupPool } from '../../src/sandbox/cgroupPool.js';
 import { discoverCgroups, readPids } from '../../src/sandbox/cgroups.js';
 import { standbyName } from '../../src/sandbox/standbyProtocol.js';
-import { createService, type Service } from '../../src/service.js';
-import { loadSigner } from '../../src/signing.js';
+import type { Service } from '../../src/service/service.js';
+import { StageTimer } from '../../src/stages.js';
+import { openService } from '../../src/startup.js';
 import { cgroupRoot, createTestPool, type TestPool, type TestPoolOptions } from './cgroups.js';
 import { childPids, commandLine } from './processes.js';
 import { startUpstreams } from './upstreams.js';
@@ -82,16 +79,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     SPARES_MAX: '0',
     ...options.env,
   });
-  await removeStaleWorkerFiles(config.runtimePath);
-  const pool = await CgroupPool.open({
-    root: config.cgroupRoot,
-    version: config.cgroupVersion,
-    prefix: config.cgroupPrefix,
-  });
-  const signer = config.signerKeyPath === undefined ? undefined : await loadSigner(config.signerKeyPath);
-  const ledger = UsageLedger.open({ file: config.ledgerPath!, retentionDays: config.ledgerRetentionDays });
-  const service = createService(config, { pool, signer, ledger });
-  const app = buildApp(service);
+  const opened = await openService(config);
+  const { app, service, pool } = opened;
   await app.ready();
 
   return {
@@ -106,15 +95,14 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       return { statusCode: response.statusCode, headers: response.headers, body: response.json<Envelope>() };
     },
     leftovers: async () => {
-      await service.background.settled();
-      await service.spares.settled();
-      return leftovers(config, pool, service.workerFiles.sharedDirs);
+      await service.capacity.settled();
+      return leftovers(config, pool, service.capacity.keptDirs);
     },
     close: async () => {
       await app.close();
       await Promise.all([attestation.close(), storage.close()]);
       await testPool.remove();
-      ledger.close();
+      opened.close();
       await rm(runtimePath, { recursive: true, force: true });
       await rm(ledgerDir, { recursive: true, force: true });
     },

@@ -43,12 +43,12 @@ describe.runIf(cgroups)('operator endpoints and draining', () => {
       });
       expect(response.statusCode, url).toBe(404);
     }
-    expect(stack.service.draining).toBe(false);
+    expect(stack.service.gates.draining).toBe(false);
   });
 
   test('draining lets the invocation in flight finish, refuses new ones retryably, and resuming takes them again', async () => {
     const running = stack.invoke({ code_id: 'slow', input: { ms: 800 } });
-    await expect.poll(() => stack.service.inFlight).toBe(1);
+    await expect.poll(() => stack.service.gates.inFlight).toBe(1);
 
     const drained = await admin.inject({ method: 'POST', url: '/admin/drain' });
     expect(drained.statusCode).toBe(200);

@@ -44,7 +44,7 @@ describe.runIf(cgroups)('what operators and users can see', () => {
     await stack.invoke({ code_id: 'echo', input: {} });
     await stack.invoke({ code_id: 'echo', input: {} });
     await stack.invoke({ code_id: 'no-such-code' });
-    await stack.service.background.settled();
+    await stack.service.capacity.settled();
     const after = await metrics();
     expect(sample(after, 'oyster_requests_total{status="200",code="OK"}')).toBe(okBefore + 2);
     expect(sample(after, 'oyster_requests_total{status="404",code="CODE_NOT_FOUND"}')).toBeGreaterThanOrEqual(1);

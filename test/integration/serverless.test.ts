@@ -107,7 +107,7 @@ describe.runIf(cgroups)('the files of cached code', () => {
     const twice = await Promise.all([stack.invoke({ code_id: 'hello' }), stack.invoke({ code_id: 'hello' })]);
     expect(twice.map((response) => response.statusCode)).toEqual([200, 200]);
     expect(await onDisk()).toEqual(written);
-    expect(stack.service.workerFiles.sharedDirs.map((dir) => path.basename(dir))).toEqual(written);
+    expect(stack.service.capacity.keptDirs.map((dir) => path.basename(dir))).toEqual(written);
     expect(await stack.leftovers()).toEqual(noLeftovers);
   });
 
@@ -115,7 +115,7 @@ describe.runIf(cgroups)('the files of cached code', () => {
     await stack.invoke({ code_id: 'hello' });
     const hello = await onDisk();
     expect((await stack.invoke({ code_id: 'primes', input: { num: 6 } })).statusCode).toBe(200);
-    await stack.service.background.settled();
+    await stack.service.capacity.settled();
     const primes = await onDisk();
     expect(primes).toHaveLength(1);
     expect(primes).not.toEqual(hello);

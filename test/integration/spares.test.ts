@@ -14,8 +14,8 @@ const killed = (stack: Stack, reason: string) => metricValue(stack.service, 'oys
 
 // Waits until the service holds this many spares, each listening.
 async function sparesReady(stack: Stack, count: number): Promise<void> {
-  await stack.service.background.settled();
-  const { spares } = stack.service;
+  await stack.service.capacity.settled();
+  const { spares } = stack.service.capacity;
   await waitFor(`${count} spares`, async () => spares.count === count && spares.listening === count);
 }
 
@@ -35,9 +35,9 @@ describe.runIf(cgroups)('spares', () => {
   afterAll(() => stack?.close());
   // Each test starts without spares, and leaves none.
   afterEach(async () => {
-    await stack.service.background.settled();
-    stack.service.setDraining(true);
-    stack.service.setDraining(false);
+    await stack.service.capacity.settled();
+    stack.service.gates.setDraining(true);
+    stack.service.gates.setDraining(false);
     await sparesReady(stack, 0);
   });
 
@@ -64,9 +64,9 @@ describe.runIf(cgroups)('spares', () => {
     await sparesReady(stack, 1);
     await stack.invoke({ code_id: 'echo' });
     expect(await misses()).toBe(before);
-    await stack.service.background.settled();
-    stack.service.setDraining(true);
-    stack.service.setDraining(false);
+    await stack.service.capacity.settled();
+    stack.service.gates.setDraining(true);
+    stack.service.gates.setDraining(false);
     await sparesReady(stack, 0);
     await stack.invoke({ code_id: 'echo' });
     expect(await misses()).toBe(before + 1);
@@ -79,7 +79,7 @@ describe.runIf(cgroups)('spares', () => {
     const failure = await invokeAbandoned(stack.service, 'process-id', new ServiceError('CLIENT_CLOSED'));
     expect(isServiceError(failure, 'CLIENT_CLOSED')).toBe(true);
     expect(await hits(stack)).toBe(hitsBefore);
-    expect(stack.service.spares.listening).toBe(1);
+    expect(stack.service.capacity.spares.listening).toBe(1);
   });
 
   test('a spare runs only the code it was started for', async () => {
@@ -134,8 +134,8 @@ describe.runIf(cgroups)('spares', () => {
     const readyBefore = await metricValue(stack.service, 'oyster_spares_ready_total');
     const failedBefore = await killed(stack, 'start_failed');
     expect((await stack.invoke({ code_id: 'syntax-error' })).statusCode).toBe(400);
-    await stack.service.background.settled();
-    expect(stack.service.spares.count).toBe(0);
+    await stack.service.capacity.settled();
+    expect(stack.service.capacity.spares.count).toBe(0);
     expect(await metricValue(stack.service, 'oyster_spares_ready_total')).toBe(readyBefore);
     expect(await killed(stack, 'start_failed')).toBe(failedBefore);
   });
@@ -165,12 +165,12 @@ describe.runIf(cgroups)('spares', () => {
     await stack.invoke({ code_id: 'process-id' });
     await sparesReady(stack, 1);
     const drainedBefore = await killed(stack, 'drain');
-    stack.service.setDraining(true);
+    stack.service.gates.setDraining(true);
     await sparesReady(stack, 0);
     expect(await killed(stack, 'drain')).toBe(drainedBefore + 1);
     expect(await stack.leftovers()).toEqual(noLeftovers);
     expect(await workerdProcesses(stack)).toEqual([]);
-    stack.service.setDraining(false);
+    stack.service.gates.setDraining(false);
     await stack.invoke({ code_id: 'process-id' });
     await sparesReady(stack, 1);
   });

@@ -52,7 +52,7 @@ describe.runIf(cgroups)('standbys in the cgroup pool', () => {
     expect(standby).toBeDefined();
     expect(await childPids(standby!)).toContain(running.pid);
     expect((await answer).statusCode).toBe(200);
-    await stack.service.background.settled();
+    await stack.service.capacity.settled();
     // The process that ran the function is gone; the standbys are the same as before.
     expect(await isRunning(running.pid)).toBe(false);
     expect((await standbysInPlace()).sort()).toEqual([...waiting].sort());
@@ -62,7 +62,7 @@ describe.runIf(cgroups)('standbys in the cgroup pool', () => {
     const before = await standbysInPlace();
     const response = await stack.invoke({ code_id: 'no-such-code' });
     expect(response.statusCode).toBe(404);
-    await stack.service.background.settled();
+    await stack.service.capacity.settled();
     expect(await standbysInPlace()).toEqual(before);
   });
 
@@ -72,7 +72,7 @@ describe.runIf(cgroups)('standbys in the cgroup pool', () => {
     await waitFor('the standby to be gone', async () => !(await isRunning(victim!)));
     const responses = await Promise.all([stack.invoke({ code_id: 'hello' }), stack.invoke({ code_id: 'hello' })]);
     expect(responses.map((response) => response.statusCode)).toEqual([200, 200]);
-    await stack.service.background.settled();
+    await stack.service.capacity.settled();
     expect(await standbysInPlace()).not.toContain(victim);
   });
 });

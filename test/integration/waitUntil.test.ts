@@ -43,7 +43,7 @@ describe.runIf(cgroups)('waitUntil', () => {
     expect(answeredAfterMs).toBeLessThan(backgroundMs);
     // The cgroup is still held: its workerd is working.
     expect(stack.pool.free).toBe(stack.pool.size - 1);
-    await stack.service.background.settled();
+    await stack.service.capacity.settled();
     expect(performance.now() - started).toBeGreaterThanOrEqual(backgroundMs);
     expect(await waitUntilCount(stack, 'settled')).toBe(settledBefore + 1);
     expect(await stack.leftovers()).toEqual(noLeftovers);
@@ -53,7 +53,7 @@ describe.runIf(cgroups)('waitUntil', () => {
     const cutBefore = await waitUntilCount(stack, 'time_limit');
     const { response, started } = await call(stack, 'wait-until', 'ms=60000');
     expect(response.statusCode).toBe(200);
-    await stack.service.background.settled();
+    await stack.service.capacity.settled();
     const endedAfterMs = performance.now() - started;
     expect(endedAfterMs).toBeGreaterThanOrEqual(timeLimitMs - 100);
     expect(endedAfterMs).toBeLessThan(timeLimitMs + 2_000);
@@ -67,7 +67,7 @@ describe.runIf(cgroups)('waitUntil', () => {
     const before = await counts();
     const response = await stack.invoke({ code_id: 'hello', input: { name: 'Ada' } });
     expect(response.statusCode).toBe(200);
-    await stack.service.background.settled();
+    await stack.service.capacity.settled();
     expect(await counts()).toEqual(before);
     expect(await stack.leftovers()).toEqual(noLeftovers);
   });
@@ -80,7 +80,7 @@ describe.runIf(cgroups)('waitUntil at shutdown', () => {
       const { response } = await call(stack, 'wait-until', `ms=${backgroundMs}`);
       expect(response.statusCode).toBe(200);
       const draining = performance.now();
-      await stack.service.drain(10_000);
+      await stack.service.gates.drain(10_000);
       expect(performance.now() - draining).toBeGreaterThanOrEqual(backgroundMs / 2);
       expect(await waitUntilCount(stack, 'settled')).toBe(1);
       expect(await stack.leftovers()).toEqual(noLeftovers);
@@ -95,7 +95,7 @@ describe.runIf(cgroups)('waitUntil at shutdown', () => {
       const { response } = await call(stack, 'wait-until', 'ms=60000');
       expect(response.statusCode).toBe(200);
       const draining = performance.now();
-      await stack.service.drain(300);
+      await stack.service.gates.drain(300);
       expect(performance.now() - draining).toBeLessThan(2_000);
       expect(await waitUntilCount(stack, 'shutdown')).toBe(1);
       expect(await stack.leftovers()).toEqual(noLeftovers);

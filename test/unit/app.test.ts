@@ -5,12 +5,12 @@ import os from 'node:os';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
+import { CgroupPool } from '../../src/capacity/cgroupPool.js';
 import { parseConfig } from '../../src/config.js';
 import { listen, type RunningServer } from '../../src/dev/listen.js';
 import { buildApp, shutdown } from '../../src/http/app.js';
 import { UsageLedger } from '../../src/ledger/usageLedger.js';
-import { CgroupPool } from '../../src/sandbox/cgroupPool.js';
-import { createService, type Service } from '../../src/service.js';
+import { createService, type Service } from '../../src/service/service.js';
 import { fakeCgroupV2Root } from '../helpers/fakeCgroupfs.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -101,7 +101,7 @@ describe('the HTTP API', () => {
     const response = await post('{"code_id": "hello"}');
     expect(response.statusCode).toBe(500);
     expect(response.json().message).toBe('There was a problem in generating the attestation document');
-    await service.background.settled();
+    await service.capacity.settled();
     expect(pool.free).toBe(2);
   });
 });

@@ -1,12 +1,56 @@
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { init as initLexer, parse as lexModule } from 'es-module-lexer';
+import ts from 'typescript';
 import { describe, expect, test } from 'vitest';
 import { projectRoot } from '../helpers/projectRoot.js';
 
 const srcDir = path.join(projectRoot, 'src');
 // The JavaScript that runs (npm test builds it first): type-only imports are gone from it.
 const builtSrcDir = path.join(projectRoot, 'dist', 'src');
+
+// The folders of src/ from the top of a request's flow down: a module imports only from its own
+// layer or those below it. Modules directly in src/ (errors, config, the entry points) are outside.
+const layers = [
+  ['http'],
+  ['service'],
+  ['pipeline'],
+  ['capacity'],
+  ['code', 'sandbox', 'secrets', 'attestation', 'ledger'],
+];
+// The longest a function of src/ may be, in lines: longer, it does more than one thing.
+const maxFunctionLines = 80;
+
+// The layer of a module of src/, 0 at the top; undefined outside the layers.
+function layerOf(file: string): number | undefined {
+  const folder = file.split(path.sep)[0]!;
+  const layer = layers.findIndex((names) => names.includes(folder));
+  return layer === -1 ? undefined : layer;
+}
+
+// Every function of src/ longer than the limit, as "file:line name (lines)".
+async function longFunctions(): Promise<string[]> {
+  const files = (await readdir(srcDir, { recursive: true })).filter((file) => file.endsWith('.ts'));
+  const found: string[] = [];
+  for (const file of files) {
+    const source = ts.createSourceFile(
+      file,
+      await readFile(path.join(srcDir, file), 'utf8'),
+      ts.ScriptTarget.Latest,
+      true,
+    );
+    const lineOf = (position: number) => source.getLineAndCharacterOfPosition(position).line + 1;
+    const visit = (node: ts.Node) => {
+      if (ts.isFunctionLike(node) && 'body' in node && node.body) {
+        const lines = lineOf(node.getEnd()) - lineOf(node.getStart()) + 1;
+        if (lines > maxFunctionLines) found.push(`${file}:${lineOf(node.getStart())} (${lines} lines)`);
+      }
+      ts.forEachChild(node, visit);
+    };
+    visit(source);
+  }
+  return found;
+}
 
 // Every module of src/ with the modules of src/ it imports, types included.
 async function importGraph(): Promise<Map<string, string[]>> {
@@ -77,6 +121,23 @@ describe('the layout of src/', () => {
 
   test('has no import cycle', async () => {
     expect(cycles(await importGraph())).toEqual([]);
+  });
+
+  test('no module imports from a layer above its own (code/ and sandbox/ never from capacity/, pipeline/ or http/)', async () => {
+    const graph = await importGraph();
+    const upward = [...graph].flatMap(([file, imports]) =>
+      imports
+        .filter((target) => {
+          const [from, to] = [layerOf(file), layerOf(target)];
+          return from !== undefined && to !== undefined && to < from;
+        })
+        .map((target) => `${file} → ${target}`),
+    );
+    expect(upward).toEqual([]);
+  });
+
+  test(`has no function longer than ${maxFunctionLines} lines`, async () => {
+    expect(await longFunctions()).toEqual([]);
   });
 
   test('the service never imports its development servers or test support', async () => {

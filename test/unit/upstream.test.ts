@@ -1,7 +1,7 @@
 import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { describe, expect, test } from 'vitest';
-import { BodyTooLargeError, readCapped, send, startDeadline } from '../../src/pipeline/upstream.js';
+import { BodyTooLargeError, readCapped, send, startDeadline } from '../../src/httpClient.js';
 
 describe('readCapped', () => {
   test('reads a body up to the cap', async () => {

@@ -2,11 +2,11 @@ import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
+import { WorkerFileStore } from '../../src/capacity/workerFileStore.js';
 import { createResponseGuard } from '../../src/code/responseGuard.js';
+import type { StoredCode } from '../../src/code/workerCode.js';
 import { noSettings, type WorkerCode } from '../../src/code/workerCode.js';
 import { type WorkerFiles, writeWorkerFiles } from '../../src/code/workerdConfig.js';
-import { WorkerFileStore } from '../../src/code/workerFileStore.js';
-import type { StoredCode } from '../../src/pipeline/codeDownload.js';
 
 const code: WorkerCode = {
   format: 'service-worker',

@@ -1,5 +1,5 @@
 import { guardHeader, type ResponseGuard, settleRequest } from '../code/responseGuard.js';
-import { send, startDeadline } from './upstream.js';
+import { send, startDeadline } from '../httpClient.js';
 
 /**
  * How the work a function handed to waitUntil ended: it settled, or it was cut short at the

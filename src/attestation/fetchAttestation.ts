@@ -1,6 +1,6 @@
-import { maxDocumentBytes } from '../attestation/limits.js';
 import { ServiceError } from '../errors.js';
-import { readCapped, send, upstreamFailure, withDeadline } from './upstream.js';
+import { readCapped, send, upstreamFailure, withDeadline } from '../httpClient.js';
+import { maxDocumentBytes } from './limits.js';
 
 export interface AttestationOptions {
   /** The enclave's attestation server: its raw document endpoint. */

@@ -1,6 +1,6 @@
 import { StartupError } from '../errors.js';
-import { type Cgroup, detectCgroupVersion, discoverCgroups, readPids } from './cgroups.js';
-import type { WorkerdStandby } from './standby.js';
+import { type Cgroup, detectCgroupVersion, discoverCgroups, readPids } from '../sandbox/cgroups.js';
+import type { WorkerdStandby } from '../sandbox/standby.js';
 
 // How often release() looks again while the processes it killed are still leaving the cgroup.
 const drainPollMs = 5;

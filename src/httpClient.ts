@@ -1,7 +1,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { Readable } from 'node:stream';
-import { abortError, type ErrorCode, ServiceError } from '../errors.js';
+import { abortError, type ErrorCode, ServiceError } from './errors.js';
 
 // Connections to the upstreams stay open between requests: a cold request calls both.
 const keptAliveAgents = {

@@ -1,6 +1,5 @@
-import type { StoredCode } from '../pipeline/codeDownload.js';
-import type { WorkerCode } from './workerCode.js';
-import { removeWorkerFiles, type WorkerFiles } from './workerdConfig.js';
+import type { StoredCode, WorkerCode } from '../code/workerCode.js';
+import { removeWorkerFiles, type WorkerFiles } from '../code/workerdConfig.js';
 
 /** One invocation's use of the files workerd reads: its config and code. */
 export interface FilesLease {

@@ -1,7 +1,7 @@
 import type http from 'node:http';
 import { guardHeader, guardVerdict, type ResponseGuard } from '../code/responseGuard.js';
 import { abortError, ServiceError } from '../errors.js';
-import { BodyTooLargeError, readCapped, send } from './upstream.js';
+import { BodyTooLargeError, readCapped, send } from '../httpClient.js';
 
 /** The HTTP request the function receives. */
 export interface FunctionRequest {

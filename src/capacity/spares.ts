@@ -1,12 +1,10 @@
 import type { CodeCache } from '../code/codeCache.js';
-import type { WorkerCode } from '../code/workerCode.js';
-import type { FilesLease, WorkerFileStore } from '../code/workerFileStore.js';
+import type { RunnableCode, StoredCode } from '../code/workerCode.js';
 import { ServiceError } from '../errors.js';
-import type { CgroupPool, Lease } from '../sandbox/cgroupPool.js';
-import { watchOom } from '../sandbox/cgroups.js';
 import type { WorkerdProcess } from '../sandbox/standby.js';
-import type { StoredCode } from './codeDownload.js';
-import { startUsageMeter, type UsageMeter } from './usage.js';
+import type { CgroupPool } from './cgroupPool.js';
+import { Placement } from './placement.js';
+import type { WorkerFileStore } from './workerFileStore.js';
 
 /** Why a spare was killed before any invocation took it, as /metrics counts it. */
 export type SpareKill = 'code_evicted' | 'other_code' | 'idle' | 'start_failed' | 'ended' | 'drain' | 'shutdown';
@@ -31,38 +29,21 @@ export interface SparesOptions {
   readonly onCleanupFailed?: (error: unknown) => void;
 }
 
-/** The code a spare runs: what the cache held for a code_id when the spare was started. */
-export interface SpareCode {
-  readonly codeId: string;
-  readonly stored: StoredCode;
-  readonly sha256: Buffer;
-  readonly code: WorkerCode;
-}
-
-/** A spare that an invocation has taken: its cgroup, files and workerd are the invocation's from now on. */
-export interface TakenSpare {
-  readonly lease: Lease;
-  readonly files: FilesLease;
-  readonly code: SpareCode;
-  /** What its workerd has used since it was started, the start included. */
-  readonly usage: UsageMeter;
-  /** Whether the memory limit has killed a process in its cgroup since the spare was started. */
-  readonly oomKilled: () => boolean;
-  /** Its workerd once it listens (at once if it already does); from now on `limit` bounds the wait. */
-  started(limit: AbortSignal): Promise<WorkerdProcess>;
-  /** Lets it go unused after all (its code proved corrupt): killed, its cgroup and files given back. */
-  abandon(): void;
+/** How many spares there are and how often they served, for /health and /metrics. */
+export interface SpareCounts {
+  /** Spares now, listening or still starting. */
+  readonly count: number;
+  /** Spares now that listen. */
+  readonly listening: number;
+  /** Invocations that took a spare. */
+  readonly hits: number;
+  /** Invocations of cached code that found no spare of it (and got a cgroup), while spares are on. */
+  readonly misses: number;
 }
 
 interface Spare {
-  readonly code: SpareCode;
-  readonly lease: Lease;
-  readonly files: FilesLease;
-  readonly usage: UsageMeter;
-  readonly oomKilled: () => boolean;
-  /** Aborts its start. */
-  readonly controller: AbortController;
-  readonly worker: Promise<WorkerdProcess>;
+  readonly placement: Placement;
+  readonly code: RunnableCode;
   /** Set once it listens. */
   listening: WorkerdProcess | undefined;
   /** Its start limit, until it listens. */
@@ -76,7 +57,7 @@ interface Spare {
  * one no invocation takes is killed when its code leaves the cache, when its cgroup is needed for
  * other code (oldest first), after idleMs, at drain and at shutdown.
  */
-export class Spares {
+export class Spares implements SpareCounts {
   readonly #options: SparesOptions;
   /** Oldest first: the spare of the least recently used code comes first. */
   readonly #spares = new Set<Spare>();
@@ -111,31 +92,28 @@ export class Spares {
     return listening;
   }
 
-  /** Takes a spare of this code (what the cache holds for its code_id now) for one invocation, if there is one. */
-  take(stored: StoredCode): TakenSpare | undefined {
+  /**
+   * Takes a spare of the code the cache holds for a code_id, if there is one, once the cache's copy
+   * has passed its check (a copy found corrupt lets the spare go, and the invocation fetches the
+   * code anew): its cgroup, files and workerd are the invocation's from now on.
+   */
+  take(codeId: string): Placement | undefined {
+    const { codeCache } = this.#options;
+    const held = codeCache.peek(codeId);
     for (const spare of this.#spares) {
-      if (spare.code.stored !== stored) continue;
+      if (!held || spare.code.stored !== held) continue;
       if (spare.listening?.exited) {
         this.#kill(spare, 'ended');
         continue;
       }
       this.#spares.delete(spare);
       clearTimeout(spare.timer);
-      return {
-        lease: spare.lease,
-        files: spare.files,
-        code: spare.code,
-        usage: spare.usage,
-        oomKilled: spare.oomKilled,
-        started: (limit) => {
-          this.hits += 1;
-          const abort = () => spare.controller.abort(limit.reason);
-          if (limit.aborted) abort();
-          else limit.addEventListener('abort', abort, { once: true });
-          return spare.worker.finally(() => limit.removeEventListener('abort', abort));
-        },
-        abandon: () => this.#end(spare),
-      };
+      if (codeCache.lookup(codeId)?.code !== held) {
+        this.#end(spare);
+        return undefined;
+      }
+      this.hits += 1;
+      return spare.placement;
     }
     return undefined;
   }
@@ -145,12 +123,12 @@ export class Spares {
    * holds, whose spare (the oldest) is killed for it. Spares never cost a request its cgroup.
    * `cached`: whether the cache holds the invocation's code, which makes it a miss.
    */
-  async admit(cached: boolean): Promise<Lease | undefined> {
+  async admit(cached: boolean): Promise<Placement | undefined> {
     for (;;) {
       const lease = await this.#options.pool.reserve();
       if (lease) {
         if (cached && this.#options.max > 0) this.misses += 1;
-        return lease;
+        return new Placement(lease);
       }
       const oldest = this.#spares.values().next().value;
       if (!oldest) {
@@ -175,7 +153,7 @@ export class Spares {
    * the code is still what the cache holds, its last start succeeded, it has fewer than perCode,
    * and the pool has a free cgroup besides the one the spare would take.
    */
-  offer(code: SpareCode): void {
+  offer(code: RunnableCode): void {
     const { max, perCode, pool, codeCache } = this.#options;
     if (this.#paused || this.#spares.size >= max) return;
     if (this.#failedStarts.has(code.stored) || !codeCache.holds(code.codeId, code.stored)) return;
@@ -228,51 +206,33 @@ export class Spares {
     while (this.#ending.size > 0) await Promise.all(this.#ending);
   }
 
-  async #start(code: SpareCode): Promise<void> {
+  async #start(code: RunnableCode): Promise<void> {
     const { pool, workerFiles, codeCache } = this.#options;
     // Never waits: offer() saw a free cgroup, and nothing has run since.
     const lease = await pool.reserve();
     if (!lease) return;
-    let files: FilesLease;
+    const placement = new Placement(lease);
+    let worker: Promise<WorkerdProcess>;
     try {
-      files = await workerFiles.acquire(code.stored, code.code, codeCache.holds(code.codeId, code.stored));
-    } catch {
-      this.#track(lease.release());
-      return;
-    }
-    // The code may have left the cache meanwhile: its files then go with this release.
-    if (this.#paused || !codeCache.holds(code.codeId, code.stored)) {
-      files.release();
-      this.#track(lease.release());
-      return;
-    }
-    const controller = new AbortController();
-    let usage: UsageMeter;
-    let oomKilled: () => boolean;
-    try {
-      usage = startUsageMeter(lease.cgroup);
-      oomKilled = watchOom(lease.cgroup);
+      placement.place(
+        code,
+        await workerFiles.acquire(code.stored, code.code, codeCache.holds(code.codeId, code.stored)),
+      );
+      // The code may have left the cache meanwhile: its files then go with this release.
+      if (this.#paused || !codeCache.holds(code.codeId, code.stored)) {
+        this.#letGo(placement);
+        return;
+      }
+      worker = placement.start();
     } catch (error) {
-      // The cgroup's counters cannot be read: no spare there, and nothing kept.
-      files.release();
-      this.#track(lease.release());
+      // No files, or the cgroup's counters cannot be read: no spare there, and nothing kept.
+      this.#letGo(placement);
       throw error;
     }
-    const worker = lease.standby.start(files.configPath, controller.signal);
-    const spare: Spare = {
-      code,
-      lease,
-      files,
-      usage,
-      oomKilled,
-      controller,
-      worker,
-      listening: undefined,
-      timer: undefined,
-    };
+    const spare: Spare = { placement, code, listening: undefined, timer: undefined };
     this.#spares.add(spare);
     spare.timer = setTimeout(
-      () => controller.abort(new ServiceError('EXECUTION_TIMEOUT')),
+      () => placement.abortStart(new ServiceError('EXECUTION_TIMEOUT')),
       this.#options.startTimeoutMs,
     ).unref();
     worker.then(
@@ -303,13 +263,16 @@ export class Spares {
   // Ends a spare: its workerd, then its cgroup back to the pool, then its files.
   #end(spare: Spare): void {
     clearTimeout(spare.timer);
-    spare.controller.abort(new ServiceError('SHUTTING_DOWN'));
-    const stopped = spare.worker.then(
-      (listening) => listening.stop(),
-      () => undefined,
+    this.#letGo(spare.placement);
+  }
+
+  // Gives a placement back that no spare keeps, telling each part of it that failed.
+  #letGo(placement: Placement): void {
+    this.#track(
+      placement.release().then((failures) => {
+        for (const failure of failures) this.#options.onCleanupFailed?.(failure);
+      }),
     );
-    const released = spare.lease.release(stopped);
-    this.#track(Promise.all([stopped, released]).finally(() => spare.files.release()));
   }
 
   #track(work: Promise<unknown>): void {

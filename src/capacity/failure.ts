@@ -1,0 +1,39 @@
+import { isServiceError, ServiceError, toServiceError } from '../errors.js';
+import type { WorkerdProcess } from '../sandbox/standby.js';
+
+// How long a lost connection to workerd waits for workerd's exit before calling it a crash.
+const exitWaitMs = 200;
+
+/**
+ * Says why an invocation whose workerd was started failed, once that workerd is gone: the
+ * cgroup's memory limit, a crash, the time limit or the function's own error, each with the end
+ * of what the function printed. `worker` is undefined when it failed before it listened.
+ */
+export async function whyItFailed(
+  error: unknown,
+  worker: WorkerdProcess | undefined,
+  oomKilled: () => boolean,
+): Promise<ServiceError> {
+  // A dropped connection is usually workerd dying; its exit may reach us a moment after the socket error.
+  const connectionLost = isServiceError(error, 'INVOCATION_FAILED');
+  const exitedByItself = connectionLost && worker !== undefined && (await worker.exitsWithin(exitWaitMs));
+  await worker?.stop();
+  const output = worker?.output();
+  if (oomKilled())
+    return new ServiceError('OUT_OF_MEMORY', {
+      data: output ?? (isServiceError(error) ? error.data : null),
+      cause: error,
+    });
+  if (exitedByItself) return new ServiceError('WORKERD_CRASHED', { data: output, cause: error });
+  if (isServiceError(error, 'USER_CODE_FAILED') || isServiceError(error, 'EXECUTION_TIMEOUT')) {
+    return new ServiceError(error.code, { data: output ?? null, cause: error.cause });
+  }
+  return interrupted(toServiceError(error));
+}
+
+// A 503 promises that no user code ran, so it is safe to retry anywhere; once workerd has started,
+// a shutdown that cuts the request short answers 500 instead.
+function interrupted(failure: ServiceError): ServiceError {
+  if (failure.code !== 'SHUTTING_DOWN') return failure;
+  return new ServiceError('SHUTDOWN_INTERRUPTED', { cause: failure });
+}
