@@ -1,4 +1,4 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -7,11 +7,11 @@ import { createResponseGuard, guardHeader, guardVerdict, settleRequest } from '.
 import { noSettings, type WorkerCode } from '../../src/code/workerCode.js';
 import { removeWorkerFiles, type WorkerFiles, writeWorkerFiles } from '../../src/code/workerdConfig.js';
 import { parseConfig } from '../../src/config.js';
-import type { Cgroup } from '../../src/sandbox/cgroups.js';
 import { prepareWorkerd, type WorkerdProcess, type WorkerdStandby } from '../../src/sandbox/standby.js';
+import { plainFileCgroup } from '../helpers/fakeCgroupfs.js';
 
 // The guard on its own: a tiny worker of each form, wrapped by the guard as the service writes it,
-// run by workerd with no service in front of it.
+// run by workerd (started by a standby in a cgroup of plain files) with no service in front of it.
 const maxBytes = 1024;
 const guard = createResponseGuard(maxBytes);
 // Long enough that a settle answered before the work would show.
@@ -83,13 +83,6 @@ function serviceWorker(source: string): WorkerCode {
   return { format: 'service-worker', script: Buffer.from(source), settings: noSettings };
 }
 
-// A standby in a "cgroup" of plain files (as test/unit/standby.test.ts makes one), starting real workerd.
-async function fakeCgroup(dir: string): Promise<Cgroup> {
-  const procsFiles = [path.join(dir, 'memory.procs'), path.join(dir, 'cpu.procs')];
-  for (const file of procsFiles) await writeFile(file, '');
-  return { name: 'fake', procsFiles, oomFile: path.join(dir, 'memory.events'), cpuCounter: undefined };
-}
-
 describe.each(forms)('the guard around %s, in workerd', (_, code) => {
   let dir: string;
   let standby: WorkerdStandby;
@@ -97,7 +90,7 @@ describe.each(forms)('the guard around %s, in workerd', (_, code) => {
   let workerd: WorkerdProcess;
   beforeAll(async () => {
     dir = await mkdtemp(path.join(os.tmpdir(), 'oyster-guard-'));
-    standby = prepareWorkerd({ workerdPath: parseConfig({}).workerdPath, cgroup: await fakeCgroup(dir) });
+    standby = prepareWorkerd({ workerdPath: parseConfig({}).workerdPath, cgroup: await plainFileCgroup(dir) });
     files = await writeWorkerFiles({
       runtimePath: dir,
       code,
