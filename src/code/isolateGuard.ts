@@ -3,7 +3,8 @@
 // (fn.toString()) with their settings as literals, so they import nothing, reach nothing outside
 // their parameters and take the globals they need before any of the function's code runs.
 // The service-worker prelude is these functions on one line: nothing in their bodies may be a
-// line comment, and every statement ends with its semicolon (see oneLine in responseGuard.ts).
+// line comment nor a template literal that spans lines, and every statement ends with its
+// semicolon (see oneLine in responseGuard.ts).
 
 /** Why the guard refused an answer: the function threw, its body stream failed, or the body was too large. */
 export type GuardRefusal = 'threw' | 'incomplete' | 'too-large';

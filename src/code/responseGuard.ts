@@ -16,6 +16,7 @@ export const guardHeader = 'oyster-guard';
 /** The name of the module that wraps a module worker's main module; no upload may use it. */
 export const guardModuleName = '__oyster_guard__.js';
 
+/** The guard's verdicts, as the guard in the isolate gives them. */
 export type { GuardRefusal, GuardVerdict } from './isolateGuard.js';
 
 /** The guard answers a request carrying this verdict once the function's waitUntil work has settled. */
@@ -68,8 +69,8 @@ const useStrict = /^\s*(?:(?:\/\/[^\n]*\n|\/\*[\s\S]*?\*\/)\s*)*(['"])use strict
 const useStrictSearchBytes = 4096;
 
 /**
- * Code on one line: the functions of isolateGuard.ts hold no line comment and end every statement
- * with its semicolon, so that joining their lines changes nothing (test/unit/isolateGuard.test.ts
+ * Code on one line: the functions of isolateGuard.ts hold no line comment, no template literal that
+ * spans lines, and end every statement with its semicolon, so that joining their lines changes nothing (test/unit/isolateGuard.test.ts
  * compiles the result).
  */
 function oneLine(code: string): string {
