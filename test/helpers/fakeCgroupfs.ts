@@ -2,6 +2,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach } from 'vitest';
+import type { Cgroup } from '../../src/sandbox/cgroups.js';
 
 // The files' contents are those a real cgroup v2 kernel (Debian's 6.1, in the guest of
 // scripts/v2-vm.sh) shows for the pool cgroupv2_setup.sh makes. What plain files cannot model:
@@ -50,4 +51,12 @@ export function fakeRootsRemovedAfterEach(): {
     return dir;
   };
   return { v2Root: async (names) => removeLater(await fakeCgroupV2Root(names)), removeLater };
+}
+
+// A cgroup made of plain files in a directory: what a standby writes into them is what the kernel
+// would be told, and nothing limits its processes.
+export async function plainFileCgroup(dir: string): Promise<Cgroup> {
+  const procsFiles = [path.join(dir, 'memory.procs'), path.join(dir, 'cpu.procs')];
+  for (const file of procsFiles) await writeFile(file, '');
+  return { name: 'fake', procsFiles, oomFile: path.join(dir, 'memory.events'), cpuCounter: undefined };
 }

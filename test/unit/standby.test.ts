@@ -5,6 +5,7 @@ import { afterEach, describe, expect, test } from 'vitest';
 import { isServiceError } from '../../src/errors.js';
 import type { Cgroup } from '../../src/sandbox/cgroups.js';
 import { prepareWorkerd, type WorkerdStandby } from '../../src/sandbox/standby.js';
+import { plainFileCgroup } from '../helpers/fakeCgroupfs.js';
 import { childPids, childPidsSync, isRunning, isWorkerd } from '../helpers/processes.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -31,17 +32,11 @@ describe('a workerd standby', () => {
   const prepare = async (workerdPath = '/bin/false', procsFiles?: string[]) => {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'oyster-standby-'));
     dirs.push(dir);
-    const files = procsFiles ?? [path.join(dir, 'memory.procs'), path.join(dir, 'cpu.procs')];
-    for (const file of procsFiles ? [] : files) await writeFile(file, '');
-    const cgroup: Cgroup = {
-      name: 'fake',
-      procsFiles: files,
-      oomFile: path.join(dir, 'memory.events'),
-      cpuCounter: undefined,
-    };
+    const plain = await plainFileCgroup(dir);
+    const cgroup: Cgroup = procsFiles ? { ...plain, procsFiles } : plain;
     const standby = prepareWorkerd({ workerdPath, cgroup });
     standbys.push(standby);
-    return { standby, files };
+    return { standby, files: cgroup.procsFiles };
   };
   const failureOf = (promise: Promise<unknown>) =>
     promise.then(
