@@ -6,7 +6,8 @@ import type { Invocation } from '../capacity/invokeWorker.js';
 import { ServiceError } from '../errors.js';
 import type { Service } from '../service/service.js';
 import { hasControlCharacters } from '../text.js';
-import { countAnswers, invokeFor } from './invoking.js';
+import { countAnswers } from './answerAccounting.js';
+import { invokeFor } from './invokeForRequest.js';
 
 /** The route that runs functions; the only one whose requests are invocations. */
 export const invokePath = '/api/serverless';
