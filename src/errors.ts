@@ -65,6 +65,13 @@ const definitions = {
     status: 500,
     message: 'The function ran, but its usage could not be recorded (LEDGER_PATH); its answer is withheld',
   },
+  // The operator's listener: endpoints of a part the service was started without.
+  LEDGER_NOT_CONFIGURED: { status: 404, message: 'No usage ledger (LEDGER_PATH)' },
+  CLAIMS_NOT_CONFIGURED: {
+    status: 404,
+    message: 'Claims need a usage ledger (LEDGER_PATH) and a key (SIGNER_KEY_PATH)',
+  },
+  NO_CLAIM_YET: { status: 404, message: 'No claim yet' },
   // Not a 503: the function had started, so a load balancer must not run it again elsewhere.
   SHUTDOWN_INTERRUPTED: { status: 500, message: 'The server shut down while the function was running' },
   CLIENT_CLOSED: { status: 499, message: 'The client closed the request' },

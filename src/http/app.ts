@@ -1,24 +1,19 @@
 import Fastify, {
   type FastifyBaseLogger,
-  type FastifyError,
   type FastifyInstance,
   type FastifyReply,
   type FastifyRequest,
   LogController,
 } from 'fastify';
-import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
-import { type ErrorCode, ServiceError, toServiceError } from '../errors.js';
+import { ServiceError } from '../errors.js';
 import type { Service } from '../service/service.js';
 import { type StageName, StageTimer } from '../stages.js';
 import { attestationRoute } from './attestationRoute.js';
+import { answerFailures } from './failures.js';
 import { functionRoute } from './functionRoute.js';
 import { invokeRoute } from './invokeRoute.js';
 import { statusRoutes } from './statusRoutes.js';
 
-/** Seconds a client (or load balancer) is asked to wait before retrying a busy server. */
-const retryAfterSeconds = 1;
-/** The header on every answer of the service's own failures, with its error code. */
-export const errorHeader = 'x-oyster-error';
 /** How often Node looks for connections past their request or headers time-out (30 s unless told). */
 const connectionsCheckMs = 500;
 
@@ -26,8 +21,6 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** The stages this request has been through, with their durations. */
     stages: StageTimer;
-    /** The error code it was answered with, if it failed. */
-    failureCode: ErrorCode | undefined;
   }
 }
 
@@ -60,8 +53,7 @@ export function buildApp(service: Service): FastifyInstance {
   app.server.maxConnections = config.maxConnections;
   // JSON only: Fastify's default text/plain parser would turn other bodies into a 400, not a 415.
   app.removeContentTypeParser('text/plain');
-  app.setValidatorCompiler(validatorCompiler);
-  app.setSerializerCompiler(serializerCompiler);
+  answerFailures(app);
 
   // Each cgroup holds the standby that starts its invocations' workerd, from the start (after
   // main has cleared what a previous run left) until the end.
@@ -69,7 +61,6 @@ export function buildApp(service: Service): FastifyInstance {
   app.addHook('onClose', () => service.close());
 
   app.decorateRequest('stages', null as unknown as StageTimer);
-  app.decorateRequest('failureCode', undefined);
   app.addHook('onRequest', async (request) => {
     request.stages = new StageTimer();
     if (service.gates.shuttingDown) throw new ServiceError('SHUTTING_DOWN');
@@ -89,21 +80,6 @@ export function buildApp(service: Service): FastifyInstance {
       { method, url, statusCode, responseTimeMs: elapsedTime, code: request.failureCode },
       'request completed',
     );
-  });
-
-  app.setNotFoundHandler(() => {
-    throw new ServiceError('ROUTE_NOT_FOUND');
-  });
-  app.setErrorHandler((error: FastifyError | ServiceError, request, reply) => {
-    const failure = fromFramework(error);
-    if (failure.code !== error.code) request.log.info({ code: failure.code, err: error }, failure.message);
-    request.failureCode = failure.code;
-    if (failure.code === 'SERVER_BUSY' || failure.code === 'DRAINING')
-      void reply.header('retry-after', String(retryAfterSeconds));
-    // Tells the service's own answers from a function's on the HTTP route, where any status and
-    // body can be the function's; a load balancer can act on it (SERVER_BUSY, DRAINING, SHUTTING_DOWN).
-    void reply.header(errorHeader, failure.code);
-    return reply.code(failure.status).send({ status: 'error', message: failure.message, data: failure.data });
   });
 
   void app.register(statusRoutes, { service });
@@ -126,19 +102,4 @@ export async function shutdown(app: FastifyInstance, service: Service, graceMs: 
 // The Server-Timing header: each stage the request went through, then the total, in milliseconds.
 function serverTiming(stages: ReadonlyArray<readonly [StageName, number]>, totalMs: number): string {
   return [...stages, ['total', totalMs] as const].map(([name, ms]) => `${name};dur=${ms.toFixed(2)}`).join(', ');
-}
-
-// Maps Fastify's own errors (body parsing, validation) to ours.
-function fromFramework(error: FastifyError | ServiceError): ServiceError {
-  if (error instanceof ServiceError) return error;
-  if (error.validation) return new ServiceError('INVALID_PAYLOAD', { data: error.validation, cause: error });
-  switch (error.code) {
-    case 'FST_ERR_CTP_BODY_TOO_LARGE':
-      return new ServiceError('PAYLOAD_TOO_LARGE', { cause: error });
-    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
-      return new ServiceError('UNSUPPORTED_MEDIA_TYPE', { cause: error });
-  }
-  const status = error.statusCode ?? 500;
-  if (status >= 400 && status < 500) return new ServiceError('INVALID_PAYLOAD', { data: error.message, cause: error });
-  return toServiceError(error);
 }

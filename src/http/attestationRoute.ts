@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { fetchAttestation } from '../attestation/fetchAttestation.js';
 import { sealingUserData } from '../secrets/sealing.js';
 import type { Service } from '../service/service.js';
-import { abandonOnClose } from './invoking.js';
+import { abandonOnClose } from './invokeForRequest.js';
 
 /** Where a client fetches the enclave's attestation document. */
 export const attestationPath = '/attestation';

@@ -2,8 +2,9 @@ import type http from 'node:http';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { ServiceError } from '../errors.js';
 import type { Service } from '../service/service.js';
+import { countAnswers } from './answerAccounting.js';
+import { invokeFor } from './invokeForRequest.js';
 import { codeIdSchema } from './invokeRoute.js';
-import { countAnswers, invokeFor } from './invoking.js';
 
 /** Where the functions answer as HTTP endpoints: /fn/<code_id>/<path…>. */
 export const functionPrefix = '/fn/';

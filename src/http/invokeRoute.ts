@@ -6,7 +6,9 @@ import type { Invocation } from '../capacity/invokeWorker.js';
 import { ServiceError } from '../errors.js';
 import type { Service } from '../service/service.js';
 import { hasControlCharacters } from '../text.js';
-import { countAnswers, invokeFor } from './invoking.js';
+import { countAnswers } from './answerAccounting.js';
+import { sendEnvelope } from './envelope.js';
+import { invokeFor } from './invokeForRequest.js';
 
 /** The route that runs functions; the only one whose requests are invocations. */
 export const invokePath = '/api/serverless';
@@ -57,12 +59,7 @@ export const invokeRoute: FastifyPluginAsync<{ readonly service: Service }> = as
       // it can rebuild those bytes.
       if (signer) void reply.headers(signer.headers({ codeId, codeSha256, input: body, output: answer.body }));
       const { body: data, encoding } = bodyField(answer.body);
-      return {
-        status: 'success',
-        message: 'Response successfully generated',
-        data,
-        ...(encoding ? { encoding } : {}),
-      };
+      return sendEnvelope(reply, 'success', 'Response successfully generated', data, { encoding });
     });
 };
 

@@ -1,5 +1,6 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { Service } from '../service/service.js';
+import { sendEnvelope } from './envelope.js';
 
 /** GET /health for load balancers and supervisors, GET /metrics for Prometheus. */
 export const statusRoutes: FastifyPluginAsync<{ readonly service: Service }> = async (app, { service }) => {
@@ -9,10 +10,11 @@ export const statusRoutes: FastifyPluginAsync<{ readonly service: Service }> = a
     // While shutting down, every request (this one too) is answered 503 SHUTTING_DOWN by app.ts.
     const { size, free, usable } = capacity.cgroups;
     const healthy = !service.gates.draining && usable > 0;
-    return reply.code(healthy ? 200 : 503).send({
-      status: healthy ? 'success' : 'error',
-      message: service.gates.draining ? 'Draining' : healthy ? 'Serving' : 'No usable cgroup in the pool',
-      data: {
+    return sendEnvelope(
+      reply.code(healthy ? 200 : 503),
+      healthy ? 'success' : 'error',
+      service.gates.draining ? 'Draining' : healthy ? 'Serving' : 'No usable cgroup in the pool',
+      {
         pool_size: size,
         free,
         usable,
@@ -21,7 +23,7 @@ export const statusRoutes: FastifyPluginAsync<{ readonly service: Service }> = a
         in_flight: service.gates.inFlight,
         sealing: service.sealing.state,
       },
-    });
+    );
   });
 
   app.get('/metrics', async (_request, reply) => {

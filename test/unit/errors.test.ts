@@ -14,6 +14,9 @@ describe('ServiceError', () => {
     ['WORKERD_START_FAILED', 500, 'Error running the workerd runtime'],
     ['INVOCATION_FAILED', 500, 'Failed to generate the response'],
     ['SERVER_BUSY', 503, 'Server busy'],
+    ['LEDGER_NOT_CONFIGURED', 404, 'No usage ledger (LEDGER_PATH)'],
+    ['CLAIMS_NOT_CONFIGURED', 404, 'Claims need a usage ledger (LEDGER_PATH) and a key (SIGNER_KEY_PATH)'],
+    ['NO_CLAIM_YET', 404, 'No claim yet'],
   ] as const)('%s answers %i "%s"', (code, status, message) => {
     const error = new ServiceError(code);
     expect(error).toMatchObject({ code, status, message, data: null });

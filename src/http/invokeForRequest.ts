@@ -1,22 +1,11 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { FunctionRequest } from '../capacity/invokeWorker.js';
-import type { FunctionUsage } from '../capacity/usage.js';
 import { ServiceError, toServiceError } from '../errors.js';
-import type { Metrics } from '../metrics.js';
 import type { RunResult } from '../pipeline/runFunction.js';
 import type { Service } from '../service/service.js';
 
-/** The header in which an invocation's answer says what its function used (docs/api.md#usage). */
-export const usageHeader = 'x-oyster-usage';
 /** The header that names an answered invocation's row in the usage ledger. */
 export const invocationHeader = 'x-oyster-invocation';
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    /** What the function's workerd used and the bytes it exchanged, once its workerd was started. */
-    usage: (FunctionUsage & { bytesIn: number; bytesOut: number }) | undefined;
-  }
-}
 
 /**
  * Runs one invocation for a request of either route: the client going away aborts it, its stages
@@ -46,43 +35,6 @@ export async function invokeFor(
   } catch (error) {
     throw reportFailure(request, error);
   }
-}
-
-/**
- * Accounts for each answer of a route group's invocations: its usage header, and in /metrics its
- * status and code, and what its function used.
- */
-export function countAnswers(app: FastifyInstance, metrics: Metrics): void {
-  app.decorateRequest('usage', undefined);
-  app.addHook('onSend', async (request, reply) => {
-    if (request.usage) void reply.header(usageHeader, formatUsage(request.usage, reply.elapsedTime));
-  });
-  app.addHook('onResponse', async (request, reply) => {
-    const outcome = request.failureCode ?? 'OK';
-    metrics.recordRequest(reply.statusCode, outcome, request.stages.durations);
-    if (request.usage) metrics.recordUsage(outcome, request.usage);
-  });
-}
-
-/**
- * The usage header's value, a structured-field dictionary (RFC 8941): cpu-ms, peak-memory (bytes),
- * wall-ms (from taking the request to the answer), bytes-in and bytes-out (the bodies the function
- * received and gave); a figure the kernel could not give is left out.
- */
-export function formatUsage(usage: FunctionUsage & { bytesIn: number; bytesOut: number }, wallMs: number): string {
-  const fields: Array<[string, number | undefined]> = [
-    ['cpu-ms', usage.cpuMs === undefined ? undefined : round(usage.cpuMs)],
-    ['peak-memory', usage.peakMemoryBytes],
-    ['wall-ms', round(wallMs)],
-    ['bytes-in', usage.bytesIn],
-    ['bytes-out', usage.bytesOut],
-  ];
-  return fields.flatMap(([name, value]) => (value === undefined ? [] : [`${name}=${value}`])).join(', ');
-}
-
-// Three decimals at most, as a structured-field decimal allows.
-function round(ms: number): number {
-  return Math.round(ms * 1000) / 1000;
 }
 
 /**
