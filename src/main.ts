@@ -8,7 +8,7 @@ import { openService } from './startup.js';
 // Starts the service from the environment (and .env), as supervisord runs it; exits 0 after SIGTERM.
 async function main(): Promise<void> {
   const config = parseConfig(process.env);
-  // gc() is there when the service runs with its own Node flags (src/nodeFlags.ts).
+  // gc() is there when the service runs with its own Node flags (src/serviceNodeFlags.ts).
   const collectGarbage = globalThis.gc && compactingCollection(globalThis.gc);
   const { service, app, admin, startedWith, close } = await openService(config, { collectGarbage });
   if (!collectGarbage && config.idleGcMs > 0) {

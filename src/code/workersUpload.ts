@@ -1,6 +1,6 @@
 import { z } from 'zod';
+import { hasControlCharacters } from '../controlCharacters.js';
 import { ServiceError } from '../errors.js';
-import { hasControlCharacters } from '../text.js';
 import { guardModuleName } from './responseGuard.js';
 import type { ModuleType, WorkerBinding, WorkerCode, WorkerModule, WorkerSettings } from './workerCode.js';
 
