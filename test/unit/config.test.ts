@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { describe, expect, test } from 'vitest';
-import { parseConfig, settingNames } from '../../src/config.js';
+import { describe, expect, expectTypeOf, test } from 'vitest';
+import { type Config, parseConfig, type Setting, settingNames, settings } from '../../src/config.js';
 import { StartupError } from '../../src/errors.js';
 import { projectRoot } from '../helpers/projectRoot.js';
 
@@ -65,6 +65,38 @@ describe('parseConfig', () => {
     });
   });
 
+  test('gives a Config every field of the table, an unset optional one too', () => {
+    expect(Object.keys(parseConfig({}))).toEqual(Object.keys(settings));
+  });
+
+  test("turns a variable's text into its field's value: paths resolved, flags split, cgroup version a number", () => {
+    expect(
+      parseConfig({
+        RUNTIME_PATH: 'rt',
+        LEDGER_PATH: 'ledger/usage.sqlite',
+        COMPATIBILITY_FLAGS: 'nodejs_compat, streams_enable_constructors',
+        CGROUP_VERSION: '1',
+        ATTESTATION_KEY_CHECK: '0',
+      }),
+    ).toMatchObject({
+      runtimePath: path.resolve('rt'),
+      ledgerPath: path.resolve('ledger/usage.sqlite'),
+      compatibilityFlags: ['nodejs_compat', 'streams_enable_constructors'],
+      cgroupVersion: 1,
+      attestationKeyCheck: false,
+    });
+    expect(parseConfig({ COMPATIBILITY_FLAGS: ',' }).compatibilityFlags).toEqual([]);
+  });
+
+  test('types each field by what its setting parses to', () => {
+    expectTypeOf<Config['cgroupVersion']>().toEqualTypeOf<1 | 2 | undefined>();
+    expectTypeOf<Config['compatibilityFlags']>().toEqualTypeOf<readonly string[]>();
+    expectTypeOf<Config['adminPort']>().toEqualTypeOf<number | undefined>();
+    expectTypeOf<Config['ledgerPath']>().toEqualTypeOf<string | undefined>();
+    expectTypeOf<Config['attestationKeyCheck']>().toEqualTypeOf<boolean>();
+    expectTypeOf<Config['runtimePath']>().toEqualTypeOf<string>();
+  });
+
   test('has no operator listener unless ADMIN_PORT is set, and on loopback when it is', () => {
     expect(parseConfig({}).adminPort).toBeUndefined();
     expect(parseConfig({ ADMIN_PORT: '6001' })).toMatchObject({ adminPort: 6001, adminHost: '127.0.0.1' });
@@ -72,6 +104,12 @@ describe('parseConfig', () => {
 
   test('refuses an ADMIN_PORT that is the public PORT, naming it', () => {
     expect(() => parseConfig({ PORT: '6000', ADMIN_PORT: '6000' })).toThrow(/ADMIN_PORT: must differ from PORT/);
+  });
+
+  test('refuses SEALING_KMS_BLOB without SEALING_KMS_REGION, naming the region', () => {
+    expect(() => parseConfig({ SEALING_KMS_BLOB: '/app/sealing.blob' })).toThrow(
+      /^Invalid configuration:\n {2}SEALING_KMS_REGION: must be set with SEALING_KMS_BLOB/,
+    );
   });
 
   test('treats an empty value as unset', () => {
@@ -99,16 +137,41 @@ describe('parseConfig', () => {
 });
 
 describe('the settings, declared in src/config.ts', () => {
-  // The variables a file names: docs/configuration.md's table rows, .env.example's assignments
-  // (commented out or not).
-  const named = async (file: string, pattern: RegExp) =>
-    [...(await readFile(path.join(projectRoot, file), 'utf8')).matchAll(pattern)].map((match) => match[1]!).sort();
+  const read = (file: string) => readFile(path.join(projectRoot, file), 'utf8');
 
-  test('docs/configuration.md has a row for each, and for nothing else', async () => {
-    expect(await named('docs/configuration.md', /^\| `([A-Z][A-Z0-9_]*)` \|/gm)).toEqual([...settingNames].sort());
+  // The doc's Default column: the table's shownDefault where it has one, else the default as code, else "unset".
+  const shownDefault = (setting: Setting) =>
+    setting.shownDefault ?? (setting.default === undefined ? 'unset' : `\`${setting.default}\``);
+
+  test("docs/configuration.md lists each in the table's order, and nothing else, with its default", async () => {
+    const rows = (await read('docs/configuration.md')).matchAll(/^\| `([A-Z][A-Z0-9_]*)` \| ([^|]*?) \|/gm);
+    expect([...rows].map(([, name, shown]) => [name, shown])).toEqual(
+      Object.values(settings).map((setting: Setting) => [setting.env, shownDefault(setting)]),
+    );
   });
 
+  // .env.example's lines `NAME=value` and commented-out ones `# NAME=value`.
+  const assignments = async () =>
+    [...(await read('.env.example')).matchAll(/^(#? ?)([A-Z][A-Z0-9_]*)=(.*)$/gm)].map(([, comment, name, value]) => ({
+      commented: comment !== '',
+      name: name!,
+      value: value!,
+    }));
+
   test('.env.example names each once, and nothing else', async () => {
-    expect(await named('.env.example', /^#? ?([A-Z][A-Z0-9_]*)=/gm)).toEqual([...settingNames].sort());
+    expect((await assignments()).map((line) => line.name).sort()).toEqual([...settingNames].sort());
+  });
+
+  // So that copying it to .env changes nothing: other values are examples, and are commented out.
+  test('.env.example sets a variable only to its default', async () => {
+    const defaults = new Map(Object.values(settings).map((setting: Setting) => [setting.env, setting.default]));
+    for (const { name, value } of (await assignments()).filter((line) => !line.commented)) {
+      expect(`${name}=${value}`).toBe(`${name}=${defaults.get(name)}`);
+    }
+  });
+
+  test('.env.example shows only values the service accepts, its examples too', async () => {
+    const all = Object.fromEntries((await assignments()).map((line) => [line.name, line.value]));
+    expect(() => parseConfig(all)).not.toThrow();
   });
 });
