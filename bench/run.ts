@@ -6,7 +6,7 @@ import { performance } from 'node:perf_hooks';
 import { request } from 'undici';
 import { parseConfig } from '../src/config.js';
 import { projectRoot } from '../src/dev/projectRoot.js';
-import { serviceNodeFlags } from '../src/nodeFlags.js';
+import { serviceNodeFlags } from '../src/serviceNodeFlags.js';
 import { Cleanup } from './cleanup.js';
 import { type Driver, startDriver } from './driverProcess.js';
 import { type LatencySamples, measureLatency } from './latency.js';

@@ -4,7 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { rawDocumentPath } from '../src/dev/attestationServer.js';
-import { serviceNodeFlags } from '../src/nodeFlags.js';
+import { serviceNodeFlags } from '../src/serviceNodeFlags.js';
 import { startNodeChild } from './child.js';
 import type { Cleanup } from './cleanup.js';
 import type { BenchPool } from './pool.js';

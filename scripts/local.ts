@@ -12,9 +12,9 @@ import { startDevServers } from '../src/dev/devServers.js';
 import { devKmsKeyId } from '../src/dev/kmsServer.js';
 import { projectRoot } from '../src/dev/projectRoot.js';
 import { writeKeyPair } from '../src/keyFiles.js';
-import { serviceNodeFlags } from '../src/nodeFlags.js';
 import { detectCgroupVersion } from '../src/sandbox/cgroups.js';
 import { generateSealingBlob } from '../src/secrets/blob.js';
+import { serviceNodeFlags } from '../src/serviceNodeFlags.js';
 
 const devKmsEndpoint = 'http://127.0.0.1:4000';
 const devKmsRegion = 'us-east-1';

@@ -4,7 +4,7 @@ import getPort from 'get-port';
 import { request } from 'undici';
 import { rawDocumentPath } from '../../src/dev/attestationServer.js';
 import type { RunningServer } from '../../src/dev/listen.js';
-import { serviceNodeFlags } from '../../src/nodeFlags.js';
+import { serviceNodeFlags } from '../../src/serviceNodeFlags.js';
 import { cgroupRoot, type TestPool } from './cgroups.js';
 import { projectRoot } from './projectRoot.js';
 

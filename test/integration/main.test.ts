@@ -5,7 +5,7 @@ import getPort from 'get-port';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { RunningServer } from '../../src/dev/listen.js';
-import { serviceNodeFlags } from '../../src/nodeFlags.js';
+import { serviceNodeFlags } from '../../src/serviceNodeFlags.js';
 import { cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
 import { fakeCgroupV2Root } from '../helpers/fakeCgroupfs.js';
 import { postJson, statusOf } from '../helpers/http.js';

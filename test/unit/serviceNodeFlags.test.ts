@@ -4,7 +4,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, expect, test } from 'vitest';
-import { serviceNodeFlags } from '../../src/nodeFlags.js';
+import { serviceNodeFlags } from '../../src/serviceNodeFlags.js';
 import { projectRoot } from '../helpers/projectRoot.js';
 
 // Two places that start the service cannot import the flags: each must pass them all.
