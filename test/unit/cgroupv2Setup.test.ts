@@ -7,9 +7,10 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, test } from 'vitest';
 import { fakeCgroupV2Root, fakeChildCgroup } from '../helpers/fakeCgroupfs.js';
+import { projectRoot } from '../helpers/projectRoot.js';
 
 const run = promisify(execFile);
-const setup = path.resolve(import.meta.dirname, '../../cgroupv2_setup.sh');
+const setup = path.join(projectRoot, 'cgroupv2_setup.sh');
 
 // The script refuses to run as anyone but root; CI runs as root, so there a skip is a failure.
 const asRoot = process.getuid?.() === 0;
