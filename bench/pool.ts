@@ -1,8 +1,9 @@
 // Real cgroup pools for one bench run, under a unique ob… prefix.
-import { readCpuUsageUs } from '../src/sandbox/cgroups.js';
-import { createScratchPool, type ScratchPool } from '../test/helpers/scratchPool.js';
 
-export { cgroupRoot, cgroupUnavailableReason } from '../test/helpers/scratchPool.js';
+import { createScratchPool, type ScratchPool } from '../src/dev/scratchPool.js';
+import { readCpuUsageUs } from '../src/sandbox/cgroups.js';
+
+export { cgroupRoot, cgroupUnavailableReason } from '../src/dev/scratchPool.js';
 
 // Same limits a deployment gets from the setup scripts' defaults.
 const memoryLimit = '100M';

@@ -8,6 +8,7 @@ import 'dotenv/config';
 import { CgroupPool } from '../src/capacity/cgroupPool.js';
 import { parseConfig } from '../src/config.js';
 import { rootPath } from '../src/dev/attestationServer.js';
+import { cgroupSetupScript } from '../src/dev/cgroupSetupScript.js';
 import { startDevServers } from '../src/dev/devServers.js';
 import { devKmsKeyId } from '../src/dev/kmsServer.js';
 import { projectRoot } from '../src/dev/projectRoot.js';
@@ -34,8 +35,7 @@ async function main(): Promise<void> {
   );
   if (!hasPool) {
     const version = config.cgroupVersion ?? (await detectCgroupVersion(config.cgroupRoot));
-    const script = path.join(projectRoot, version === 2 ? 'cgroupv2_setup.sh' : 'cgroupv1_setup.sh');
-    execFileSync(script, [], {
+    execFileSync(cgroupSetupScript(version), [], {
       stdio: 'inherit',
       env: { ...process.env, CGROUP_ROOT: config.cgroupRoot, CGROUP_PREFIX: config.cgroupPrefix },
     });

@@ -15,12 +15,17 @@ import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { parseConfig } from '../../src/config.js';
 import { rawDocumentPath } from '../../src/dev/attestationServer.js';
-import { type Cgroup, discoverCgroups, readOomKills, readPids } from '../../src/sandbox/cgroups.js';
+import {
+  type Cgroup,
+  detectCgroupVersion,
+  discoverCgroups,
+  readOomKills,
+  readPids,
+} from '../../src/sandbox/cgroups.js';
 import { cgroupRoot, createTestPool, type TestPool } from '../helpers/cgroups.js';
 import { getJson, invoke } from '../helpers/http.js';
 import { isWorkerd } from '../helpers/processes.js';
 import { projectRoot } from '../helpers/projectRoot.js';
-import { hostCgroupVersion } from '../helpers/scratchPool.js';
 import { type ServiceProcess, serviceEnv, startService } from '../helpers/service.js';
 import { examplesDir, fixturesDir, processesMentioning } from '../helpers/stack.js';
 import { startUpstreams } from '../helpers/upstreams.js';
@@ -55,7 +60,7 @@ interface V2Service {
 
 async function startV2Service(env: Readonly<Record<string, string>>): Promise<V2Service> {
   // Not a v1 machine by mistake: the whole point is the unified hierarchy.
-  expect(await hostCgroupVersion()).toBe(2);
+  expect(await detectCgroupVersion(cgroupRoot)).toBe(2);
   const { attestation, storage } = await startUpstreams([examplesDir, fixturesDir]);
   const pool = await createTestPool({ count: poolSize, memory: '128M' });
   const runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
