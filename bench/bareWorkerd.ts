@@ -5,14 +5,14 @@
 // way the service joins it, to show what cgroup placement alone costs. Run from a lean process
 // (see driver.ts): fork() copies the parent's page tables, so a big parent pays more.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
-import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
 import { egressDenyList } from '../src/code/egress.js';
 import { renderWorkerdConfig } from '../src/code/workerdConfig.js';
+import { makeTempDir, removeTempDir } from '../src/dev/tempDir.js';
 import { watchControl } from '../src/sandbox/standbyProtocol.js';
 import type { Cleanup } from './cleanup.js';
 
@@ -64,11 +64,11 @@ export interface BareWorkerd {
 
 /** Writes the ready-made config once; every invocation serves it. */
 export async function prepareBareWorkerd(options: BareWorkerdOptions): Promise<BareWorkerd> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'oyster-bench-bare-'));
+  const dir = await makeTempDir('oyster-bench-bare-');
   const live = new Set<ChildProcess>();
   const remove = options.cleanup.add('bare workerd', async () => {
     await Promise.all([...live].map((child) => killAndReap(child)));
-    await rm(dir, { recursive: true, force: true });
+    await removeTempDir(dir);
   });
   await writeFile(path.join(dir, scriptFileName), options.code);
   const configPath = path.join(dir, configFileName);

@@ -1,10 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { loadSigner, recoverSigner } from '../../src/signing.js';
 import { cgroupsOrSkip } from '../helpers/cgroups.js';
 import { referenceAnswer } from '../helpers/reference.js';
@@ -20,7 +20,7 @@ describe.runIf(cgroups)('functions as HTTP endpoints', () => {
   let keyDir: string;
   let keyPath: string;
   beforeAll(async () => {
-    keyDir = await mkdtemp(path.join(os.tmpdir(), 'oyster-key-'));
+    keyDir = await makeTempDir('oyster-key-');
     keyPath = path.join(keyDir, 'signer.key');
     await writeFile(keyPath, randomBytes(32), { mode: 0o600 });
     stack = await startStack({ pool: { count: 2 }, env: { SIGNER_KEY_PATH: keyPath } });
@@ -29,7 +29,7 @@ describe.runIf(cgroups)('functions as HTTP endpoints', () => {
   });
   afterAll(async () => {
     await stack?.close();
-    await rm(keyDir, { recursive: true, force: true });
+    await removeTempDir(keyDir);
   });
 
   const exchanges: Array<[string, string, { method: string; headers?: Record<string, string>; body?: string }]> = [
