@@ -1,6 +1,7 @@
 // The services under test (cold, warm, with spares, on the HTTP route): starting them, and reading their own CPU.
 import { readFile } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Cleanup } from './cleanup.js';
 import { type BenchPool, createBenchPool } from './pool.js';
 import { readMemory } from './procStats.js';
@@ -132,8 +133,4 @@ export async function probeCodeCache(services: readonly ServiceUnderTest[], upst
   const verdict =
     storage === 0 ? 'the code cache is active' : 'the service has no working code cache: warm behaves like cold';
   return `code cache probe: ${cacheProbeRequests} warm requests made ${attestation} attestation and ${storage} storage calls, so ${verdict}`;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -2,6 +2,7 @@ import { watch } from 'node:fs';
 import { access, mkdir } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { listen, type RunningServer } from '../../src/dev/listen.js';
 import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
@@ -113,7 +114,7 @@ describe.runIf(cgroups)('path-like code_ids', () => {
         expect(response.statusCode, codeId).toBe(200);
         expect(response.body.data).toBe('ran');
       }
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      await sleep(100);
     } finally {
       watcher.close();
     }

@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -55,7 +56,7 @@ describe.runIf(cgroups)('the usage ledger when the service is killed', () => {
       }
     };
     const running = Array.from({ length: clients }, client);
-    await new Promise((resolve) => setTimeout(resolve, killAfterMs));
+    await sleep(killAfterMs);
     service.child.kill('SIGKILL');
     killed = true;
     await service.exited;

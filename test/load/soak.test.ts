@@ -1,5 +1,6 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { RunningServer } from '../../src/dev/listen.js';
@@ -103,7 +104,7 @@ describe.runIf(cgroups)('soak', () => {
           wellFormed,
         });
         // A well-behaved client waits before it tries a busy server again.
-        if (response.statusCode === 503) await new Promise((resolve) => setTimeout(resolve, busyBackoffMs));
+        if (response.statusCode === 503) await sleep(busyBackoffMs);
       }
     };
     await Promise.all(Array.from({ length: concurrency }, worker));

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
 import { CgroupPool } from '../../src/capacity/cgroupPool.js';
@@ -126,7 +127,7 @@ describe('GET /health while shutting down', () => {
       const service = createService(config, { pool });
       const app = buildApp(service);
       const inFlight = app.inject({ method: 'POST', url: '/api/serverless', payload: { code_id: 'a' } });
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      await sleep(50);
       const stopping = shutdown(app, service, 5_000);
       const health = await app.inject({ method: 'GET', url: '/health' });
       expect(health.statusCode).toBe(503);
@@ -217,7 +218,7 @@ describe('the collection after a burst of invocations', () => {
 
       // Health checks and scrapes are not a burst.
       for (let i = 0; i < 3; i++) await app.inject({ method: 'GET', url: '/health' });
-      await new Promise((resolve) => setTimeout(resolve, idleMs * 1.5));
+      await sleep(idleMs * 1.5);
       expect(collectGarbage).toHaveBeenCalledTimes(1);
       await app.close();
     } finally {
