@@ -11,7 +11,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
 import { egressDenyList } from '../src/code/egress.js';
-import { renderWorkerdConfig } from '../src/code/workerdConfig.js';
+import { type RuntimeDefaults, renderWorkerdConfig } from '../src/code/workerdConfig.js';
 import { makeTempDir, removeTempDir } from '../src/dev/tempDir.js';
 import { watchControl } from '../src/sandbox/standbyProtocol.js';
 import type { Cleanup } from './cleanup.js';
@@ -33,10 +33,9 @@ const cgroupJoinFailed = 125;
 // starts inside the cgroup without the cgroup holding anything else.
 const joinCgroupsThenExec = `while [ "$1" != -- ]; do echo $$ > "$1" || exit ${cgroupJoinFailed}; shift; done; shift; exec "$@"`;
 
-export interface BareWorkerdOptions {
+/** How bare workerd runs the code: with the compatibility date and flags the service gives code that names none. */
+export interface BareWorkerdOptions extends RuntimeDefaults {
   readonly workerdPath: string;
-  readonly compatibilityDate: string;
-  readonly compatibilityFlags: readonly string[];
   /** The worker's source, a service worker like the ones the service runs. */
   readonly code: string;
   /** When given, each invocation runs in one of these cgroups (each a list of cgroup.procs files), one invocation per cgroup at a time. */

@@ -98,8 +98,7 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
     sides.push(miniflareSide(miniflare));
   } else {
     // One cgroup per concurrent invocation, up to the highest concurrency of the throughput section.
-    const pool = await createBenchPool(settings.poolSize * 2);
-    cleanup.add(`remove cgroup pool ${pool.prefix}`, () => pool.remove());
+    const pool = await createBenchPool(settings.poolSize * 2, cleanup);
     const inCgroup = await startDriver({ kind: 'bare-cgroup', ...driverOptions, cgroups: pool.procsFiles });
     drivers.push(inCgroup);
     sides.push(cgroupSide(inCgroup), miniflareSide(miniflare));

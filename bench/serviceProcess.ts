@@ -3,6 +3,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { rawDocumentPath } from '../src/dev/attestationServer.js';
+import { projectRoot } from '../src/dev/projectRoot.js';
 import { makeTempDir, removeTempDir } from '../src/dev/tempDir.js';
 import { serviceNodeFlags } from '../src/serviceNodeFlags.js';
 import { startNodeChild } from './child.js';
@@ -12,7 +13,7 @@ import { cgroupRoot } from './pool.js';
 import { type MemoryUse, readCpuMs, readMemory } from './procStats.js';
 import type { Upstreams } from './upstreamProcess.js';
 
-const serviceScript = path.resolve(import.meta.dirname, '../src/main.js');
+const serviceScript = path.join(projectRoot, 'dist/src/main.js');
 // Short, so a stop at the end of the bench does not wait long for a stuck request.
 const shutdownGraceMs = 2_000;
 const stopGraceMs = 5_000;

@@ -53,9 +53,8 @@ export async function startServices(
   ] as const;
   const services: ServiceUnderTest[] = [];
   for (const variant of variants) {
-    const pool = await createBenchPool(settings.poolSize);
-    // Registered before the service, so teardown stops the service first and then removes its pool.
-    cleanup.add(`remove cgroup pool ${pool.prefix}`, () => pool.remove());
+    // Made before the service, so teardown stops the service first and then removes its pool.
+    const pool = await createBenchPool(settings.poolSize, cleanup);
     const running = await startServiceProcess({ name: variant.key, pool, upstreams, env: variant.env, cleanup });
     const rssFreshMb = (await running.memory()).rssMb;
     const client = serviceSide(variant.key, variant.label, running, variant.route);
