@@ -1,6 +1,5 @@
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { secp256k1 } from '@noble/curves/secp256k1.js';
 import { execa } from 'execa';
 import getPort from 'get-port';
 import { request } from 'undici';
@@ -12,6 +11,7 @@ import { cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups
 import { invoke } from '../helpers/http.js';
 import { projectRoot } from '../helpers/projectRoot.js';
 import { type ServiceProcess, serviceEnv, startService } from '../helpers/service.js';
+import { writeSignerKey } from '../helpers/signerKey.js';
 import { examplesDir } from '../helpers/stack.js';
 import { startUpstreams } from '../helpers/upstreams.js';
 
@@ -39,8 +39,7 @@ describe.runIf(cgroups)('usage claims', () => {
     ({ attestation, storage } = await startUpstreams([examplesDir]));
     pool = await createTestPool({ count: 2 });
     dir = await makeTempDir('oyster-claims-');
-    const keyFile = path.join(dir, 'signer.key');
-    await writeFile(keyFile, Buffer.from(secp256k1.utils.randomSecretKey()).toString('hex'), { mode: 0o600 });
+    const keyFile = await writeSignerKey(dir);
     address = (await loadSigner(keyFile)).address;
     env = {
       ...serviceEnv({ pool, runtimePath: path.join(dir, 'runtime'), attestation, storage }),

@@ -1,5 +1,5 @@
-import { createHash, randomBytes } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { request } from 'undici';
@@ -8,6 +8,7 @@ import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { loadSigner, recoverSigner } from '../../src/signing.js';
 import { cgroupsOrSkip } from '../helpers/cgroups.js';
 import { referenceAnswer } from '../helpers/reference.js';
+import { writeSignerKey } from '../helpers/signerKey.js';
 import { noLeftovers, type Stack, startStack, wranglerFixturesDir } from '../helpers/stack.js';
 
 const cgroups = await cgroupsOrSkip();
@@ -21,8 +22,7 @@ describe.runIf(cgroups)('functions as HTTP endpoints', () => {
   let keyPath: string;
   beforeAll(async () => {
     keyDir = await makeTempDir('oyster-key-');
-    keyPath = path.join(keyDir, 'signer.key');
-    await writeFile(keyPath, randomBytes(32), { mode: 0o600 });
+    keyPath = await writeSignerKey(keyDir);
     stack = await startStack({ pool: { count: 2 }, env: { SIGNER_KEY_PATH: keyPath } });
     await stack.app.listen({ host: '127.0.0.1', port: 0 });
     base = `http://127.0.0.1:${(stack.app.server.address() as AddressInfo).port}`;

@@ -7,6 +7,7 @@ import { loadSigner, recoverSigner } from '../../src/signing.js';
 import { cgroupsOrSkip } from '../helpers/cgroups.js';
 import { fakeCgroupV2Root } from '../helpers/fakeCgroupfs.js';
 import { refusedStart } from '../helpers/service.js';
+import { writeSignerKey } from '../helpers/signerKey.js';
 import { examplesDir, type Stack, startStack, wranglerFixturesDir } from '../helpers/stack.js';
 
 const cgroups = await cgroupsOrSkip();
@@ -18,8 +19,7 @@ describe.runIf(cgroups)('signed results', () => {
   let unsigned: Stack;
   beforeAll(async () => {
     keyDir = await makeTempDir('oyster-key-');
-    keyPath = path.join(keyDir, 'signer.key');
-    await writeFile(keyPath, randomBytes(32), { mode: 0o600 });
+    keyPath = await writeSignerKey(keyDir);
     signed = await startStack({ pool: { count: 1 }, env: { SIGNER_KEY_PATH: keyPath } });
     unsigned = await startStack({ pool: { count: 1 } });
   });

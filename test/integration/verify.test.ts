@@ -2,11 +2,11 @@
 // answer signed with a fresh key exactly as the service signs one.
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { secp256k1 } from '@noble/curves/secp256k1.js';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { sha256 } from '../../src/code/codeCache.js';
 import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { loadSigner, type Signer, signatureHeader, timestampHeader } from '../../src/signing.js';
+import { writeSignerKey } from '../helpers/signerKey.js';
 import { runVerify as verify } from '../helpers/verifyCommand.js';
 
 const mismatchExit = 1;
@@ -27,8 +27,7 @@ let signature: string;
 
 beforeAll(async () => {
   dir = await makeTempDir('verify-');
-  const keyFile = path.join(dir, 'signer.key');
-  await writeFile(keyFile, Buffer.from(secp256k1.utils.randomSecretKey()).toString('hex'), { mode: 0o600 });
+  const keyFile = await writeSignerKey(dir);
   signer = await loadSigner(keyFile);
   codeFile = path.join(dir, 'code.js');
   await writeFile(codeFile, code);
