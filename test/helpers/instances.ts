@@ -3,7 +3,7 @@ import type { RunningServer } from '../../src/dev/listen.js';
 import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { createTestPool, type TestPool } from './cgroups.js';
 import { invoke } from './http.js';
-import { signal } from './processes.js';
+import { exitedWithin, signal } from './processes.js';
 import { type ServiceProcess, serviceEnv, startService } from './service.js';
 import { processesMentioning } from './stack.js';
 
@@ -41,8 +41,7 @@ export async function startInstance(
 export async function stopInstance(instance: Instance): Promise<void> {
   if (instance.service.child.exitCode === null && instance.service.child.signalCode === null) {
     instance.service.child.kill('SIGTERM');
-    const late = new Promise<'late'>((resolve) => setTimeout(() => resolve('late'), stopTimeoutMs).unref());
-    if ((await Promise.race([instance.service.exited, late])) === 'late') instance.service.child.kill('SIGKILL');
+    if (!(await exitedWithin(instance.service.exited, stopTimeoutMs))) instance.service.child.kill('SIGKILL');
     await instance.service.exited;
   }
   for (const pid of await processesMentioning(instance.runtimePath)) signal(pid, 'SIGKILL');

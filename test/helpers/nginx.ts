@@ -4,7 +4,7 @@ import path from 'node:path';
 import getPort from 'get-port';
 import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { statusOf } from './http.js';
-import { descendantPids, signal } from './processes.js';
+import { descendantPids, exitedWithin, signal } from './processes.js';
 import { findProgram } from './programs.js';
 import { projectRoot } from './projectRoot.js';
 import { waitFor } from './wait.js';
@@ -99,8 +99,7 @@ export async function startNginx(upstreams: readonly string[]): Promise<Nginx> {
     if (!done && child.pid !== undefined) {
       const everything = [child.pid, ...(await descendantPids(child.pid))];
       signal(child.pid, 'SIGQUIT');
-      const late = new Promise<'late'>((resolve) => setTimeout(() => resolve('late'), stopTimeoutMs).unref());
-      if ((await Promise.race([exited, late])) === 'late') for (const pid of everything) signal(pid, 'SIGKILL');
+      if (!(await exitedWithin(exited, stopTimeoutMs))) for (const pid of everything) signal(pid, 'SIGKILL');
       await exited;
     }
     await removeTempDir(dir);
