@@ -14,20 +14,8 @@
 # Safe to run again: existing cgroups get the new limits.
 set -eu
 
-count=${1:-20}
-memory=${2:-100M}
-cpu_percent=${3:-100}
-root=${CGROUP_ROOT:-/sys/fs/cgroup}
-prefix=${CGROUP_PREFIX:-workerd}
-period_us=100000
-
-fail() { echo "cgroupv1_setup.sh: $*" >&2; exit 1; }
-
-case $count in '' | *[!0-9]* | 0) fail "COUNT must be a positive integer, got '$count'" ;; esac
-case $memory in '' | *[!0-9KMGkmg]* | [!0-9]*) fail "MEMORY must be bytes with an optional K/M/G suffix, got '$memory'" ;; esac
-case $cpu_percent in '' | *[!0-9]* | 0) fail "CPU_PERCENT must be a positive integer, got '$cpu_percent'" ;; esac
-case $prefix in '' | *[!A-Za-z0-9_.-]*) fail "CGROUP_PREFIX must be letters, digits, _ . or -, got '$prefix'" ;; esac
-[ "$(id -u)" -eq 0 ] || fail "must run as root (it writes under $root)"
+# The settings and their checks, shared with cgroupv2_setup.sh; it sits beside this script.
+. "$(dirname "$0")/cgroup_setup_settings.sh"
 for controller in memory cpu; do
   [ -f "$root/$controller/cgroup.procs" ] || fail "no cgroup v1 $controller controller mounted at $root/$controller (on a cgroup v2 machine use cgroupv2_setup.sh)"
 done

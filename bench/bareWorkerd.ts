@@ -5,14 +5,14 @@
 // way the service joins it, to show what cgroup placement alone costs. Run from a lean process
 // (see driver.ts): fork() copies the parent's page tables, so a big parent pays more.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
-import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
 import { egressDenyList } from '../src/code/egress.js';
-import { renderWorkerdConfig } from '../src/code/workerdConfig.js';
+import { type RuntimeDefaults, renderWorkerdConfig } from '../src/code/workerdConfig.js';
+import { makeTempDir, removeTempDir } from '../src/dev/tempDir.js';
 import { watchControl } from '../src/sandbox/standbyProtocol.js';
 import type { Cleanup } from './cleanup.js';
 
@@ -33,10 +33,9 @@ const cgroupJoinFailed = 125;
 // starts inside the cgroup without the cgroup holding anything else.
 const joinCgroupsThenExec = `while [ "$1" != -- ]; do echo $$ > "$1" || exit ${cgroupJoinFailed}; shift; done; shift; exec "$@"`;
 
-export interface BareWorkerdOptions {
+/** How bare workerd runs the code: with the compatibility date and flags the service gives code that names none. */
+export interface BareWorkerdOptions extends RuntimeDefaults {
   readonly workerdPath: string;
-  readonly compatibilityDate: string;
-  readonly compatibilityFlags: readonly string[];
   /** The worker's source, a service worker like the ones the service runs. */
   readonly code: string;
   /** When given, each invocation runs in one of these cgroups (each a list of cgroup.procs files), one invocation per cgroup at a time. */
@@ -64,11 +63,11 @@ export interface BareWorkerd {
 
 /** Writes the ready-made config once; every invocation serves it. */
 export async function prepareBareWorkerd(options: BareWorkerdOptions): Promise<BareWorkerd> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'oyster-bench-bare-'));
+  const dir = await makeTempDir('oyster-bench-bare-');
   const live = new Set<ChildProcess>();
   const remove = options.cleanup.add('bare workerd', async () => {
     await Promise.all([...live].map((child) => killAndReap(child)));
-    await rm(dir, { recursive: true, force: true });
+    await removeTempDir(dir);
   });
   await writeFile(path.join(dir, scriptFileName), options.code);
   const configPath = path.join(dir, configFileName);

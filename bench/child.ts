@@ -1,5 +1,6 @@
 // A Node.js program the bench runs as its own process, so its CPU and memory are its own.
 import { type ChildProcess, spawn } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Cleanup } from './cleanup.js';
 
 // Enough of a child's output to explain why it failed, and no more, however much it logs.
@@ -96,7 +97,7 @@ export async function startNodeChild(
   for (const deadline = Date.now() + startTimeoutMs; !exited && Date.now() < deadline; ) {
     const match = options.ready.exec(output);
     if (match) return { child, match, subprocess };
-    await new Promise((resolve) => setTimeout(resolve, pollMs));
+    await sleep(pollMs);
   }
   await child.stop(0);
   throw new Error(`${options.name} did not start within ${startTimeoutMs} ms:\n${output}`);

@@ -1,5 +1,6 @@
 // Undoes what the bench made (processes, cgroups, temporary directories) on every way out:
 // normal end, an error, Ctrl-C or SIGTERM.
+import { setTimeout as sleep } from 'node:timers/promises';
 
 type Undo = () => Promise<void> | void;
 
@@ -28,7 +29,7 @@ export class Cleanup {
   /** Runs every registered step once, newest first; a failing step is reported and the rest still run. */
   runAll(): Promise<void> {
     this.#running ??= (async () => {
-      const deadline = new Promise<void>((resolve) => setTimeout(resolve, teardownTimeoutMs).unref());
+      const deadline = sleep(teardownTimeoutMs, undefined, { ref: false });
       const steps = async () => {
         for (let step = this.#steps.pop(); step; step = this.#steps.pop()) {
           try {

@@ -3,6 +3,7 @@
 // Miniflare's memory stays in Miniflare's process, and bare workerd is spawned from a lean one, as
 // the limit should be.
 import { readFile } from 'node:fs/promises';
+import type { RuntimeDefaults } from '../src/code/workerdConfig.js';
 import type { BareInvocation } from './bareWorkerd.js';
 import { Cleanup } from './cleanup.js';
 import { invocationTimeoutMs } from './timeouts.js';
@@ -45,7 +46,7 @@ async function main(): Promise<void> {
   process.once('disconnect', stop);
 
   const code = await readFile(env.BENCH_CODE_PATH, 'utf8');
-  const compatibility = {
+  const compatibility: RuntimeDefaults = {
     compatibilityDate: env.BENCH_COMPATIBILITY_DATE,
     compatibilityFlags: env.BENCH_COMPATIBILITY_FLAGS.split(',').filter((flag) => flag !== ''),
   };

@@ -1,5 +1,6 @@
 // Starts bench/driver.ts for one side and sends it invocations over IPC.
 import path from 'node:path';
+import type { RuntimeDefaults } from '../src/code/workerdConfig.js';
 import type { BareInvocation } from './bareWorkerd.js';
 import { startNodeChild } from './child.js';
 import type { Cleanup } from './cleanup.js';
@@ -11,11 +12,10 @@ const stopGraceMs = 5_000;
 // The driver applies its own time limit; this one only catches a driver that stopped answering.
 const replyTimeoutMs = 40_000;
 
-export interface DriverOptions {
+/** A driver for the code; it runs it with the compatibility date and flags the service gives code naming none. */
+export interface DriverOptions extends RuntimeDefaults {
   readonly kind: DriverKind;
   readonly workerdPath: string;
-  readonly compatibilityDate: string;
-  readonly compatibilityFlags: readonly string[];
   readonly codePath: string;
   /** For bare-cgroup: the cgroups to run in, each as its cgroup.procs files. */
   readonly cgroups?: ReadonlyArray<readonly string[]>;

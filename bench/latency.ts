@@ -2,6 +2,7 @@
 // drift of the machine (other load, thermal, page cache) lands on every side alike and each
 // round gives one comparable pair of any two sides.
 import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { InvocationError, type Side, type SideKey } from './sides.js';
 
 // A side failing this often means the bench is broken, not slow: stop rather than report noise.
@@ -78,8 +79,4 @@ export function orderForRound<T>(items: readonly T[], round: number): T[] {
   const shift = round % items.length;
   const rotated = [...items.slice(shift), ...items.slice(0, shift)];
   return Math.floor(round / items.length) % 2 === 1 ? rotated.reverse() : rotated;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -2,6 +2,7 @@
 // the previous one ends, for a fixed time. The same loop drives every side (autocannon could drive
 // only the HTTP ones), cut into slices that alternate between the sides against machine drift.
 import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { orderForRound } from './latency.js';
 import { InvocationError, type Side, type SideKey } from './sides.js';
 
@@ -111,8 +112,7 @@ async function runSlice(side: Side, concurrency: number, sliceMs: number, result
       } catch (error) {
         const kind = error instanceof InvocationError ? error.kind : 'failed';
         result.errors[kind] = (result.errors[kind] ?? 0) + 1;
-        if (error instanceof InvocationError && error.busy)
-          await new Promise((resolve) => setTimeout(resolve, busyBackoffMs));
+        if (error instanceof InvocationError && error.busy) await sleep(busyBackoffMs);
       }
     }
   };

@@ -1,6 +1,7 @@
 // The peer: Miniflare, the Workers simulator developers run locally, used the way a per-request
 // sandbox would use it: a new instance per invocation, one dispatchFetch, dispose.
 import { Miniflare } from 'miniflare';
+import type { RuntimeDefaults } from '../src/code/workerdConfig.js';
 import type { Cleanup } from './cleanup.js';
 
 export interface MiniflareRunner {
@@ -11,11 +12,7 @@ export interface MiniflareRunner {
 }
 
 /** Prepares invocations of one service-worker script with a fixed compatibility date and flags. */
-export function prepareMiniflare(
-  code: string,
-  compatibility: { readonly compatibilityDate: string; readonly compatibilityFlags: readonly string[] },
-  cleanup: Cleanup,
-): MiniflareRunner {
+export function prepareMiniflare(code: string, compatibility: RuntimeDefaults, cleanup: Cleanup): MiniflareRunner {
   const live = new Set<Miniflare>();
   const remove = cleanup.add('miniflare instances', async () => {
     await Promise.allSettled([...live].map((instance) => instance.dispose()));

@@ -1,9 +1,9 @@
 // Mixed code: more code_ids than the pool has cgroups, requested in a Zipf order, the way the
 // functions of many tenants are: a few often, most seldom. Each code_id is the hello example with a
 // comment of its own, so each is code of its own to the service (its own download, files, spares).
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { makeTempDir, removeTempDir } from '../src/dev/tempDir.js';
 import type { Cleanup } from './cleanup.js';
 
 /** How many code_ids the mixed section spreads its requests over. */
@@ -21,8 +21,8 @@ export interface MixedCode {
 
 /** Writes mixedCodeIds variants of the code at codePath into a new temporary folder. */
 export async function writeMixedCode(codePath: string, cleanup: Cleanup): Promise<MixedCode> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'oyster-bench-mixed-'));
-  cleanup.add(`remove ${dir}`, () => rm(dir, { recursive: true, force: true }));
+  const dir = await makeTempDir('oyster-bench-mixed-');
+  cleanup.add(`remove ${dir}`, () => removeTempDir(dir));
   const code = await readFile(codePath, 'utf8');
   const codeIds = Array.from({ length: mixedCodeIds }, (_, i) => `mixed-${i}`);
   await Promise.all(codeIds.map((codeId) => writeFile(path.join(dir, `${codeId}.js`), `// ${codeId}\n${code}`)));

@@ -1,8 +1,9 @@
 // Real cgroup pools for one bench run, under a unique ob… prefix.
+import { createScratchPool, type ScratchPool } from '../src/dev/scratchPool.js';
 import { readCpuUsageUs } from '../src/sandbox/cgroups.js';
-import { createScratchPool, type ScratchPool } from '../test/helpers/scratchPool.js';
+import type { Cleanup } from './cleanup.js';
 
-export { cgroupRoot, cgroupUnavailableReason } from '../test/helpers/scratchPool.js';
+export { cgroupRoot, cgroupUnavailableReason } from '../src/dev/scratchPool.js';
 
 // Same limits a deployment gets from the setup scripts' defaults.
 const memoryLimit = '100M';
@@ -19,9 +20,10 @@ export interface BenchPool extends ScratchPool {
   cpuMs(): number | undefined;
 }
 
-/** Creates `size` cgroups with the setup script for this machine's cgroup version. */
-export async function createBenchPool(size: number): Promise<BenchPool> {
+/** Creates `size` cgroups with the setup script for this machine's cgroup version; teardown removes them. */
+export async function createBenchPool(size: number, cleanup: Cleanup): Promise<BenchPool> {
   const pool = await createScratchPool({ stem: 'ob', count: size, memory: memoryLimit, cpuPercent });
+  cleanup.add(`remove cgroup pool ${pool.prefix}`, () => pool.remove());
   const cpuMs = () => {
     let totalUs = 0;
     for (const cgroup of pool.cgroups) {

@@ -3,6 +3,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { parseConfig } from '../src/config.js';
 import { projectRoot } from '../src/dev/projectRoot.js';
@@ -97,8 +98,7 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
     sides.push(miniflareSide(miniflare));
   } else {
     // One cgroup per concurrent invocation, up to the highest concurrency of the throughput section.
-    const pool = await createBenchPool(settings.poolSize * 2);
-    cleanup.add(`remove cgroup pool ${pool.prefix}`, () => pool.remove());
+    const pool = await createBenchPool(settings.poolSize * 2, cleanup);
     const inCgroup = await startDriver({ kind: 'bare-cgroup', ...driverOptions, cgroups: pool.procsFiles });
     drivers.push(inCgroup);
     sides.push(cgroupSide(inCgroup), miniflareSide(miniflare));
@@ -361,10 +361,6 @@ function commandLine(): string {
 
 function progress(message: string): void {
   if (process.stderr.isTTY) process.stderr.write(`\r\x1b[K${message}`);
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 async function main(): Promise<void> {

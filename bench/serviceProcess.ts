@@ -1,9 +1,10 @@
 // The built service (dist/src/main.js with its Node flags, as `npm start` runs it) as a process of its own, with its
 // own cgroup pool and runtime directory, watched through /proc.
-import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { rawDocumentPath } from '../src/dev/attestationServer.js';
+import { projectRoot } from '../src/dev/projectRoot.js';
+import { makeTempDir, removeTempDir } from '../src/dev/tempDir.js';
 import { serviceNodeFlags } from '../src/serviceNodeFlags.js';
 import { startNodeChild } from './child.js';
 import type { Cleanup } from './cleanup.js';
@@ -12,7 +13,7 @@ import { cgroupRoot } from './pool.js';
 import { type MemoryUse, readCpuMs, readMemory } from './procStats.js';
 import type { Upstreams } from './upstreamProcess.js';
 
-const serviceScript = path.resolve(import.meta.dirname, '../src/main.js');
+const serviceScript = path.join(projectRoot, 'dist/src/main.js');
 // Short, so a stop at the end of the bench does not wait long for a stuck request.
 const shutdownGraceMs = 2_000;
 const stopGraceMs = 5_000;
@@ -42,10 +43,8 @@ export interface StartServiceOptions {
 
 /** Starts the service on a free loopback port and resolves once it listens. */
 export async function startServiceProcess(options: StartServiceOptions): Promise<ServiceProcess> {
-  const runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-bench-runtime-'));
-  const removeRuntime = options.cleanup.add(`remove ${runtimePath}`, () =>
-    rm(runtimePath, { recursive: true, force: true }),
-  );
+  const runtimePath = await makeTempDir('oyster-bench-runtime-');
+  const removeRuntime = options.cleanup.add(`remove ${runtimePath}`, () => removeTempDir(runtimePath));
   const { child, match } = await startNodeChild({
     name: `service (${options.name})`,
     nodeArgs: serviceNodeFlags,

@@ -1,6 +1,7 @@
 // The services under test (cold, warm, with spares, on the HTTP route): starting them, and reading their own CPU.
 import { readFile } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Cleanup } from './cleanup.js';
 import { type BenchPool, createBenchPool } from './pool.js';
 import { readMemory } from './procStats.js';
@@ -52,9 +53,8 @@ export async function startServices(
   ] as const;
   const services: ServiceUnderTest[] = [];
   for (const variant of variants) {
-    const pool = await createBenchPool(settings.poolSize);
-    // Registered before the service, so teardown stops the service first and then removes its pool.
-    cleanup.add(`remove cgroup pool ${pool.prefix}`, () => pool.remove());
+    // Made before the service, so teardown stops the service first and then removes its pool.
+    const pool = await createBenchPool(settings.poolSize, cleanup);
     const running = await startServiceProcess({ name: variant.key, pool, upstreams, env: variant.env, cleanup });
     const rssFreshMb = (await running.memory()).rssMb;
     const client = serviceSide(variant.key, variant.label, running, variant.route);
@@ -132,8 +132,4 @@ export async function probeCodeCache(services: readonly ServiceUnderTest[], upst
   const verdict =
     storage === 0 ? 'the code cache is active' : 'the service has no working code cache: warm behaves like cold';
   return `code cache probe: ${cacheProbeRequests} warm requests made ${attestation} attestation and ${storage} storage calls, so ${verdict}`;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -4,11 +4,12 @@
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { projectRoot } from '../src/dev/projectRoot.js';
 import { startNodeChild } from './child.js';
 import type { Cleanup } from './cleanup.js';
 import { countsRequest, type UpstreamCounts } from './requestCounter.js';
 
-const devServersScript = path.resolve(import.meta.dirname, '../src/dev/main.js');
+const devServersScript = path.join(projectRoot, 'dist/src/dev/main.js');
 const requestCounter = pathToFileURL(path.resolve(import.meta.dirname, 'requestCounter.js')).href;
 const stopGraceMs = 2_000;
 const countsTimeoutMs = 5_000;

@@ -1,16 +1,17 @@
 // Runs the whole stack on this machine as root: the development attestation and storage servers,
 // a cgroup pool if there is none, and the service itself (`npm run local`).
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import 'dotenv/config';
 import { CgroupPool } from '../src/capacity/cgroupPool.js';
 import { parseConfig } from '../src/config.js';
 import { rootPath } from '../src/dev/attestationServer.js';
+import { cgroupSetupScript } from '../src/dev/cgroupSetupScript.js';
 import { startDevServers } from '../src/dev/devServers.js';
 import { devKmsKeyId } from '../src/dev/kmsServer.js';
 import { projectRoot } from '../src/dev/projectRoot.js';
+import { makeTempDir, removeTempDir } from '../src/dev/tempDir.js';
 import { writeKeyPair } from '../src/keyFiles.js';
 import { detectCgroupVersion } from '../src/sandbox/cgroups.js';
 import { generateSealingBlob } from '../src/secrets/blob.js';
@@ -34,8 +35,7 @@ async function main(): Promise<void> {
   );
   if (!hasPool) {
     const version = config.cgroupVersion ?? (await detectCgroupVersion(config.cgroupRoot));
-    const script = path.join(projectRoot, version === 2 ? 'cgroupv2_setup.sh' : 'cgroupv1_setup.sh');
-    execFileSync(script, [], {
+    execFileSync(cgroupSetupScript(version), [], {
       stdio: 'inherit',
       env: { ...process.env, CGROUP_ROOT: config.cgroupRoot, CGROUP_PREFIX: config.cgroupPrefix },
     });
@@ -44,7 +44,7 @@ async function main(): Promise<void> {
   // As in the enclave: answers signed with a key made for this run (unless SIGNER_KEY_PATH names
   // one), and sealed secrets opened with a key the development KMS releases to the development
   // image (unless SEALING_KMS_BLOB names a blob), from a blob made for this run.
-  const keyDir = await mkdtemp(path.join(os.tmpdir(), 'oyster-local-'));
+  const keyDir = await makeTempDir('oyster-local-');
   const signerKeyPath = config.signerKeyPath ?? path.join(keyDir, 'id.sec');
   if (config.signerKeyPath === undefined) await writeKeyPair(signerKeyPath, path.join(keyDir, 'id.pub'));
   const sealing = {
@@ -77,9 +77,7 @@ async function main(): Promise<void> {
   });
   for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => service.kill(signal));
   service.on('exit', (code) => {
-    void Promise.all([servers.close(), rm(keyDir, { recursive: true, force: true })]).then(() =>
-      process.exit(code ?? 1),
-    );
+    void Promise.all([servers.close(), removeTempDir(keyDir)]).then(() => process.exit(code ?? 1));
   });
 }
 

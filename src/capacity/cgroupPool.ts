@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { StartupError } from '../errors.js';
 import { type Cgroup, detectCgroupVersion, discoverCgroups, readPids } from '../sandbox/cgroups.js';
 import type { WorkerdStandby } from '../sandbox/standby.js';
@@ -235,7 +236,7 @@ export class CgroupPool {
           // Already gone between the read and the kill.
         }
       }
-      await new Promise((resolve) => setTimeout(resolve, drainPollMs));
+      await sleep(drainPollMs);
     }
     return { killed: killed.size, remaining: pids.length };
   }

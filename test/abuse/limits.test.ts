@@ -1,10 +1,11 @@
 import { watch } from 'node:fs';
-import { access, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { access, mkdir } from 'node:fs/promises';
 import { createServer } from 'node:http';
-import os from 'node:os';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { listen, type RunningServer } from '../../src/dev/listen.js';
+import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { cgroupsOrSkip } from '../helpers/cgroups.js';
 import { type FaultyServer, startFaultyServer } from '../helpers/faultyServer.js';
 import { noLeftovers, type Stack, startStack } from '../helpers/stack.js';
@@ -77,7 +78,7 @@ describe.runIf(cgroups)('path-like code_ids', () => {
       '127.0.0.1',
       0,
     );
-    sandbox = await mkdtemp(path.join(os.tmpdir(), 'oyster-paths-'));
+    sandbox = await makeTempDir('oyster-paths-');
     await mkdir(path.join(sandbox, 'outer', 'runtime'), { recursive: true });
     stack = await startStack({
       pool: { count: 1 },
@@ -91,7 +92,7 @@ describe.runIf(cgroups)('path-like code_ids', () => {
   afterAll(async () => {
     await stack?.close();
     await storage?.close();
-    await rm(sandbox, { recursive: true, force: true });
+    await removeTempDir(sandbox);
   });
 
   test('never create or touch a file outside RUNTIME_PATH', async () => {
@@ -113,7 +114,7 @@ describe.runIf(cgroups)('path-like code_ids', () => {
         expect(response.statusCode, codeId).toBe(200);
         expect(response.body.data).toBe('ran');
       }
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      await sleep(100);
     } finally {
       watcher.close();
     }

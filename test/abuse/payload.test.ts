@@ -1,8 +1,8 @@
-import { rm } from 'node:fs/promises';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { CgroupPool } from '../../src/capacity/cgroupPool.js';
 import { parseConfig } from '../../src/config.js';
+import { removeTempDir } from '../../src/dev/tempDir.js';
 import { buildApp } from '../../src/http/app.js';
 import { maxInputDepth } from '../../src/http/invokeRoute.js';
 import { createService } from '../../src/service/service.js';
@@ -28,7 +28,7 @@ describe('bad requests get a clear 4xx', () => {
   });
   afterAll(async () => {
     await app.close();
-    await rm(root, { recursive: true, force: true });
+    await removeTempDir(root);
   });
 
   const post = (payload: string, contentType = 'application/json') =>

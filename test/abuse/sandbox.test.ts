@@ -3,6 +3,7 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { listen } from '../../src/dev/listen.js';
@@ -180,7 +181,7 @@ describe.runIf(cgroups)('the CPU cap', () => {
     );
     const before = await Promise.all(names.map(throttled));
     const loop = stack.invoke({ code_id: 'loop' });
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await sleep(300);
     const hello = await stack.invoke({ code_id: 'hello', input: { name: 'neighbour' } });
     expect(hello.statusCode).toBe(200);
     const timedOut = await loop;

@@ -1,4 +1,5 @@
 import net from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { cgroupsOrSkip } from '../helpers/cgroups.js';
 import { invoke } from '../helpers/http.js';
@@ -96,7 +97,7 @@ describe.runIf(cgroups)('slow clients', () => {
   test('connections beyond MAX_CONNECTIONS are closed at once; the service serves again once the slow ones time out', async () => {
     const held = await Promise.all(Array.from({ length: maxConnections }, () => connect(port, stalledHead)));
     // Give the server a moment to accept every one of them.
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await sleep(100);
     const extra = await connect(port, 'GET /health HTTP/1.1\r\nHost: x\r\n\r\n');
     expect(await extra.closed).toBeLessThan(requestTimeoutMs / 2);
     expect(extra.received()).toBe('');

@@ -1,17 +1,17 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { secp256k1 } from '@noble/curves/secp256k1.js';
 import { execa } from 'execa';
 import getPort from 'get-port';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { RunningServer } from '../../src/dev/listen.js';
+import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { loadSigner } from '../../src/signing.js';
 import { cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
 import { invoke } from '../helpers/http.js';
 import { projectRoot } from '../helpers/projectRoot.js';
 import { type ServiceProcess, serviceEnv, startService } from '../helpers/service.js';
+import { writeSignerKey } from '../helpers/signerKey.js';
 import { examplesDir } from '../helpers/stack.js';
 import { startUpstreams } from '../helpers/upstreams.js';
 
@@ -38,9 +38,8 @@ describe.runIf(cgroups)('usage claims', () => {
   beforeAll(async () => {
     ({ attestation, storage } = await startUpstreams([examplesDir]));
     pool = await createTestPool({ count: 2 });
-    dir = await mkdtemp(path.join(os.tmpdir(), 'oyster-claims-'));
-    const keyFile = path.join(dir, 'signer.key');
-    await writeFile(keyFile, Buffer.from(secp256k1.utils.randomSecretKey()).toString('hex'), { mode: 0o600 });
+    dir = await makeTempDir('oyster-claims-');
+    const keyFile = await writeSignerKey(dir);
     address = (await loadSigner(keyFile)).address;
     env = {
       ...serviceEnv({ pool, runtimePath: path.join(dir, 'runtime'), attestation, storage }),
@@ -53,7 +52,7 @@ describe.runIf(cgroups)('usage claims', () => {
     for (const service of services) service.child.kill('SIGKILL');
     await pool?.remove();
     await Promise.all([attestation?.close(), storage?.close()]);
-    if (dir) await rm(dir, { recursive: true, force: true });
+    if (dir) await removeTempDir(dir);
   });
 
   const start = async () => {

@@ -1,10 +1,10 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { RunningServer } from '../../src/dev/listen.js';
+import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
 import { serviceEnv, startService } from '../helpers/service.js';
 import { examplesDir } from '../helpers/stack.js';
@@ -23,12 +23,12 @@ describe.runIf(cgroups)('the usage ledger when the service is killed', () => {
   beforeAll(async () => {
     ({ attestation, storage } = await startUpstreams([examplesDir]));
     pool = await createTestPool({ count: 3 });
-    dir = await mkdtemp(path.join(os.tmpdir(), 'oyster-ledger-kill-'));
+    dir = await makeTempDir('oyster-ledger-kill-');
   });
   afterAll(async () => {
     await pool?.remove();
     await Promise.all([attestation?.close(), storage?.close()]);
-    if (dir) await rm(dir, { recursive: true, force: true });
+    if (dir) await removeTempDir(dir);
   });
 
   test('SIGKILL under load loses no answered invocation: every answer the clients got has its row', async () => {
@@ -56,7 +56,7 @@ describe.runIf(cgroups)('the usage ledger when the service is killed', () => {
       }
     };
     const running = Array.from({ length: clients }, client);
-    await new Promise((resolve) => setTimeout(resolve, killAfterMs));
+    await sleep(killAfterMs);
     service.child.kill('SIGKILL');
     killed = true;
     await service.exited;

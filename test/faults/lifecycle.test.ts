@@ -1,9 +1,8 @@
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
+import { readdir } from 'node:fs/promises';
 import { request } from 'undici';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import type { RunningServer } from '../../src/dev/listen.js';
+import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { isServiceError, ServiceError } from '../../src/errors.js';
 import { discoverCgroups, readPids } from '../../src/sandbox/cgroups.js';
 import { cgroupRoot, cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
@@ -37,12 +36,12 @@ describe.runIf(cgroups)('the service process: shutdown and recovery', () => {
   });
   beforeEach(async () => {
     pool = await createTestPool({ count: 2 });
-    runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
+    runtimePath = await makeTempDir('oyster-runtime-');
   });
   afterEach(async () => {
     for (const service of started.splice(0)) service.child.kill('SIGKILL');
     await pool.remove();
-    await rm(runtimePath, { recursive: true, force: true });
+    await removeTempDir(runtimePath);
   });
 
   const start = async (env: Readonly<Record<string, string>> = {}) => {

@@ -1,8 +1,8 @@
-import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { chmod, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { parseConfig } from '../../src/config.js';
+import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { cgroupsOrSkip } from '../helpers/cgroups.js';
 import { metricValue } from '../helpers/metrics.js';
 import { isWorkerd } from '../helpers/processes.js';
@@ -38,7 +38,7 @@ describe.runIf(cgroups)('spare faults', () => {
   let dir: string;
   let stack: Stack;
   beforeAll(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'oyster-spare-faults-'));
+    dir = await makeTempDir('oyster-spare-faults-');
     stack = await startStack({
       pool: { count: 2 },
       env: {
@@ -50,7 +50,7 @@ describe.runIf(cgroups)('spare faults', () => {
   });
   afterAll(async () => {
     await stack?.close();
-    await rm(dir, { recursive: true, force: true });
+    await removeTempDir(dir);
   });
 
   test('a spare that does not listen within the start limit is killed, and its cgroup is free again', async () => {

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { discoverCgroups } from '../../src/sandbox/cgroups.js';
@@ -29,7 +30,7 @@ describe.runIf(cgroups)('workerd faults', () => {
   test('workerd killed from outside mid-request: 500 with a clear message, cgroup released', async () => {
     const answer = stack.invoke({ code_id: 'slow', input: { ms: 5000 } });
     const pid = await runningWorkerd(stack);
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await sleep(200);
     process.kill(pid, 'SIGKILL');
     const response = await answer;
     expect(response.statusCode).toBe(500);

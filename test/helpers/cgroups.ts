@@ -1,6 +1,6 @@
-import { cgroupUnavailableReason, createScratchPool, type ScratchPool } from './scratchPool.js';
+import { cgroupUnavailableReason, createScratchPool, type ScratchPool } from '../../src/dev/scratchPool.js';
 
-export { cgroupRoot, removeCgroups } from './scratchPool.js';
+export { cgroupRoot, removeCgroups } from '../../src/dev/scratchPool.js';
 export type TestPool = ScratchPool;
 
 // Decides once per file whether the real-cgroup tests run; under CI a skip is a failure.

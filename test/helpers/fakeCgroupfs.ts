@@ -1,8 +1,8 @@
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { afterEach } from 'vitest';
+import { makeTempDir } from '../../src/dev/tempDir.js';
 import type { Cgroup } from '../../src/sandbox/cgroups.js';
+import { tempDirsRemovedAfterEach } from './tempDirs.js';
 
 // The files' contents are those a real cgroup v2 kernel (Debian's 6.1, in the guest of
 // scripts/v2-vm.sh) shows for the pool cgroupv2_setup.sh makes. What plain files cannot model:
@@ -13,7 +13,7 @@ const memoryEvents = 'low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\
 // Lays out a temporary directory like a cgroup v2 root with the memory and cpu controllers, which
 // it delegates to its children (as cgroupv2_setup.sh leaves it), and the given child cgroups.
 export async function fakeCgroupV2Root(names: readonly string[]): Promise<string> {
-  const root = await mkdtemp(path.join(os.tmpdir(), 'oyster-cgroupfs-'));
+  const root = await makeTempDir('oyster-cgroupfs-');
   await writeFile(path.join(root, 'cgroup.controllers'), 'cpuset cpu io memory hugetlb pids rdma misc\n');
   await writeFile(path.join(root, 'cgroup.subtree_control'), 'cpu memory\n');
   await writeFile(path.join(root, 'cgroup.procs'), '');
@@ -36,21 +36,17 @@ export async function fakeChildCgroup(parent: string, name: string): Promise<str
   return dir;
 }
 
-// For a test file: a function that makes a fake v2 root (or takes a directory made otherwise) and
-// has it removed after the test that made it.
+// For a test file: fake cgroup roots, each removed after the test that made it: a v2 root laid out
+// as above, or an empty directory for the test to lay out itself.
 export function fakeRootsRemovedAfterEach(): {
   v2Root(names: readonly string[]): Promise<string>;
-  removeLater(dir: string): string;
+  emptyRoot(): Promise<string>;
 } {
-  const roots: string[] = [];
-  afterEach(async () => {
-    await Promise.all(roots.splice(0).map((root) => rm(root, { recursive: true, force: true })));
-  });
-  const removeLater = (dir: string) => {
-    roots.push(dir);
-    return dir;
+  const { make, removeLater } = tempDirsRemovedAfterEach();
+  return {
+    v2Root: async (names) => removeLater(await fakeCgroupV2Root(names)),
+    emptyRoot: () => make('oyster-cgroupfs-'),
   };
-  return { v2Root: async (names) => removeLater(await fakeCgroupV2Root(names)), removeLater };
 }
 
 // A cgroup made of plain files in a directory: what a standby writes into them is what the kernel

@@ -1,11 +1,9 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import getPort from 'get-port';
 import type { RunningServer } from '../../src/dev/listen.js';
+import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { createTestPool, type TestPool } from './cgroups.js';
 import { invoke } from './http.js';
-import { signal } from './processes.js';
+import { exitedWithin, signal } from './processes.js';
 import { type ServiceProcess, serviceEnv, startService } from './service.js';
 import { processesMentioning } from './stack.js';
 
@@ -30,7 +28,7 @@ export async function startInstance(
   poolSize: number,
 ): Promise<Instance> {
   const pool = await createTestPool({ count: poolSize });
-  const runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
+  const runtimePath = await makeTempDir('oyster-runtime-');
   const adminPort = await getPort({ host: '127.0.0.1' });
   const service = await startService({
     ...serviceEnv({ pool, runtimePath, attestation, storage }),
@@ -43,13 +41,12 @@ export async function startInstance(
 export async function stopInstance(instance: Instance): Promise<void> {
   if (instance.service.child.exitCode === null && instance.service.child.signalCode === null) {
     instance.service.child.kill('SIGTERM');
-    const late = new Promise<'late'>((resolve) => setTimeout(() => resolve('late'), stopTimeoutMs).unref());
-    if ((await Promise.race([instance.service.exited, late])) === 'late') instance.service.child.kill('SIGKILL');
+    if (!(await exitedWithin(instance.service.exited, stopTimeoutMs))) instance.service.child.kill('SIGKILL');
     await instance.service.exited;
   }
   for (const pid of await processesMentioning(instance.runtimePath)) signal(pid, 'SIGKILL');
   await instance.pool.remove();
-  await rm(instance.runtimePath, { recursive: true, force: true });
+  await removeTempDir(instance.runtimePath);
 }
 
 // Sends count requests at once and answers how many got each status.

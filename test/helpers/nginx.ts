@@ -1,10 +1,10 @@
 import { spawn } from 'node:child_process';
-import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { chmod, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import getPort from 'get-port';
+import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { statusOf } from './http.js';
-import { descendantPids, signal } from './processes.js';
+import { descendantPids, exitedWithin, signal } from './processes.js';
 import { findProgram } from './programs.js';
 import { projectRoot } from './projectRoot.js';
 import { waitFor } from './wait.js';
@@ -78,7 +78,7 @@ http {
 export async function startNginx(upstreams: readonly string[]): Promise<Nginx> {
   const nginx = await findProgram('nginx');
   if (!nginx) throw new Error('nginx is not installed');
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'oyster-nginx-'));
+  const dir = await makeTempDir('oyster-nginx-');
   // The worker processes run as nobody and need to reach their temporary directories.
   await chmod(dir, 0o755);
   const port = await getPort({ host: '127.0.0.1' });
@@ -99,11 +99,10 @@ export async function startNginx(upstreams: readonly string[]): Promise<Nginx> {
     if (!done && child.pid !== undefined) {
       const everything = [child.pid, ...(await descendantPids(child.pid))];
       signal(child.pid, 'SIGQUIT');
-      const late = new Promise<'late'>((resolve) => setTimeout(() => resolve('late'), stopTimeoutMs).unref());
-      if ((await Promise.race([exited, late])) === 'late') for (const pid of everything) signal(pid, 'SIGKILL');
+      if (!(await exitedWithin(exited, stopTimeoutMs))) for (const pid of everything) signal(pid, 'SIGKILL');
       await exited;
     }
-    await rm(dir, { recursive: true, force: true });
+    await removeTempDir(dir);
   };
 
   try {

@@ -1,5 +1,6 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 // The state letter of a process (R, S, Z, ...), or undefined once it is gone.
 async function processState(pid: number): Promise<string | undefined> {
@@ -61,6 +62,11 @@ export async function commandLine(pid: number): Promise<string> {
 export async function isWorkerd(pid: number): Promise<boolean> {
   const [program, command] = (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0');
   return program?.endsWith('/workerd') === true && command === 'serve';
+}
+
+/** Whether a process's exit (the promise that settles with it) came within ms; its timer keeps no test alive. */
+export function exitedWithin(exited: Promise<unknown>, ms: number): Promise<boolean> {
+  return Promise.race([exited.then(() => true), sleep(ms, false, { ref: false })]);
 }
 
 // Sends a signal to a pid this test started, ignoring one that has already gone.

@@ -1,4 +1,2 @@
-import path from 'node:path';
-
-// The repository's root directory, for tests that run its scripts, read its files or start its build.
-export const projectRoot = path.resolve(import.meta.dirname, '../..');
+// The tests find the project's root as the scripts and the bench do.
+export { projectRoot } from '../../src/dev/projectRoot.js';

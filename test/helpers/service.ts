@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import getPort from 'get-port';
 import { request } from 'undici';
 import { rawDocumentPath } from '../../src/dev/attestationServer.js';
@@ -60,7 +61,7 @@ export async function startService(
       () => false,
     );
     if (answered) return service;
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await sleep(20);
   }
   service.child.kill('SIGKILL');
   throw new Error(`the service did not start:\n${service.output()}`);

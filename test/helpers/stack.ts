@@ -1,11 +1,11 @@
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
-import os from 'node:os';
+import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { CgroupPool } from '../../src/capacity/cgroupPool.js';
 import { type Config, parseConfig } from '../../src/config.js';
 import { rawDocumentPath } from '../../src/dev/attestationServer.js';
 import type { RunningServer } from '../../src/dev/listen.js';
+import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import type { ServiceError } from '../../src/errors.js';
 import { discoverCgroups, readPids } from '../../src/sandbox/cgroups.js';
 import { standbyName } from '../../src/sandbox/standbyProtocol.js';
@@ -63,9 +63,9 @@ export interface Envelope {
 // Starts a stack; close() removes everything it made.
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const testPool: TestPool = await createTestPool(options.pool);
-  const runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
+  const runtimePath = await makeTempDir('oyster-runtime-');
   // The usage ledger of its own, outside the runtime directory whose leftovers the tests count.
-  const ledgerDir = await mkdtemp(path.join(os.tmpdir(), 'oyster-ledger-'));
+  const ledgerDir = await makeTempDir('oyster-ledger-');
   const { attestation, storage } = await startUpstreams([examplesDir, fixturesDir, wranglerFixturesDir]);
   const config = parseConfig({
     CGROUP_ROOT: cgroupRoot,
@@ -103,8 +103,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       await Promise.all([attestation.close(), storage.close()]);
       await testPool.remove();
       opened.close();
-      await rm(runtimePath, { recursive: true, force: true });
-      await rm(ledgerDir, { recursive: true, force: true });
+      await removeTempDir(runtimePath);
+      await removeTempDir(ledgerDir);
     },
   };
 }

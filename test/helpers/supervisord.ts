@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { childPids, commandLine, descendantPids, isRunning, signal } from './processes.js';
+import { childPids, commandLine, descendantPids, exitedWithin, isRunning, signal } from './processes.js';
 import { projectRoot } from './projectRoot.js';
 
 // The enclave image's start command (Dockerfile.enclave's CMD), run from this checkout.
@@ -64,10 +64,7 @@ export function startEnclaveStartPath(
       if (done) return exited;
       const everything = [pid, ...(await descendantPids(pid))];
       signal(pid, 'SIGTERM');
-      const timer = new Promise<'late'>((resolve) => setTimeout(() => resolve('late'), stopTimeoutMs).unref());
-      if ((await Promise.race([exited, timer])) === 'late') {
-        for (const each of everything) signal(each, 'SIGKILL');
-      }
+      if (!(await exitedWithin(exited, stopTimeoutMs))) for (const each of everything) signal(each, 'SIGKILL');
       return exited;
     },
   };

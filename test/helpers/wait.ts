@@ -1,3 +1,5 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+
 const pollMs = 10;
 
 // Polls a condition until it holds, failing with the description after timeoutMs. A check that
@@ -12,6 +14,6 @@ export async function waitFor<T>(
     const value = await check().catch(() => undefined);
     if (value !== undefined && value !== false) return value;
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, pollMs));
+    await sleep(pollMs);
   }
 }

@@ -1,8 +1,8 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { projectRoot } from './projectRoot.js';
 import { startWorkersApi } from './workersApi.js';
 
@@ -23,7 +23,7 @@ export interface WranglerUpload {
 export async function wranglerDeploy(projectDir: string, args: readonly string[] = []): Promise<WranglerUpload> {
   const api = await startWorkersApi();
   // A home of its own keeps a developer's wrangler login and settings out of the upload.
-  const home = await mkdtemp(path.join(tmpdir(), 'wrangler-home-'));
+  const home = await makeTempDir('wrangler-home-');
   try {
     const run = await promisify(execFile)(wrangler, ['deploy', ...args], {
       cwd: projectDir,
@@ -51,7 +51,7 @@ export async function wranglerDeploy(projectDir: string, args: readonly string[]
     return { ...api.uploads[0]!, output };
   } finally {
     await api.close();
-    await rm(home, { recursive: true, force: true });
+    await removeTempDir(home);
     // wrangler bundles into project/.wrangler/tmp; nothing of it belongs to the project.
     await rm(path.join(projectDir, '.wrangler'), { recursive: true, force: true });
   }

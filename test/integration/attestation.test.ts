@@ -3,13 +3,13 @@
 // the document verified against the development root, and signed answers of both routes checked
 // against the attested key; and the start-up refusal when the attested key is another.
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { devPcrs, rootPath } from '../../src/dev/attestationServer.js';
+import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { loadSigner, type Signer } from '../../src/signing.js';
 import { cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
 import { projectRoot } from '../helpers/projectRoot.js';
@@ -36,8 +36,8 @@ describe.runIf(ready)('verifiable from the outside', () => {
   const file = (name: string) => path.join(dir, name);
 
   beforeAll(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'oyster-attested-'));
-    runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
+    dir = await makeTempDir('oyster-attested-');
+    runtimePath = await makeTempDir('oyster-runtime-');
     pool = await createTestPool({ count: 2 });
     await execa(process.execPath, [keygen, '--secret', file('id.sec'), '--public', file('id.pub')]);
     signer = await loadSigner(file('id.sec'));
@@ -59,7 +59,7 @@ describe.runIf(ready)('verifiable from the outside', () => {
     if (runtimePath) for (const pid of await processesMentioning(runtimePath)) process.kill(pid, 'SIGKILL');
     await Promise.all([upstreams?.attestation.close(), upstreams?.storage.close()]);
     await pool?.remove();
-    for (const each of [dir, runtimePath]) if (each) await rm(each, { recursive: true, force: true });
+    for (const each of [dir, runtimePath]) if (each) await removeTempDir(each);
   });
 
   test("the start script's key generator writes a secret only root can read and the public key as x || y", async () => {

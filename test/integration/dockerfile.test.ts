@@ -114,6 +114,12 @@ describe('Dockerfile.enclave', () => {
     for (const script of ['cgroupv1_setup.sh', 'cgroupv2_setup.sh']) {
       expect(startScript).toContain(`./${script}`);
       expect(providedBy(`${appDir}/${script}`)?.local).toBe(path.join(projectRoot, script));
+      // What a setup script sources from beside itself must sit beside it in the image too.
+      const text = await readFile(path.join(projectRoot, script), 'utf8');
+      for (const [, sourced] of text.matchAll(/^\. "\$\(dirname "\$0"\)\/([\w.-]+)"$/gm))
+        expect(providedBy(`${appDir}/${sourced}`)?.local, `${sourced}, sourced by ${script}`).toBe(
+          path.join(projectRoot, sourced!),
+        );
     }
     expect(runsOf(image).some((run) => /apt-get install[^&]*\bsupervisor\b/.test(run))).toBe(true);
   });

@@ -1,13 +1,14 @@
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { loadSigner, recoverSigner } from '../../src/signing.js';
 import { cgroupsOrSkip } from '../helpers/cgroups.js';
 import { referenceAnswer } from '../helpers/reference.js';
+import { writeSignerKey } from '../helpers/signerKey.js';
 import { noLeftovers, type Stack, startStack, wranglerFixturesDir } from '../helpers/stack.js';
 
 const cgroups = await cgroupsOrSkip();
@@ -20,16 +21,15 @@ describe.runIf(cgroups)('functions as HTTP endpoints', () => {
   let keyDir: string;
   let keyPath: string;
   beforeAll(async () => {
-    keyDir = await mkdtemp(path.join(os.tmpdir(), 'oyster-key-'));
-    keyPath = path.join(keyDir, 'signer.key');
-    await writeFile(keyPath, randomBytes(32), { mode: 0o600 });
+    keyDir = await makeTempDir('oyster-key-');
+    keyPath = await writeSignerKey(keyDir);
     stack = await startStack({ pool: { count: 2 }, env: { SIGNER_KEY_PATH: keyPath } });
     await stack.app.listen({ host: '127.0.0.1', port: 0 });
     base = `http://127.0.0.1:${(stack.app.server.address() as AddressInfo).port}`;
   });
   afterAll(async () => {
     await stack?.close();
-    await rm(keyDir, { recursive: true, force: true });
+    await removeTempDir(keyDir);
   });
 
   const exchanges: Array<[string, string, { method: string; headers?: Record<string, string>; body?: string }]> = [

@@ -1,12 +1,10 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createResponseGuard, guardHeader, guardVerdict, settleRequest } from '../../src/code/responseGuard.js';
 import { noSettings, type WorkerCode } from '../../src/code/workerCode.js';
 import { removeWorkerFiles, type WorkerFiles, writeWorkerFiles } from '../../src/code/workerdConfig.js';
 import { parseConfig } from '../../src/config.js';
+import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { prepareWorkerd, type WorkerdProcess, type WorkerdStandby } from '../../src/sandbox/standby.js';
 import { plainFileCgroup } from '../helpers/fakeCgroupfs.js';
 
@@ -89,7 +87,7 @@ describe.each(forms)('the guard around %s, in workerd', (_, code) => {
   let files: WorkerFiles;
   let workerd: WorkerdProcess;
   beforeAll(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'oyster-guard-'));
+    dir = await makeTempDir('oyster-guard-');
     standby = prepareWorkerd({ workerdPath: parseConfig({}).workerdPath, cgroup: await plainFileCgroup(dir) });
     files = await writeWorkerFiles({
       runtimePath: dir,
@@ -105,7 +103,7 @@ describe.each(forms)('the guard around %s, in workerd', (_, code) => {
     await workerd?.stop();
     await standby?.stop();
     if (files) removeWorkerFiles(files);
-    await rm(dir, { recursive: true, force: true });
+    await removeTempDir(dir);
   });
 
   const get = async (route: string, headers: Record<string, string> = {}) => {

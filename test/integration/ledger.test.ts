@@ -1,9 +1,9 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { buildAdminApp } from '../../src/http/adminApp.js';
 import { cgroupsOrSkip } from '../helpers/cgroups.js';
 import { type Stack, startStack } from '../helpers/stack.js';
@@ -78,7 +78,7 @@ describe.runIf(cgroups && process.getuid?.() === 0)('a ledger on a full disk', (
   let dir: string;
   let stack: Stack;
   beforeAll(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'oyster-full-'));
+    dir = await makeTempDir('oyster-full-');
     // A small file system of its own, so that filling it fills nothing else.
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', dir]);
     stack = await startStack({ pool: { count: 2 }, env: { LEDGER_PATH: path.join(dir, 'usage.sqlite') } });
@@ -86,7 +86,7 @@ describe.runIf(cgroups && process.getuid?.() === 0)('a ledger on a full disk', (
   afterAll(async () => {
     await stack?.close();
     execFileSync('umount', [dir]);
-    await rm(dir, { recursive: true, force: true });
+    await removeTempDir(dir);
   });
 
   test('withholds the answer it cannot record, runs no more work until it can, and serves again once there is room', async () => {

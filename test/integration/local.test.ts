@@ -1,11 +1,10 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import getPort from 'get-port';
 import { request } from 'undici';
 import { describe, expect, test } from 'vitest';
+import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { cgroupsOrSkip, removeCgroups } from '../helpers/cgroups.js';
 import { projectRoot } from '../helpers/projectRoot.js';
 import { runVerify, saveAnswer, saveBody } from '../helpers/verifyCommand.js';
@@ -16,7 +15,7 @@ const cgroups = await cgroupsOrSkip();
 describe.runIf(cgroups)('npm run local', () => {
   test('makes a pool when there is none, starts the development servers and the service, and serves the examples', async () => {
     const prefix = `oylocal${randomBytes(4).toString('hex')}-`;
-    const runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
+    const runtimePath = await makeTempDir('oyster-runtime-');
     const [port, attestationPort, storagePort] = [await getPort(), await getPort(), await getPort()];
     const local = spawn(process.execPath, [path.join(projectRoot, 'dist/scripts/local.js')], {
       env: {
@@ -78,7 +77,7 @@ describe.runIf(cgroups)('npm run local', () => {
     } finally {
       local.kill('SIGKILL');
       await removeCgroups(prefix);
-      await rm(runtimePath, { recursive: true, force: true });
+      await removeTempDir(runtimePath);
     }
   });
 });

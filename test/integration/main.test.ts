@@ -1,10 +1,10 @@
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import getPort from 'get-port';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { RunningServer } from '../../src/dev/listen.js';
+import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { serviceNodeFlags } from '../../src/serviceNodeFlags.js';
 import { cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
 import { fakeCgroupV2Root } from '../helpers/fakeCgroupfs.js';
@@ -24,7 +24,7 @@ describe('npm start refuses to start', () => {
       expect(code).toBe(1);
       expect(output).toMatch(/No cgroup named workerd\*.*cgroupv2_setup\.sh/s);
     } finally {
-      await rm(root, { recursive: true, force: true });
+      await removeTempDir(root);
     }
   });
 
@@ -41,7 +41,7 @@ describe('npm start refuses to start', () => {
   });
 
   test('with a workerd that is not executable, naming WORKERD_PATH', async () => {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'oyster-workerd-'));
+    const dir = await makeTempDir('oyster-workerd-');
     try {
       const notExecutable = path.join(dir, 'workerd');
       await writeFile(notExecutable, '#!/bin/sh\n', { mode: 0o644 });
@@ -49,7 +49,7 @@ describe('npm start refuses to start', () => {
       expect(code).toBe(1);
       expect(output).toContain(`WORKERD_PATH=${notExecutable} is not an executable file`);
     } finally {
-      await rm(dir, { recursive: true, force: true });
+      await removeTempDir(dir);
     }
   });
 });
@@ -61,13 +61,13 @@ describe.runIf(cgroups)('npm start with a real pool', () => {
   let storage: RunningServer;
   beforeAll(async () => {
     pool = await createTestPool({ count: 2 });
-    runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
+    runtimePath = await makeTempDir('oyster-runtime-');
     ({ attestation, storage } = await startUpstreams([examplesDir, fixturesDir]));
   });
   afterAll(async () => {
     await Promise.all([attestation?.close(), storage?.close()]);
     await pool?.remove();
-    await rm(runtimePath, { recursive: true, force: true });
+    await removeTempDir(runtimePath);
   });
 
   test('serves the examples over HTTP, then exits 0 on SIGTERM leaving nothing behind', async () => {

@@ -1,9 +1,9 @@
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { RunningServer } from '../../src/dev/listen.js';
+import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { cgroupsOrSkip } from '../helpers/cgroups.js';
 import { type Answer, getJson, invoke, postJson } from '../helpers/http.js';
 import { burst, type Instance, startInstance, stopInstance } from '../helpers/instances.js';
@@ -140,7 +140,7 @@ describe.runIf(ready)('three instances behind nginx: each code_id of the HTTP ro
 
   beforeAll(async () => {
     // Code of its own for each code_id: the request-info example under another name.
-    codeDir = await mkdtemp(path.join(os.tmpdir(), 'oyster-affinity-'));
+    codeDir = await makeTempDir('oyster-affinity-');
     const code = await readFile(path.join(examplesDir, 'request-info.js'), 'utf8');
     await Promise.all(codeIds.map((codeId) => writeFile(path.join(codeDir, `${codeId}.js`), `// ${codeId}\n${code}`)));
     ({ attestation, storage } = await startUpstreams([codeDir]));
@@ -153,7 +153,7 @@ describe.runIf(ready)('three instances behind nginx: each code_id of the HTTP ro
     await nginx?.stop();
     for (const instance of instances ?? []) await stopInstance(instance);
     await Promise.all([attestation?.close(), storage?.close()]);
-    if (codeDir) await rm(codeDir, { recursive: true, force: true });
+    if (codeDir) await removeTempDir(codeDir);
   });
 
   // The sum over the instances of one of their counters.

@@ -1,11 +1,11 @@
 // `npm run seal -- …` as a developer runs it, from the build, on saved development documents.
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { devPcrs, makeDevDocument } from '../../src/dev/attestationServer.js';
 import { devRootPem } from '../../src/dev/devAttestationChain.js';
+import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { unseal } from '../../src/secrets/sealedValue.js';
 import { sealingUserData } from '../../src/secrets/sealing.js';
 import { deriveSealingKey } from '../../src/secrets/sealingKey.js';
@@ -21,12 +21,12 @@ const seal = (...args: string[]) =>
   execa(process.execPath, [sealCommand, '--root', file('root.pem'), ...args], { reject: false });
 
 beforeAll(async () => {
-  dir = await mkdtemp(path.join(os.tmpdir(), 'oyster-seal-'));
+  dir = await makeTempDir('oyster-seal-');
   await writeFile(file('root.pem'), devRootPem);
   await writeFile(file('sealing.cbor'), makeDevDocument({ userData: sealingUserData(key) }));
   await writeFile(file('plain.cbor'), makeDevDocument());
 });
-afterAll(() => rm(dir, { recursive: true, force: true }));
+afterAll(() => removeTempDir(dir));
 
 describe('npm run seal', () => {
   test('npm run verify shows the sealing key a document names', async () => {

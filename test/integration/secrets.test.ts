@@ -5,8 +5,7 @@
 // second instance open them too; an image KMS does not release to opens nothing; a value that
 // does not open is a 400 naming its binding; and the plaintext is found nowhere it must not be.
 import { createHash, randomBytes } from 'node:crypto';
-import { cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { cp, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 import { request } from 'undici';
@@ -15,6 +14,7 @@ import { devPcrs } from '../../src/dev/attestationServer.js';
 import { devRootPem } from '../../src/dev/devAttestationChain.js';
 import { devKmsKeyId, startKmsServer } from '../../src/dev/kmsServer.js';
 import type { RunningServer } from '../../src/dev/listen.js';
+import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { generateSealingBlob } from '../../src/secrets/blob.js';
 import { cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
 import { invoke } from '../helpers/http.js';
@@ -53,7 +53,7 @@ describe.runIf(ready)('sealed secrets', () => {
   async function startSealingService(kmsUrl: string): Promise<ServiceProcess> {
     const pool = await createTestPool({ count: 2 });
     pools.push(pool);
-    const runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
+    const runtimePath = await makeTempDir('oyster-runtime-');
     runtimePaths.push(runtimePath);
     const ledger = path.join(dir, 'ledgers', String(services.length), 'usage.sqlite');
     await mkdir(path.dirname(ledger), { recursive: true });
@@ -79,7 +79,7 @@ describe.runIf(ready)('sealed secrets', () => {
   }
 
   beforeAll(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'oyster-sealed-'));
+    dir = await makeTempDir('oyster-sealed-');
     codeDir = path.join(dir, 'code');
     await mkdir(codeDir);
     upstreams = await startUpstreams([codeDir, examplesDir]);
@@ -122,7 +122,7 @@ describe.runIf(ready)('sealed secrets', () => {
       otherImageKms?.close(),
     ]);
     for (const pool of pools) await pool.remove();
-    for (const each of [dir, ...runtimePaths]) await rm(each, { recursive: true, force: true });
+    for (const each of [dir, ...runtimePaths]) await removeTempDir(each);
   });
 
   test('the document names the sealing key, and what wrangler uploads is the sealed value, not the secret', async () => {

@@ -142,24 +142,24 @@ describe.runIf(cgroups)('the memory limit', () => {
 });
 
 describe.runIf(cgroups)('upstream failures', () => {
-  test('attestation server down answers 500 without touching the storage server', async () => {
-    const stack = await startStack({ pool: { count: 1 }, env: { ATTESTATION_URL: 'http://127.0.0.1:9' } });
+  // Port 9 (discard) has no listener: the upstream is down.
+  test.each<{ name: string; env: Record<string, string>; message: string }>([
+    {
+      name: 'attestation server down answers 500 without touching the storage server',
+      env: { ATTESTATION_URL: 'http://127.0.0.1:9' },
+      message: 'There was a problem in generating the attestation document',
+    },
+    {
+      name: 'storage server down answers 500',
+      env: { STORAGE_URL: 'http://127.0.0.1:9/load' },
+      message: 'There was a problem in fetching the code from the storage server',
+    },
+  ])('$name', async ({ env, message }) => {
+    const stack = await startStack({ pool: { count: 1 }, env });
     try {
       const response = await stack.invoke({ code_id: 'hello', input: {} });
       expect(response.statusCode).toBe(500);
-      expect(response.body.message).toBe('There was a problem in generating the attestation document');
-      expect(await stack.leftovers()).toEqual(noLeftovers);
-    } finally {
-      await stack.close();
-    }
-  });
-
-  test('storage server down answers 500', async () => {
-    const stack = await startStack({ pool: { count: 1 }, env: { STORAGE_URL: 'http://127.0.0.1:9/load' } });
-    try {
-      const response = await stack.invoke({ code_id: 'hello', input: {} });
-      expect(response.statusCode).toBe(500);
-      expect(response.body.message).toBe('There was a problem in fetching the code from the storage server');
+      expect(response.body.message).toBe(message);
       expect(await stack.leftovers()).toEqual(noLeftovers);
     } finally {
       await stack.close();

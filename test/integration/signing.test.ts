@@ -1,12 +1,13 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { loadSigner, recoverSigner } from '../../src/signing.js';
 import { cgroupsOrSkip } from '../helpers/cgroups.js';
 import { fakeCgroupV2Root } from '../helpers/fakeCgroupfs.js';
 import { refusedStart } from '../helpers/service.js';
+import { writeSignerKey } from '../helpers/signerKey.js';
 import { examplesDir, type Stack, startStack, wranglerFixturesDir } from '../helpers/stack.js';
 
 const cgroups = await cgroupsOrSkip();
@@ -17,16 +18,15 @@ describe.runIf(cgroups)('signed results', () => {
   let signed: Stack;
   let unsigned: Stack;
   beforeAll(async () => {
-    keyDir = await mkdtemp(path.join(os.tmpdir(), 'oyster-key-'));
-    keyPath = path.join(keyDir, 'signer.key');
-    await writeFile(keyPath, randomBytes(32), { mode: 0o600 });
+    keyDir = await makeTempDir('oyster-key-');
+    keyPath = await writeSignerKey(keyDir);
     signed = await startStack({ pool: { count: 1 }, env: { SIGNER_KEY_PATH: keyPath } });
     unsigned = await startStack({ pool: { count: 1 } });
   });
   afterAll(async () => {
     await signed?.close();
     await unsigned?.close();
-    await rm(keyDir, { recursive: true, force: true });
+    await removeTempDir(keyDir);
   });
 
   test("a 200 carries a timestamp and a signature that recovers to the key's address, over exactly what ran", async () => {
@@ -107,7 +107,7 @@ describe.runIf(cgroups)('signed results', () => {
 describe('a bad key file', () => {
   test('stops start-up with a message naming SIGNER_KEY_PATH', async () => {
     const root = await fakeCgroupV2Root(['workerd1']);
-    const keyDir = await mkdtemp(path.join(os.tmpdir(), 'oyster-key-'));
+    const keyDir = await makeTempDir('oyster-key-');
     try {
       const short = path.join(keyDir, 'short.key');
       await writeFile(short, randomBytes(16));
@@ -117,8 +117,8 @@ describe('a bad key file', () => {
         expect(output).toContain(`SIGNER_KEY_PATH=${keyPath}`);
       }
     } finally {
-      await rm(root, { recursive: true, force: true });
-      await rm(keyDir, { recursive: true, force: true });
+      await removeTempDir(root);
+      await removeTempDir(keyDir);
     }
   });
 });

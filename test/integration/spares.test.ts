@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { isServiceError, ServiceError } from '../../src/errors.js';
 import { cgroupsOrSkip } from '../helpers/cgroups.js';
@@ -95,7 +96,7 @@ describe.runIf(cgroups)('spares', () => {
   test('the time limit counts from when a request takes the spare, not from its start', async () => {
     await stack.invoke({ code_id: 'process-id' });
     await sparesReady(stack, 1);
-    await new Promise((resolve) => setTimeout(resolve, timeLimitMs + 500));
+    await sleep(timeLimitMs + 500);
     const hitsBefore = await hits(stack);
     expect((await stack.invoke({ code_id: 'process-id' })).statusCode).toBe(200);
     expect(await hits(stack)).toBe(hitsBefore + 1);

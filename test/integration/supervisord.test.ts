@@ -1,9 +1,9 @@
-import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { readdir, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import getPort from 'get-port';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { devRootPem } from '../../src/dev/devAttestationChain.js';
+import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { discoverCgroups, readPids } from '../../src/sandbox/cgroups.js';
 import { cgroupRoot, cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
 import { invoke, statusOf } from '../helpers/http.js';
@@ -39,8 +39,8 @@ describe.runIf(ready)('supervisord runs the service as the enclave image does', 
     // The start script makes the pool itself; creating it first under the same prefix only gives
     // the test a way to remove it (the setup scripts are idempotent).
     pool = await createTestPool({ count: poolSize });
-    runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
-    workDir = await mkdtemp(path.join(os.tmpdir(), 'oyster-supervisord-'));
+    runtimePath = await makeTempDir('oyster-runtime-');
+    workDir = await makeTempDir('oyster-supervisord-');
     const [port, attestationPort, storagePort] = [await freePort(), await freePort(), await freePort()];
     serviceUrl = `http://127.0.0.1:${port}`;
     supervisord = startEnclaveStartPath(
@@ -95,7 +95,7 @@ describe.runIf(ready)('supervisord runs the service as the enclave image does', 
     // Only what this file's service started: workerd processes serving from its runtime directory.
     if (runtimePath) for (const pid of await processesMentioning(runtimePath)) signal(pid, 'SIGKILL');
     await pool?.remove();
-    for (const dir of [runtimePath, workDir]) if (dir) await rm(dir, { recursive: true, force: true });
+    for (const dir of [runtimePath, workDir]) if (dir) await removeTempDir(dir);
   });
 
   test('starts with a pool for the detected cgroup version, the service and the development servers, not the enclave-only programs', async () => {

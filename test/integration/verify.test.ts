@@ -1,12 +1,12 @@
 // The verify command as a client runs it, from the files `npm run build` leaves in dist/, on an
 // answer signed with a fresh key exactly as the service signs one.
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { secp256k1 } from '@noble/curves/secp256k1.js';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { sha256 } from '../../src/code/codeCache.js';
+import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { loadSigner, type Signer, signatureHeader, timestampHeader } from '../../src/signing.js';
+import { writeSignerKey } from '../helpers/signerKey.js';
 import { runVerify as verify } from '../helpers/verifyCommand.js';
 
 const mismatchExit = 1;
@@ -26,9 +26,8 @@ let responseFile: string;
 let signature: string;
 
 beforeAll(async () => {
-  dir = await mkdtemp(path.join(os.tmpdir(), 'verify-'));
-  const keyFile = path.join(dir, 'signer.key');
-  await writeFile(keyFile, Buffer.from(secp256k1.utils.randomSecretKey()).toString('hex'), { mode: 0o600 });
+  dir = await makeTempDir('verify-');
+  const keyFile = await writeSignerKey(dir);
   signer = await loadSigner(keyFile);
   codeFile = path.join(dir, 'code.js');
   await writeFile(codeFile, code);
@@ -57,7 +56,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  if (dir) await rm(dir, { recursive: true, force: true });
+  if (dir) await removeTempDir(dir);
 });
 
 describe('scripts/verify', () => {

@@ -1,12 +1,12 @@
 // `npm run verify -- --attestation …` as a client runs it, on the real Nitro documents in
 // test/fixtures/nitro/ and on development ones, from the build in dist/.
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { awsNitroRootPem } from '../../src/attestation/awsNitroRoot.js';
 import { makeDevDocument } from '../../src/dev/attestationServer.js';
 import { devRootPem } from '../../src/dev/devAttestationChain.js';
+import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { addressOf, secp256k1PublicKey } from '../../src/signing.js';
 import { fixturesDir } from '../helpers/stack.js';
 import { runVerify } from '../helpers/verifyCommand.js';
@@ -20,9 +20,9 @@ const usageExit = 2;
 
 let dir: string;
 beforeAll(async () => {
-  dir = await mkdtemp(path.join(os.tmpdir(), 'verify-attestation-'));
+  dir = await makeTempDir('verify-attestation-');
 });
-afterAll(() => rm(dir, { recursive: true, force: true }));
+afterAll(() => removeTempDir(dir));
 
 describe('npm run verify -- --attestation', () => {
   test('prints what a real document attests as one JSON object, checked at its own time (ISO 8601 or unix ms)', async () => {

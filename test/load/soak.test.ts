@@ -1,10 +1,10 @@
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
+import { readdir, readFile } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { RunningServer } from '../../src/dev/listen.js';
+import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { discoverCgroups, readPids } from '../../src/sandbox/cgroups.js';
 import { cgroupRoot, cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
 import { childPids, isWorkerd } from '../helpers/processes.js';
@@ -65,7 +65,7 @@ describe.runIf(cgroups)('soak', () => {
 
   beforeAll(async () => {
     pool = await createTestPool({ count: poolSize, memory: '100M' });
-    runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
+    runtimePath = await makeTempDir('oyster-runtime-');
     ({ attestation, storage } = await startUpstreams([examplesDir, fixturesDir]));
     service = await startService({
       ...serviceEnv({ pool, runtimePath, attestation, storage }),
@@ -78,7 +78,7 @@ describe.runIf(cgroups)('soak', () => {
     await agent.close();
     await Promise.all([attestation?.close(), storage?.close()]);
     await pool?.remove();
-    await rm(runtimePath, { recursive: true, force: true });
+    await removeTempDir(runtimePath);
   });
 
   async function run(count: number, offset: number) {
@@ -104,7 +104,7 @@ describe.runIf(cgroups)('soak', () => {
           wellFormed,
         });
         // A well-behaved client waits before it tries a busy server again.
-        if (response.statusCode === 503) await new Promise((resolve) => setTimeout(resolve, busyBackoffMs));
+        if (response.statusCode === 503) await sleep(busyBackoffMs);
       }
     };
     await Promise.all(Array.from({ length: concurrency }, worker));

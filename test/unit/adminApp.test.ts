@@ -1,11 +1,9 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
-import { secp256k1 } from '@noble/curves/secp256k1.js';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { CgroupPool } from '../../src/capacity/cgroupPool.js';
 import { parseConfig } from '../../src/config.js';
+import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { buildAdminApp } from '../../src/http/adminApp.js';
 import { buildApp } from '../../src/http/app.js';
 import { type ClaimAnswer, signedClaimOf } from '../../src/ledger/claims.js';
@@ -13,6 +11,7 @@ import { UsageLedger } from '../../src/ledger/usageLedger.js';
 import { createService, type Service } from '../../src/service/service.js';
 import { loadSigner, recoverSigner, type Signer } from '../../src/signing.js';
 import { fakeCgroupV2Root } from '../helpers/fakeCgroupfs.js';
+import { writeSignerKey } from '../helpers/signerKey.js';
 
 // The temporary directories made, removed at the end.
 const removals: string[] = [];
@@ -46,11 +45,9 @@ let ledger: UsageLedger;
 let signer: Signer;
 let admin: FastifyInstance;
 beforeAll(async () => {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'oyster-admin-'));
+  const dir = await makeTempDir('oyster-admin-');
   removals.push(dir);
-  const keyFile = path.join(dir, 'signer.key');
-  await writeFile(keyFile, Buffer.from(secp256k1.utils.randomSecretKey()).toString('hex'), { mode: 0o600 });
-  signer = await loadSigner(keyFile);
+  signer = await loadSigner(await writeSignerKey(dir));
   ledger = UsageLedger.open({ file: path.join(dir, 'usage.sqlite'), retentionDays: 30 });
   ledger.record({
     atMs: Date.now() - 1,
@@ -67,7 +64,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await admin?.close();
   ledger?.close();
-  for (const dir of removals.splice(0)) await rm(dir, { recursive: true, force: true });
+  await Promise.all(removals.splice(0).map(removeTempDir));
 });
 
 describe('usage claims on the operator listener', () => {

@@ -1,13 +1,14 @@
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
-import os from 'node:os';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
 import { CgroupPool } from '../../src/capacity/cgroupPool.js';
 import { parseConfig } from '../../src/config.js';
 import { listen, type RunningServer } from '../../src/dev/listen.js';
+import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { buildApp, shutdown } from '../../src/http/app.js';
 import { UsageLedger } from '../../src/ledger/usageLedger.js';
 import { createService, type Service } from '../../src/service/service.js';
@@ -42,7 +43,7 @@ describe('the HTTP API', () => {
   afterAll(async () => {
     await app.close();
     await upstream.close();
-    await rm(root, { recursive: true, force: true });
+    await removeTempDir(root);
   });
 
   const post = (payload: string, contentType = 'application/json') =>
@@ -126,7 +127,7 @@ describe('GET /health while shutting down', () => {
       const service = createService(config, { pool });
       const app = buildApp(service);
       const inFlight = app.inject({ method: 'POST', url: '/api/serverless', payload: { code_id: 'a' } });
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      await sleep(50);
       const stopping = shutdown(app, service, 5_000);
       const health = await app.inject({ method: 'GET', url: '/health' });
       expect(health.statusCode).toBe(503);
@@ -135,7 +136,7 @@ describe('GET /health while shutting down', () => {
       await stopping;
     } finally {
       await silent.close();
-      await rm(root, { recursive: true, force: true });
+      await removeTempDir(root);
     }
   });
 });
@@ -143,7 +144,7 @@ describe('GET /health while shutting down', () => {
 describe('a usage ledger that fails', () => {
   test('its roll-up at start does not stop the service, which then runs no work until the ledger takes writes', async () => {
     const root = await fakeCgroupV2Root(['workerd1']);
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'oyster-ledger-'));
+    const dir = await makeTempDir('oyster-ledger-');
     try {
       const pool = await CgroupPool.open({ root, version: 2, prefix: 'workerd' });
       // A ledger whose every statement throws, as one on a failing disk does.
@@ -156,8 +157,8 @@ describe('a usage ledger that fails', () => {
       expect(refused.headers['x-oyster-error']).toBe('LEDGER_UNAVAILABLE');
       await app.close();
     } finally {
-      await rm(root, { recursive: true, force: true });
-      await rm(dir, { recursive: true, force: true });
+      await removeTempDir(root);
+      await removeTempDir(dir);
     }
   });
 });
@@ -186,7 +187,7 @@ describe('GET /health with no usable cgroup', () => {
       await app.close();
     } finally {
       stranger.kill('SIGKILL');
-      await rm(root, { recursive: true, force: true });
+      await removeTempDir(root);
     }
   });
 });
@@ -217,11 +218,11 @@ describe('the collection after a burst of invocations', () => {
 
       // Health checks and scrapes are not a burst.
       for (let i = 0; i < 3; i++) await app.inject({ method: 'GET', url: '/health' });
-      await new Promise((resolve) => setTimeout(resolve, idleMs * 1.5));
+      await sleep(idleMs * 1.5);
       expect(collectGarbage).toHaveBeenCalledTimes(1);
       await app.close();
     } finally {
-      await rm(root, { recursive: true, force: true });
+      await removeTempDir(root);
     }
   });
 });

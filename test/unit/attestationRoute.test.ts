@@ -1,6 +1,5 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
-import os from 'node:os';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -8,6 +7,7 @@ import { maxDocumentBytes } from '../../src/attestation/limits.js';
 import { CgroupPool } from '../../src/capacity/cgroupPool.js';
 import { parseConfig } from '../../src/config.js';
 import { listen, type RunningServer } from '../../src/dev/listen.js';
+import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { buildApp } from '../../src/http/app.js';
 import { createService } from '../../src/service/service.js';
 import { loadSigner, type Signer } from '../../src/signing.js';
@@ -41,7 +41,7 @@ describe('GET /attestation', () => {
 
   beforeAll(async () => {
     root = await fakeCgroupV2Root(['workerd1']);
-    keyDir = await mkdtemp(path.join(os.tmpdir(), 'oyster-key-'));
+    keyDir = await makeTempDir('oyster-key-');
     await writeFile(path.join(keyDir, 'key'), '11'.repeat(32));
     signer = await loadSigner(path.join(keyDir, 'key'));
     recorder = await listen(
@@ -56,8 +56,8 @@ describe('GET /attestation', () => {
   afterAll(async () => {
     await Promise.all(apps.map((app) => app.close()));
     await recorder.close();
-    await rm(root, { recursive: true, force: true });
-    await rm(keyDir, { recursive: true, force: true });
+    await removeTempDir(root);
+    await removeTempDir(keyDir);
   });
 
   test("asks for the signer's key and the client's nonce, and answers the document's exact bytes, never to be cached", async () => {

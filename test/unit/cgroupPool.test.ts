@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, test } from 'vitest';
 import { CgroupPool } from '../../src/capacity/cgroupPool.js';
 import { StartupError } from '../../src/errors.js';
@@ -76,7 +77,7 @@ describe('reservation', () => {
     const releasing = lease.release(new Promise<void>((resolve) => (cleanedUp = resolve)));
     let got: string | undefined;
     const waiting = pool.reserve().then((next) => (got = next?.cgroup.name));
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await sleep(20);
     expect(got).toBeUndefined();
     cleanedUp();
     await Promise.all([releasing, waiting]);
@@ -194,7 +195,7 @@ describe('standbys', () => {
     pool.keepStandbys((cgroup) => {
       const standby = fakeStandby(cgroup);
       standby.stop = async () => {
-        await new Promise((resolve) => setTimeout(resolve, 50));
+        await sleep(50);
         standby.stopped = true;
       };
       return standby;

@@ -1,5 +1,4 @@
-import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, test } from 'vitest';
 import {
@@ -11,7 +10,7 @@ import {
 } from '../../src/sandbox/cgroups.js';
 import { fakeRootsRemovedAfterEach } from '../helpers/fakeCgroupfs.js';
 
-const { v2Root, removeLater } = fakeRootsRemovedAfterEach();
+const { v2Root, emptyRoot } = fakeRootsRemovedAfterEach();
 
 describe('cgroup version detection', () => {
   test('is 2 where the unified hierarchy has the memory controller', async () => {
@@ -19,8 +18,7 @@ describe('cgroup version detection', () => {
   });
 
   test('is 1 where only a v1 memory mount exists (a hybrid machine)', async () => {
-    const root = await mkdtemp(path.join(os.tmpdir(), 'oyster-cgroupfs-'));
-    removeLater(root);
+    const root = await emptyRoot();
     await mkdir(path.join(root, 'unified'));
     await writeFile(path.join(root, 'unified', 'cgroup.controllers'), 'hugetlb\n');
     await mkdir(path.join(root, 'memory'));
@@ -28,8 +26,7 @@ describe('cgroup version detection', () => {
   });
 
   test('fails with a message naming CGROUP_ROOT where there is no memory controller', async () => {
-    const root = await mkdtemp(path.join(os.tmpdir(), 'oyster-cgroupfs-'));
-    removeLater(root);
+    const root = await emptyRoot();
     await expect(detectCgroupVersion(root)).rejects.toThrow(/CGROUP_ROOT/);
   });
 });
@@ -48,8 +45,7 @@ describe('cgroup discovery', () => {
   });
 
   test('v1: only cgroups present under both memory and cpu, joined through both', async () => {
-    const root = await mkdtemp(path.join(os.tmpdir(), 'oyster-cgroupfs-'));
-    removeLater(root);
+    const root = await emptyRoot();
     for (const dir of ['memory/workerd1', 'cpu/workerd1', 'memory/workerd2'])
       await mkdir(path.join(root, dir), { recursive: true });
     const cgroups = await discoverCgroups(root, 1, 'workerd');
@@ -64,8 +60,7 @@ describe('cgroup discovery', () => {
   });
 
   test('v1: joined through cpuacct too where it has the cgroup, which then counts its CPU', async () => {
-    const root = await mkdtemp(path.join(os.tmpdir(), 'oyster-cgroupfs-'));
-    removeLater(root);
+    const root = await emptyRoot();
     for (const dir of ['memory/workerd1', 'cpu/workerd1', 'cpuacct/workerd1'])
       await mkdir(path.join(root, dir), { recursive: true });
     const [cgroup] = await discoverCgroups(root, 1, 'workerd');
@@ -90,8 +85,7 @@ describe('CPU counters', () => {
   });
 
   test('v1: cpuacct.usage, nanoseconds, read as microseconds; none without cpuacct', async () => {
-    const root = await mkdtemp(path.join(os.tmpdir(), 'oyster-cgroupfs-'));
-    removeLater(root);
+    const root = await emptyRoot();
     for (const dir of ['memory/w1', 'cpu/w1', 'cpuacct/w1', 'memory/w2', 'cpu/w2'])
       await mkdir(path.join(root, dir), { recursive: true });
     await writeFile(path.join(root, 'cpuacct/w1/cpuacct.usage'), '98765432\n');
@@ -113,8 +107,7 @@ describe('OOM counters', () => {
   });
 
   test('v1: read from memory.oom_control oom_kill', async () => {
-    const root = await mkdtemp(path.join(os.tmpdir(), 'oyster-cgroupfs-'));
-    removeLater(root);
+    const root = await emptyRoot();
     for (const dir of ['memory/w1', 'cpu/w1']) await mkdir(path.join(root, dir), { recursive: true });
     await writeFile(path.join(root, 'memory/w1/memory.oom_control'), 'oom_kill_disable 0\nunder_oom 0\noom_kill 7\n');
     const [cgroup] = await discoverCgroups(root, 1, 'w');

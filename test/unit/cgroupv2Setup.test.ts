@@ -2,14 +2,15 @@
 // the kernel lays them out (test/helpers/fakeCgroupfs.ts); test/v2/ runs it on a real kernel, where
 // the kernel's own refusals happen too.
 import { execFile } from 'node:child_process';
-import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { afterEach, describe, expect, test } from 'vitest';
-import { fakeCgroupV2Root, fakeChildCgroup } from '../helpers/fakeCgroupfs.js';
+import { describe, expect, test } from 'vitest';
+import { fakeChildCgroup, fakeRootsRemovedAfterEach } from '../helpers/fakeCgroupfs.js';
+import { projectRoot } from '../helpers/projectRoot.js';
 
 const run = promisify(execFile);
-const setup = path.resolve(import.meta.dirname, '../../cgroupv2_setup.sh');
+const setup = path.join(projectRoot, 'cgroupv2_setup.sh');
 
 // The script refuses to run as anyone but root; CI runs as root, so there a skip is a failure.
 const asRoot = process.getuid?.() === 0;
@@ -20,15 +21,7 @@ if (!asRoot) {
 }
 
 describe.runIf(asRoot)('cgroupv2_setup.sh', () => {
-  const roots: string[] = [];
-  afterEach(async () => {
-    await Promise.all(roots.splice(0).map((root) => rm(root, { recursive: true, force: true })));
-  });
-  const fakeRoot = async (names: readonly string[]) => {
-    const root = await fakeCgroupV2Root(names);
-    roots.push(root);
-    return root;
-  };
+  const { v2Root: fakeRoot } = fakeRootsRemovedAfterEach();
   const runSetup = (cgroupRoot: string) =>
     run(setup, ['2', '128M', '50'], { env: { ...process.env, CGROUP_ROOT: cgroupRoot, CGROUP_PREFIX: 'pool' } }).then(
       () => '',

@@ -1,11 +1,10 @@
-import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:http';
-import os from 'node:os';
 import path from 'node:path';
 import getPort from 'get-port';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { makeDevDocument, rawDocumentPath, startAttestationServer } from '../../src/dev/attestationServer.js';
 import { listen, type RunningServer } from '../../src/dev/listen.js';
+import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { StartupError } from '../../src/errors.js';
 import { checkAttestedKey } from '../../src/keyCheck.js';
 import { writeKeyPair } from '../../src/keyFiles.js';
@@ -37,14 +36,14 @@ describe('the start-up check of the attested key', () => {
   };
 
   beforeAll(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'oyster-keycheck-'));
+    dir = await makeTempDir('oyster-keycheck-');
     await writeKeyPair(path.join(dir, 'id.sec'), path.join(dir, 'id.pub'));
     await writeKeyPair(path.join(dir, 'other.sec'), path.join(dir, 'other.pub'));
     [signer, other] = [await loadSigner(path.join(dir, 'id.sec')), await loadSigner(path.join(dir, 'other.sec'))];
   });
   afterAll(async () => {
     await Promise.all(servers.map((server) => server.close()));
-    await rm(dir, { recursive: true, force: true });
+    await removeTempDir(dir);
   });
 
   test('passes when the document attests the signer’s key, as a server asked for it does', async () => {

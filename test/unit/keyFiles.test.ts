@@ -1,16 +1,16 @@
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { writeKeyPair } from '../../src/keyFiles.js';
 import { addressOf, loadSigner, secp256k1PublicKey } from '../../src/signing.js';
 
 describe('writeKeyPair', () => {
   let dir: string;
   beforeEach(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'oyster-keys-'));
+    dir = await makeTempDir('oyster-keys-');
   });
-  afterEach(() => rm(dir, { recursive: true, force: true }));
+  afterEach(() => removeTempDir(dir));
 
   test('writes a secret only its owner can read, that the service loads, and its public key as x || y', async () => {
     const [secret, pub] = [path.join(dir, 'id.sec'), path.join(dir, 'id.pub')];

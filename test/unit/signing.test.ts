@@ -1,8 +1,8 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { secp256k1 } from '@noble/curves/secp256k1.js';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { StartupError } from '../../src/errors.js';
 import {
   addressOf,
@@ -47,12 +47,12 @@ let dir: string;
 let signer: Signer;
 
 beforeAll(async () => {
-  dir = await mkdtemp(path.join(os.tmpdir(), 'signing-'));
+  dir = await makeTempDir('signing-');
   signer = await loadSigner(await keyFile('key-one', `${keyOneHex}\n`));
 });
 
 afterAll(async () => {
-  await rm(dir, { recursive: true, force: true });
+  await removeTempDir(dir);
 });
 
 async function keyFile(name: string, contents: string | Uint8Array): Promise<string> {

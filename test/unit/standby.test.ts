@@ -1,5 +1,4 @@
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
 import { isServiceError } from '../../src/errors.js';
@@ -7,6 +6,7 @@ import type { Cgroup } from '../../src/sandbox/cgroups.js';
 import { prepareWorkerd, type WorkerdStandby } from '../../src/sandbox/standby.js';
 import { plainFileCgroup } from '../helpers/fakeCgroupfs.js';
 import { childPids, childPidsSync, isRunning, isWorkerd } from '../helpers/processes.js';
+import { tempDirsRemovedAfterEach } from '../helpers/tempDirs.js';
 import { waitFor } from '../helpers/wait.js';
 
 // A stand-in for workerd, run as \`workerd serve --control-fd=3 --verbose <config>\`: says it listens
@@ -22,16 +22,14 @@ exec sleep 30
 
 // A standby in a "cgroup" made of plain files: what it writes there is what the kernel would be told.
 describe('a workerd standby', () => {
-  const dirs: string[] = [];
+  const dirs = tempDirsRemovedAfterEach();
   const standbys: WorkerdStandby[] = [];
   afterEach(async () => {
     await Promise.all(standbys.splice(0).map((standby) => standby.stop()));
-    await Promise.all(dirs.splice(0).map((dir) => rm(dir, { recursive: true, force: true })));
   });
 
   const prepare = async (workerdPath = '/bin/false', procsFiles?: string[]) => {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'oyster-standby-'));
-    dirs.push(dir);
+    const dir = await dirs.make('oyster-standby-');
     const plain = await plainFileCgroup(dir);
     const cgroup: Cgroup = procsFiles ? { ...plain, procsFiles } : plain;
     const standby = prepareWorkerd({ workerdPath, cgroup });
@@ -62,8 +60,7 @@ describe('a workerd standby', () => {
   });
 
   const fake = async () => {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'oyster-fake-workerd-'));
-    dirs.push(dir);
+    const dir = await dirs.make('oyster-fake-workerd-');
     const file = path.join(dir, 'workerd');
     await writeFile(file, fakeWorkerd, { mode: 0o755 });
     return file;

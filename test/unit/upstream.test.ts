@@ -1,5 +1,6 @@
 import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, test } from 'vitest';
 import { BodyTooLargeError, readCapped, send, startDeadline } from '../../src/httpClient.js';
 
@@ -39,7 +40,7 @@ describe('startDeadline', () => {
   test('does not fire once cleared', async () => {
     const deadline = startDeadline(new AbortController().signal, 10);
     deadline.clear();
-    await new Promise((resolve) => setTimeout(resolve, 30));
+    await sleep(30);
     expect(deadline.signal.aborted).toBe(false);
   });
 });

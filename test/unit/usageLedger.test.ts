@@ -1,24 +1,19 @@
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { afterEach, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import { StartupError } from '../../src/errors.js';
 import { signedClaimOf } from '../../src/ledger/claims.js';
 import { type InvocationRecord, UsageLedger } from '../../src/ledger/usageLedger.js';
 import type { SignedClaim } from '../../src/signing.js';
+import { tempDirsRemovedAfterEach } from '../helpers/tempDirs.js';
 
 const hourMs = 60 * 60 * 1000;
 const dayMs = 24 * hourMs;
 
-const dirs: string[] = [];
-afterEach(async () => {
-  for (const dir of dirs.splice(0)) await rm(dir, { recursive: true, force: true });
-});
+const tempDirs = tempDirsRemovedAfterEach();
 async function ledgerFile(): Promise<string> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'oyster-ledger-test-'));
-  dirs.push(dir);
-  return path.join(dir, 'usage.sqlite');
+  return path.join(await tempDirs.make('oyster-ledger-test-'), 'usage.sqlite');
 }
 
 const row = (codeId: string, atMs: number, extra: Partial<InvocationRecord> = {}): InvocationRecord => ({

@@ -1,5 +1,4 @@
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
 import { WorkerFileStore } from '../../src/capacity/workerFileStore.js';
@@ -7,6 +6,7 @@ import { createResponseGuard } from '../../src/code/responseGuard.js';
 import type { StoredCode } from '../../src/code/workerCode.js';
 import { noSettings, type WorkerCode } from '../../src/code/workerCode.js';
 import { type WorkerFiles, writeWorkerFiles } from '../../src/code/workerdConfig.js';
+import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 
 const code: WorkerCode = {
   format: 'service-worker',
@@ -23,7 +23,7 @@ describe('the worker file store', () => {
   let store: WorkerFileStore;
 
   beforeEach(async () => {
-    runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-files-'));
+    runtimePath = await makeTempDir('oyster-files-');
     cached = new Set();
     removeFailures = [];
     write = vi.fn((workerCode: WorkerCode) =>
@@ -39,7 +39,7 @@ describe('the worker file store', () => {
     store = new WorkerFileStore({ write, onRemoveFailed: (error) => removeFailures.push(error) });
   });
   afterEach(async () => {
-    await rm(runtimePath, { recursive: true, force: true });
+    await removeTempDir(runtimePath);
   });
 
   const dirs = () => readdir(runtimePath);

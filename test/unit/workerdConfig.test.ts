@@ -1,5 +1,4 @@
-import { mkdir, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
-import os from 'node:os';
+import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { createResponseGuard, guardModuleName } from '../../src/code/responseGuard.js';
@@ -11,6 +10,7 @@ import {
   renderWorkerdConfig,
   writeWorkerFiles,
 } from '../../src/code/workerdConfig.js';
+import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 
 const guard = createResponseGuard(1024 * 1024);
 // What every config below shares unless a test says otherwise.
@@ -115,9 +115,9 @@ describe('renderWorkerdConfig', () => {
 describe('worker files', () => {
   let runtimePath: string;
   beforeEach(async () => {
-    runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-unit-'));
+    runtimePath = await makeTempDir('oyster-unit-');
   });
-  afterEach(() => rm(runtimePath, { recursive: true, force: true }));
+  afterEach(() => removeTempDir(runtimePath));
 
   const write = () =>
     writeWorkerFiles({

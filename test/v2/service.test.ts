@@ -7,20 +7,25 @@
 // start. Every time limit below is a host-sized one stretched by `stretch`; none is about speed.
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { parseConfig } from '../../src/config.js';
 import { rawDocumentPath } from '../../src/dev/attestationServer.js';
-import { type Cgroup, discoverCgroups, readOomKills, readPids } from '../../src/sandbox/cgroups.js';
+import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
+import {
+  type Cgroup,
+  detectCgroupVersion,
+  discoverCgroups,
+  readOomKills,
+  readPids,
+} from '../../src/sandbox/cgroups.js';
 import { cgroupRoot, createTestPool, type TestPool } from '../helpers/cgroups.js';
 import { getJson, invoke } from '../helpers/http.js';
 import { isWorkerd } from '../helpers/processes.js';
 import { projectRoot } from '../helpers/projectRoot.js';
-import { hostCgroupVersion } from '../helpers/scratchPool.js';
 import { type ServiceProcess, serviceEnv, startService } from '../helpers/service.js';
 import { examplesDir, fixturesDir, processesMentioning } from '../helpers/stack.js';
 import { startUpstreams } from '../helpers/upstreams.js';
@@ -55,10 +60,10 @@ interface V2Service {
 
 async function startV2Service(env: Readonly<Record<string, string>>): Promise<V2Service> {
   // Not a v1 machine by mistake: the whole point is the unified hierarchy.
-  expect(await hostCgroupVersion()).toBe(2);
+  expect(await detectCgroupVersion(cgroupRoot)).toBe(2);
   const { attestation, storage } = await startUpstreams([examplesDir, fixturesDir]);
   const pool = await createTestPool({ count: poolSize, memory: '128M' });
-  const runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
+  const runtimePath = await makeTempDir('oyster-runtime-');
   const service = await startService(
     {
       ...serviceEnv({ pool, runtimePath, attestation, storage }),
@@ -81,7 +86,7 @@ async function startV2Service(env: Readonly<Record<string, string>>): Promise<V2
       await service.exited;
       await pool.remove();
       await Promise.all([attestation.close(), storage.close()]);
-      await rm(runtimePath, { recursive: true, force: true });
+      await removeTempDir(runtimePath);
     },
   };
 }
@@ -291,7 +296,7 @@ describe('cgroupv2_setup.sh under a delegated cgroup', () => {
     }
 
     const { attestation, storage } = await startUpstreams([examplesDir]);
-    const runtimePath = await mkdtemp(path.join(os.tmpdir(), 'oyster-runtime-'));
+    const runtimePath = await makeTempDir('oyster-runtime-');
     // CGROUP_VERSION is left to the service: the delegated cgroup's own cgroup.controllers says 2.
     const service = await startService(
       {
@@ -315,7 +320,7 @@ describe('cgroupv2_setup.sh under a delegated cgroup', () => {
     } finally {
       service.child.kill('SIGKILL');
       await Promise.all([attestation.close(), storage.close()]);
-      await rm(runtimePath, { recursive: true, force: true });
+      await removeTempDir(runtimePath);
     }
     for (const dir of made) expect(await readFile(path.join(dir, 'cgroup.procs'), 'utf8')).toBe('');
   });

@@ -1,5 +1,4 @@
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { DecryptCommand, KMSClient } from '@aws-sdk/client-kms';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -7,6 +6,7 @@ import { devPcrs, rawDocumentPath, startAttestationServer } from '../../../src/d
 import { devRootPem } from '../../../src/dev/devAttestationChain.js';
 import { devKmsKeyId, startKmsServer } from '../../../src/dev/kmsServer.js';
 import type { RunningServer } from '../../../src/dev/listen.js';
+import { makeTempDir, removeTempDir } from '../../../src/dev/tempDir.js';
 import { generateSealingBlob } from '../../../src/secrets/blob.js';
 import { type SealingSettings, sealingFrom } from '../../../src/secrets/release.js';
 import { seal } from '../../../src/secrets/sealedValue.js';
@@ -27,7 +27,7 @@ describe('releasing the sealing key', () => {
 
   beforeAll(async () => {
     Object.assign(process.env, { AWS_ACCESS_KEY_ID: 'development', AWS_SECRET_ACCESS_KEY: 'development' });
-    dir = await mkdtemp(path.join(os.tmpdir(), 'oyster-sealing-'));
+    dir = await makeTempDir('oyster-sealing-');
     attestation = await startAttestationServer();
     const policy = (pcr0: Uint8Array) => ({ attestationRootPem: devRootPem, policyPcrs: new Map([[0, pcr0]]) });
     kms = await startKmsServer(policy(devPcrs.get(0)!));
@@ -44,7 +44,7 @@ describe('releasing the sealing key', () => {
   });
   afterAll(async () => {
     await Promise.all([attestation?.close(), kms?.close(), otherImage?.close()]);
-    await rm(dir, { recursive: true, force: true });
+    await removeTempDir(dir);
     for (const [name, value] of Object.entries(credentials)) {
       if (value === undefined) delete process.env[name];
       else process.env[name] = value;

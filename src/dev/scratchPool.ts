@@ -5,17 +5,20 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { access, constants, readdir, readFile, rmdir } from 'node:fs/promises';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { projectRoot } from '../../src/dev/projectRoot.js';
-import { type Cgroup, discoverCgroups } from '../../src/sandbox/cgroups.js';
+import { type Cgroup, detectCgroupVersion, discoverCgroups } from '../sandbox/cgroups.js';
+import { cgroupSetupScript } from './cgroupSetupScript.js';
 
 const run = promisify(execFile);
+/** Where this machine's cgroup file systems are mounted. */
 export const cgroupRoot = '/sys/fs/cgroup';
 const setupTimeoutMs = 30_000;
 // The kernel removes a cgroup only once its last process is fully gone, shortly after the kill.
 const rmdirAttempts = 100;
 const rmdirRetryMs = 20;
 
+/** What pool to make. */
 export interface ScratchPoolOptions {
   /** The start of the prefix; a random part follows, e.g. oytest1a2b3c4d-. */
   readonly stem: string;
@@ -26,7 +29,7 @@ export interface ScratchPoolOptions {
   readonly cpuPercent: number;
 }
 
-// A pool made for one test file or one bench run.
+/** A pool made for one test file or one bench run. */
 export interface ScratchPool {
   readonly prefix: string;
   readonly version: 1 | 2;
@@ -35,16 +38,11 @@ export interface ScratchPool {
   remove(): Promise<void>;
 }
 
-// This machine's cgroup version, as the service would detect it.
-export async function hostCgroupVersion(): Promise<1 | 2> {
-  const controllers = await readFile(path.join(cgroupRoot, 'cgroup.controllers'), 'utf8').catch(() => '');
-  return /\bmemory\b/.test(controllers) ? 2 : 1;
-}
-
-// Why cgroups cannot be made here, or undefined when they can.
+/** Why cgroups cannot be made here, or undefined when they can. */
 export async function cgroupUnavailableReason(): Promise<string | undefined> {
   if (process.getuid?.() !== 0) return 'not running as root, so no cgroup can be created';
-  if ((await hostCgroupVersion()) === 2) return undefined;
+  // A machine with no memory controller at all fails the v1 check below, with a reason.
+  if ((await detectCgroupVersion(cgroupRoot).catch(() => undefined)) === 2) return undefined;
   for (const controller of ['memory', 'cpu']) {
     const writable = await access(path.join(cgroupRoot, controller), constants.W_OK).then(
       () => true,
@@ -55,11 +53,11 @@ export async function cgroupUnavailableReason(): Promise<string | undefined> {
   return undefined;
 }
 
-// Creates a pool with the setup script for this machine's cgroup version.
+/** Creates a pool with the setup script for this machine's cgroup version. */
 export async function createScratchPool(options: ScratchPoolOptions): Promise<ScratchPool> {
   const prefix = `${options.stem}${randomBytes(4).toString('hex')}-`;
-  const version = await hostCgroupVersion();
-  const script = path.join(projectRoot, version === 2 ? 'cgroupv2_setup.sh' : 'cgroupv1_setup.sh');
+  const version = await detectCgroupVersion(cgroupRoot);
+  const script = cgroupSetupScript(version);
   const remove = () => removeCgroups(prefix);
   try {
     await run(script, [String(options.count), options.memory, String(options.cpuPercent)], {
@@ -74,10 +72,12 @@ export async function createScratchPool(options: ScratchPoolOptions): Promise<Sc
   return { prefix, version, cgroups: await discoverCgroups(cgroupRoot, version, prefix), remove };
 }
 
-// Deletes every cgroup whose name starts with a prefix, in every hierarchy (a half-made v1 one
-// included), killing what is left in them.
+/**
+ * Deletes every cgroup whose name starts with a prefix, in every hierarchy (a half-made v1 one
+ * included), killing what is left in them.
+ */
 export async function removeCgroups(prefix: string): Promise<void> {
-  const version = await hostCgroupVersion();
+  const version = await detectCgroupVersion(cgroupRoot);
   const dirs =
     version === 2 ? [cgroupRoot] : ['memory', 'cpu', 'cpuacct'].map((controller) => path.join(cgroupRoot, controller));
   for (const dir of dirs) {
@@ -111,7 +111,7 @@ async function removeWhenEmpty(dir: string): Promise<void> {
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
       if (attempt >= rmdirAttempts) throw error;
-      await new Promise((resolve) => setTimeout(resolve, rmdirRetryMs));
+      await sleep(rmdirRetryMs);
     }
   }
 }
