@@ -31,7 +31,11 @@ const broken = () => {
   })();
   return new Response(readable);
 };
-const endless = (bytes) => new Response(new ReadableStream({ pull(controller) { controller.enqueue(new Uint8Array(bytes)); controller.close(); } }));
+const endless = (bytes) => new Response(new ReadableStream({
+  pull(controller) { controller.enqueue(new Uint8Array(bytes)); controller.close(); },
+}));
+// A body that never comes: workerd ends a read of it with its own 500, so only a refusal before reading passes.
+const declared = (bytes) => new Response(new ReadableStream(), { headers: { 'content-length': String(bytes) } });
 const answer = (request, waitUntil) => {
   const route = new URL(request.url).pathname.slice(1);
   if (route === 'whole') return new Response('the whole answer', { status: 201, headers: { 'x-own': 'kept' } });
@@ -39,7 +43,7 @@ const answer = (request, waitUntil) => {
   if (route === 'broken') return broken();
   if (route === 'big') return endless(${maxBytes + 1});
   if (route === 'limit') return endless(${maxBytes});
-  if (route === 'big-declared') return new Response('x'.repeat(${maxBytes + 1}));
+  if (route === 'big-declared') return declared(${maxBytes + 1});
   if (route === 'forged') return new Response('all mine', { headers: { '${guardHeader}': '${'0'.repeat(32)} threw' } });
   if (route === 'wait') { waitUntil(sleep(${workMs}).then(() => { done = true; })); return new Response('answered'); }
   if (route === 'done') return new Response(String(done));
