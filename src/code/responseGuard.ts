@@ -36,6 +36,9 @@ export function createResponseGuard(maxResponseBytes: number): ResponseGuard {
   return { secret: randomBytes(16).toString('hex'), maxResponseBytes };
 }
 
+// The globals createIsolateGuard takes, in the order of its parameters.
+const guardGlobals = 'Response, setTimeout, console.error.bind(console)';
+
 // The guard as one statement that defines `guard` (isolateGuard.ts says what it does), with the
 // globals it needs taken as the code runs: before any of the function's.
 function guardDefinition(guard: ResponseGuard): string {
@@ -46,7 +49,7 @@ function guardDefinition(guard: ResponseGuard): string {
     settleRequest,
     settlePollMs,
   };
-  return `const guard = (${createIsolateGuard})(Response, setTimeout, console.error.bind(console), ${JSON.stringify(settings)});`;
+  return `const guard = (${createIsolateGuard})(${guardGlobals}, ${JSON.stringify(settings)});`;
 }
 
 /**
@@ -69,9 +72,8 @@ const useStrict = /^\s*(?:(?:\/\/[^\n]*\n|\/\*[\s\S]*?\*\/)\s*)*(['"])use strict
 const useStrictSearchBytes = 4096;
 
 /**
- * Code on one line: the functions of isolateGuard.ts hold no line comment, no template literal that
- * spans lines, and end every statement with its semicolon, so that joining their lines changes nothing (test/unit/isolateGuard.test.ts
- * compiles the result).
+ * Code on one line. Joining the lines of isolateGuard.ts's functions changes nothing, by the rules its
+ * opening comment sets them; test/unit/isolateGuard.test.ts compiles the result.
  */
 function oneLine(code: string): string {
   return code.replace(/\s*\n\s*/g, ' ');
@@ -85,8 +87,9 @@ function oneLine(code: string): string {
  */
 export function guardedScript(guard: ResponseGuard, script: Buffer): Buffer {
   const strict = useStrict.test(script.subarray(0, useStrictSearchBytes).toString('utf8'));
+  const directive = strict ? `'use strict'; ` : '';
   const prelude = oneLine(
-    `${strict ? `'use strict'; ` : ''}(() => { ${guardDefinition(guard)} (${guardFetchListeners})(guard, globalThis); })();`,
+    `${directive}(() => { ${guardDefinition(guard)} (${guardFetchListeners})(guard, globalThis); })();`,
   );
   return Buffer.concat([Buffer.from(prelude), script]);
 }

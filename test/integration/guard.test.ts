@@ -16,6 +16,7 @@ const guard = createResponseGuard(maxBytes);
 const workMs = 300;
 
 // The routes every form of the tiny worker answers, by path; `done` says whether the waitUntil work has finished.
+// A module worker passes its ctx.exports, through which it reaches its own named exports.
 const routes = `
 let done = false;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -29,34 +30,44 @@ const broken = () => {
   })();
   return new Response(readable);
 };
-const endless = (bytes) => new Response(new ReadableStream({ pull(controller) { controller.enqueue(new Uint8Array(bytes)); controller.close(); } }));
-const answer = (request, waitUntil) => {
+const endless = (bytes) => new Response(new ReadableStream({
+  pull(controller) { controller.enqueue(new Uint8Array(bytes)); controller.close(); },
+}));
+// A body that never comes: workerd ends a read of it with its own 500, so only a refusal before reading passes.
+const declared = (bytes) => new Response(new ReadableStream(), { headers: { 'content-length': String(bytes) } });
+const answer = (request, waitUntil, exports) => {
   const route = new URL(request.url).pathname.slice(1);
   if (route === 'whole') return new Response('the whole answer', { status: 201, headers: { 'x-own': 'kept' } });
   if (route === 'throw') throw new Error('the function threw');
   if (route === 'broken') return broken();
   if (route === 'big') return endless(${maxBytes + 1});
   if (route === 'limit') return endless(${maxBytes});
-  if (route === 'big-declared') return new Response('x'.repeat(${maxBytes + 1}));
+  if (route === 'big-declared') return declared(${maxBytes + 1});
   if (route === 'forged') return new Response('all mine', { headers: { '${guardHeader}': '${'0'.repeat(32)} threw' } });
   if (route === 'wait') { waitUntil(sleep(${workMs}).then(() => { done = true; })); return new Response('answered'); }
   if (route === 'done') return new Response(String(done));
+  if (route === 'named') return exports.Named.fetch(request);
   return new Response('no such route', { status: 404 });
 };
+`;
+
+// What both module forms begin with: the routes, and a named export, which the guard's module must re-export.
+const moduleHead = `import { WorkerEntrypoint } from 'cloudflare:workers';
+${routes}export class Named extends WorkerEntrypoint { fetch() { return new Response('named'); } }
 `;
 
 // The worker in each form the guard wraps.
 const forms: ReadonlyArray<readonly [string, WorkerCode]> = [
   [
     'a handler object',
-    modules(`${routes}export const named = { fetch: () => new Response('named') };
-export default { async fetch(request, env, ctx) { return answer(request, (work) => ctx.waitUntil(work)); } };`),
+    modules(`${moduleHead}export default {
+  async fetch(request, env, ctx) { return answer(request, (work) => ctx.waitUntil(work), ctx.exports); },
+};`),
   ],
   [
     'a WorkerEntrypoint class',
-    modules(`import { WorkerEntrypoint } from 'cloudflare:workers';
-${routes}export default class extends WorkerEntrypoint {
-  async fetch(request) { return answer(request, (work) => this.ctx.waitUntil(work)); }
+    modules(`${moduleHead}export default class extends WorkerEntrypoint {
+  async fetch(request) { return answer(request, (work) => this.ctx.waitUntil(work), this.ctx.exports); }
 }`),
   ],
   [
@@ -158,6 +169,14 @@ describe.each(forms)('the guard around %s, in workerd', (_, code) => {
   test('passes a settle request without the secret to the function', async () => {
     expect((await get('whole', { [guardHeader]: `${'0'.repeat(32)} ${settleRequest}` })).body).toBe('the whole answer');
   });
+
+  // Only a module worker has named exports; the guard's module stands in for its main module.
+  if (code.format === 'modules') {
+    test("re-exports the main module's named exports", async () => {
+      const { status, body } = await get('named');
+      expect({ status, body }).toEqual({ status: 200, body: 'named' });
+    });
+  }
 
   // Only a service worker has a listener that can throw before it responds.
   if (code.format === 'service-worker') {
