@@ -1,5 +1,6 @@
 // `npm run bench`: bare workerd, Miniflare and the service (cold and with a warm code cache) side
 // by side in one run: latency, throughput, the service's own CPU and memory, and the targets.
+import { spawnSync } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -59,6 +60,8 @@ const ratioPairs: ReadonlyArray<readonly [SideKey, SideKey]> = [
   ['spares', 'limit'],
   ['spares', 'warm'],
   ['mixed-spares', 'mixed-warm'],
+  ['cold', 'cold-before'],
+  ['warm', 'warm-before'],
 ];
 
 // Runs every section and returns the results; the caller prints and saves them.
@@ -192,6 +195,8 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
     }
   }
 
+  if (settings.baseline) notes.push(...againstBaseline(settings.baseline, throughput));
+
   // Memory at the end, idle.
   await sleep(settings.idleS * 1000);
   const resources: ServiceResources[] = [];
@@ -240,6 +245,25 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
     targets,
     durationS: (performance.now() - started) / 1000,
   };
+}
+
+// The build compared with this one, and at each concurrency this build's throughput and its
+// service's own CPU per invocation as shares of the build before's.
+function againstBaseline(root: string, throughput: readonly ThroughputSide[]): string[] {
+  const commit = spawnSync('git', ['-C', root, 'log', '-1', '--format=%h %s'], { encoding: 'utf8' }).stdout.trim();
+  const lines = [`build before: ${root}${commit ? ` (${commit})` : ''}, run with this build's Node flags`];
+  for (const concurrency of new Set(throughput.map((row) => row.concurrency))) {
+    const at = (key: SideKey) => throughput.find((row) => row.key === key && row.concurrency === concurrency);
+    const shares = (['cold', 'warm'] as const).map((key) => {
+      const now = at(key);
+      const before = at(`${key}-before`);
+      const ok = (now?.okPerS ?? Number.NaN) / (before?.okPerS ?? Number.NaN);
+      const cpu = (now?.serviceCpuMsPerOk ?? Number.NaN) / (before?.serviceCpuMsPerOk ?? Number.NaN);
+      return `${key} throughput ${ok.toFixed(3)}, service CPU per invocation ${cpu.toFixed(3)}`;
+    });
+    lines.push(`this build / build before at concurrency ${concurrency}: ${shares.join('; ')}`);
+  }
+  return lines;
 }
 
 // A side's CPU by process, per successful invocation.

@@ -38,6 +38,8 @@ export interface StartServiceOptions {
   readonly upstreams: Upstreams;
   /** Settings on top of the bench's own, e.g. CODE_CACHE_MAX_BYTES. */
   readonly env: Readonly<Record<string, string>>;
+  /** The service's entry point; this checkout's build unless another build is compared. */
+  readonly script?: string;
   readonly cleanup: Cleanup;
 }
 
@@ -48,7 +50,7 @@ export async function startServiceProcess(options: StartServiceOptions): Promise
   const { child, match } = await startNodeChild({
     name: `service (${options.name})`,
     nodeArgs: serviceNodeFlags,
-    script: serviceScript,
+    script: options.script ?? serviceScript,
     // Not the project directory: a developer's .env there must not change the bench.
     cwd: os.tmpdir(),
     // Everything else at its default, as deployed (LOG_LEVEL info included: logging is part of the cost).

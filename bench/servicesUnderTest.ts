@@ -6,7 +6,7 @@ import type { Cleanup } from './cleanup.js';
 import { type BenchPool, createBenchPool } from './pool.js';
 import { readMemory } from './procStats.js';
 import { startServiceProcess } from './serviceProcess.js';
-import type { BenchSettings } from './settings.js';
+import { type BenchSettings, baselineScript } from './settings.js';
 import { type ServiceSide, type Side, serviceSide } from './sides.js';
 import type { Upstreams } from './upstreamProcess.js';
 
@@ -32,6 +32,15 @@ export interface ServiceUnderTest {
   cpuMsPerInvocation: number;
 }
 
+// One service under test: which settings it runs with, on which route, and which build.
+interface ServiceVariant {
+  readonly key: ServiceSide['key'] & ('cold' | 'warm' | 'spares' | 'http' | 'cold-before' | 'warm-before');
+  readonly label: string;
+  readonly env: Readonly<Record<string, string>>;
+  readonly route: 'json' | 'http';
+  readonly script?: string;
+}
+
 /**
  * Makes a pool per service (two services sharing one would kill each other's workers) and
  * starts the cold and the warm service, the one with spares and the one called on its HTTP
@@ -42,20 +51,30 @@ export async function startServices(
   upstreams: Upstreams,
   cleanup: Cleanup,
 ): Promise<ServiceUnderTest[]> {
-  const variants = [
-    { key: 'cold', label: 'service, cold (no code cache)', env: { CODE_CACHE_MAX_BYTES: '0' }, route: 'json' },
-    { key: 'warm', label: 'service, warm code cache, no spares', env: { SPARES_MAX: '0' }, route: 'json' },
+  const cold = { CODE_CACHE_MAX_BYTES: '0' };
+  const warm = { SPARES_MAX: '0' };
+  const variants: ServiceVariant[] = [
+    { key: 'cold', label: 'service, cold (no code cache)', env: cold, route: 'json' },
+    { key: 'warm', label: 'service, warm code cache, no spares', env: warm, route: 'json' },
     // As deployed: the code cache and spares at their defaults.
     { key: 'spares', label: 'service, warm, spares', env: {}, route: 'json' },
     // The warm service's invocation through the HTTP route, the function's answer as it is. A process
     // of its own: one that served two sides' slices would be busier, and cheaper per invocation, than the others.
-    { key: 'http', label: 'service, warm, HTTP route (/fn/…)', env: { SPARES_MAX: '0' }, route: 'http' },
-  ] as const;
+    { key: 'http', label: 'service, warm, HTTP route (/fn/…)', env: warm, route: 'http' },
+  ];
+  if (settings.baseline) {
+    const script = baselineScript(settings.baseline);
+    variants.push(
+      { key: 'cold-before', label: 'build before, cold', env: cold, route: 'json', script },
+      { key: 'warm-before', label: 'build before, warm, no spares', env: warm, route: 'json', script },
+    );
+  }
   const services: ServiceUnderTest[] = [];
   for (const variant of variants) {
     // Made before the service, so teardown stops the service first and then removes its pool.
     const pool = await createBenchPool(settings.poolSize, cleanup);
-    const running = await startServiceProcess({ name: variant.key, pool, upstreams, env: variant.env, cleanup });
+    const { key: name, env, script } = variant;
+    const running = await startServiceProcess({ name, pool, upstreams, env, cleanup, ...(script ? { script } : {}) });
     const rssFreshMb = (await running.memory()).rssMb;
     const client = serviceSide(variant.key, variant.label, running, variant.route);
     const close = cleanup.add(`close the ${variant.key} client`, () => client.close());

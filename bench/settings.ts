@@ -1,4 +1,6 @@
 // What one bench run measures, from BENCH_* environment variables with defaults for a full run.
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 
 const defaultSamples = 100;
 const defaultWarmupRounds = 5;
@@ -27,6 +29,11 @@ export interface BenchSettings {
   readonly poolSize: number;
   /** Quiet time before an idle memory reading (after the warm-up and at the end). */
   readonly idleS: number;
+  /**
+   * Another checkout of the project, built (its dist/src/main.js), whose service runs cold and warm
+   * beside this one's in the same run: how a change is measured against the build before it.
+   */
+  readonly baseline: string | undefined;
 }
 
 /** Reads the settings; a bad value stops the bench with a message naming it. */
@@ -39,6 +46,7 @@ export function readSettings(env: Readonly<Record<string, string | undefined>>):
     sliceS: number(env, 'BENCH_SLICE_S', defaultSliceS),
     poolSize: integer(env, 'BENCH_POOL_SIZE', defaultPoolSize, 1),
     idleS: number(env, 'BENCH_IDLE_S', defaultIdleS),
+    baseline: builtCheckout(env, 'BENCH_BASELINE'),
   };
 }
 
@@ -53,6 +61,20 @@ function integer(
   const value = Number(text);
   if (!Number.isInteger(value) || value < min) throw new Error(`${name} must be an integer >= ${min}, got '${text}'`);
   return value;
+}
+
+function builtCheckout(env: Readonly<Record<string, string | undefined>>, name: string): string | undefined {
+  const text = env[name];
+  if (text === undefined || text === '') return undefined;
+  const root = path.resolve(text);
+  if (!existsSync(baselineScript(root)))
+    throw new Error(`${name} must be a built checkout (run npm run build there): no ${baselineScript(root)}`);
+  return root;
+}
+
+/** The service's entry point in a built checkout. */
+export function baselineScript(root: string): string {
+  return path.join(root, 'dist', 'src', 'main.js');
 }
 
 function number(env: Readonly<Record<string, string | undefined>>, name: string, fallback: number): number {

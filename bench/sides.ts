@@ -11,10 +11,17 @@ export type SideKey =
   | 'miniflare'
   | 'cold'
   | 'warm'
+  | 'cold-before'
+  | 'warm-before'
   | 'spares'
   | 'http'
   | 'mixed-warm'
   | 'mixed-spares';
+
+/** Whether a side runs the build compared with this one (BENCH_BASELINE): measured, but held to no target. */
+export function isBuildBefore(key: SideKey): boolean {
+  return key === 'cold-before' || key === 'warm-before';
+}
 
 /** The function every side runs, and its input; its answer proves the run really happened. */
 export const benchCodeId = 'hello';
@@ -109,7 +116,7 @@ export function miniflareSide(miniflare: Driver): Side {
  * POST /fn/<code_id>/ with the same input as the body.
  */
 export function serviceSide(
-  key: 'cold' | 'warm' | 'spares' | 'http' | 'mixed-warm' | 'mixed-spares',
+  key: 'cold' | 'warm' | 'cold-before' | 'warm-before' | 'spares' | 'http' | 'mixed-warm' | 'mixed-spares',
   label: string,
   service: ServiceProcess,
   route: 'json' | 'http' = 'json',

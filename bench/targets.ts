@@ -1,6 +1,6 @@
 // The targets the service is held to on this machine, and whether a run meets them.
 import type { PairedRatio, ServiceResources, Target, ThroughputSide } from './results.js';
-import type { SideKey } from './sides.js';
+import { isBuildBefore, type SideKey } from './sides.js';
 
 // Cold service p50 over bare workerd p50 (median of per-round ratios).
 const maxColdOverLimit = 1.2;
@@ -66,7 +66,7 @@ export function evaluateTargets(inputs: TargetInputs): Target[] {
       ),
     ),
   ];
-  for (const resources of inputs.resources) {
+  for (const resources of inputs.resources.filter((service) => !isBuildBefore(service.key))) {
     targets.push(atMost(`${resources.key} service idle RSS at the end (MB)`, resources.rssEndMb, maxIdleRssMb));
     targets.push(
       atMost(
