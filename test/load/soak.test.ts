@@ -139,9 +139,9 @@ describe.runIf(cgroups)('soak', () => {
       expect(results).toHaveLength(totalRequests);
       expect(results.filter((result) => !result.wellFormed)).toEqual([]);
       expect(results.filter((result) => result.status !== result.expected && result.status !== 503)).toEqual([]);
-      // The mix was really exercised: each kind of outcome came back at least once.
-      for (const status of [200, 400, 408, 500, 503])
-        expect(counts[status] ?? 0, `status ${status}`).toBeGreaterThan(0);
+      // The mix was really exercised: each kind of outcome came back at least once (a 503 need not:
+      // the admission queue absorbs what it can).
+      for (const status of [200, 400, 408, 500]) expect(counts[status] ?? 0, `status ${status}`).toBeGreaterThan(0);
       expect(rssAfter - rssBefore).toBeLessThan(32 * 1024 * 1024);
 
       // Cleanup finishes just after the last answer: every cgroup is free, or holds a spare.
