@@ -46,13 +46,16 @@ export class AdmissionQueue<T> {
     if (signal.aborted) return Promise.reject(abortError(signal));
     if (this.#waiters.length >= maxLength) return Promise.reject(busy({ queued: this.#waiters.length, waitedMs: 0 }));
     return new Promise<T>((resolve, reject) => {
-      const leave = (error: unknown) => {
-        const at = this.#waiters.indexOf(waiter);
-        if (at >= 0) this.#waiters.splice(at, 1);
-        waiter.settle({ error });
+      // Out of the queue first, so that the error counts only those still waiting.
+      const leave = (error: () => unknown) => {
+        this.#remove(waiter);
+        waiter.settle({ error: error() });
       };
-      const timer = setTimeout(() => leave(busy({ queued: this.#waiters.length, waitedMs: maxWaitMs })), maxWaitMs);
-      const onAbort = () => leave(abortError(signal));
+      const timer = setTimeout(
+        () => leave(() => busy({ queued: this.#waiters.length, waitedMs: maxWaitMs })),
+        maxWaitMs,
+      );
+      const onAbort = () => leave(() => abortError(signal));
       signal.addEventListener('abort', onAbort, { once: true });
       let settled = false;
       const waiter: Waiter<T> = {

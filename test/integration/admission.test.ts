@@ -27,13 +27,12 @@ describe.runIf(cgroups)('a request waiting for a cgroup', () => {
     await stack.close();
   });
 
-  const waitInQueue = async <T>(invocation: Promise<T>) => {
-    await waitFor('the request to wait', async () => stack.service.capacity.queued === 1);
-    return invocation;
-  };
+  const untilQueued = () => waitFor('the request to wait', async () => stack.service.capacity.queued === 1);
 
   test('gets the cgroup when it is given back, and says how long it waited in Server-Timing', async () => {
-    const answer = await waitInQueue(stack.invoke({ code_id: 'hello', input: { name: 'Ada' } }));
+    const waiting = stack.invoke({ code_id: 'hello', input: { name: 'Ada' } });
+    await untilQueued();
+    const answer = await waiting;
     expect(answer.statusCode).toBe(200);
     expect(answer.body.data).toBe('Hello, Ada!');
     const queued = /\bqueue;dur=([\d.]+)/.exec(String(answer.headers['server-timing']));
@@ -41,7 +40,8 @@ describe.runIf(cgroups)('a request waiting for a cgroup', () => {
   });
 
   test('is answered DRAINING at once when the instance is drained, while the one running finishes', async () => {
-    const waiting = waitInQueue(stack.invoke({ code_id: 'hello' }));
+    const waiting = stack.invoke({ code_id: 'hello' });
+    await untilQueued();
     const started = performance.now();
     stack.service.gates.setDraining(true);
     const refused = await waiting;
@@ -53,7 +53,8 @@ describe.runIf(cgroups)('a request waiting for a cgroup', () => {
   });
 
   test('is answered SHUTTING_DOWN at once when shutdown begins', async () => {
-    const waiting = waitInQueue(stack.invoke({ code_id: 'hello' }));
+    const waiting = stack.invoke({ code_id: 'hello' });
+    await untilQueued();
     const started = performance.now();
     const drained = stack.service.gates.drain(5_000);
     const refused = await waiting;
@@ -73,11 +74,12 @@ describe.runIf(cgroups)('a request waiting for a cgroup', () => {
         log: { error: () => undefined },
       })
       .catch((error: unknown) => error);
-    await waitFor('the request to wait', async () => stack.service.capacity.queued === 1);
+    await untilQueued();
     client.abort(new ServiceError('CLIENT_CLOSED'));
     expect(isServiceError(await leaving, 'CLIENT_CLOSED')).toBe(true);
     expect(stack.service.capacity.queued).toBe(0);
-    const next = await waitInQueue(stack.invoke({ code_id: 'hello', input: { name: 'Bo' } }));
-    expect(next.body.data).toBe('Hello, Bo!');
+    const next = stack.invoke({ code_id: 'hello', input: { name: 'Bo' } });
+    await untilQueued();
+    expect((await next).body.data).toBe('Hello, Bo!');
   });
 });

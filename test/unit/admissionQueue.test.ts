@@ -40,6 +40,8 @@ const failureOf = (promise: Promise<unknown>) =>
     (error: unknown) => error,
   );
 const signal = () => new AbortController().signal;
+// Lets the queue's look for a place that is under way end.
+const settle = () => new Promise((resolve) => setImmediate(resolve));
 
 describe('the admission queue', () => {
   test('gives each freed place to the oldest waiter', async () => {
@@ -92,18 +94,20 @@ describe('the admission queue', () => {
     const { queue, freeOne, givenBack, slowPlacing } = queueOver();
     const client = new AbortController();
     const leaving = failureOf(queue.wait('a', client.signal));
+    await settle();
     const done = slowPlacing();
     freeOne('cgroup1');
     client.abort(new ServiceError('CLIENT_CLOSED'));
     await leaving;
     done();
-    await new Promise((resolve) => setImmediate(resolve));
+    await settle();
     expect(givenBack).toEqual(['cgroup1 for a']);
   });
 
   test('looks again when a place is freed while it is looking', async () => {
     const { queue, freeOne, slowPlacing } = queueOver();
     const waiting = queue.wait('a', signal());
+    await settle();
     const done = slowPlacing();
     queue.wake();
     // Freed after the look began, which then finds it.
