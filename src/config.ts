@@ -198,6 +198,18 @@ export const settings = {
     default: 30,
     meaning: 'Days each invocation keeps its own ledger row before it is folded into hourly totals.',
   },
+  admissionQueueMax: {
+    env: 'ADMISSION_QUEUE_MAX',
+    type: countOrOff,
+    default: 64,
+    meaning: 'Most requests waiting at once for a free cgroup; the next is answered 503 at once; 0: none waits.',
+  },
+  admissionWaitMs: {
+    env: 'ADMISSION_WAIT_MS',
+    type: positiveMs,
+    default: 1_000,
+    meaning: 'How long a request waits at most for a free cgroup before it is answered 503.',
+  },
   sparesMax: {
     env: 'SPARES_MAX',
     type: countOrOff,

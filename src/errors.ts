@@ -56,6 +56,8 @@ const definitions = {
   SERVER_BUSY: { status: 503, message: 'Server busy' },
   SHUTTING_DOWN: { status: 503, message: 'Server is shutting down' },
   DRAINING: { status: 503, message: 'Server is draining: it starts no new work' },
+  // GET /health's alone: every cgroup of the pool is occupied by another process or unjoinable.
+  POOL_UNUSABLE: { status: 503, message: 'No usable cgroup in the pool' },
   LEDGER_UNAVAILABLE: {
     status: 503,
     message: 'The usage ledger cannot be written (LEDGER_PATH): no work runs unrecorded',

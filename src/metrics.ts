@@ -47,7 +47,7 @@ export class Metrics implements CapacityEvents {
     });
     this.#stages = new Histogram({
       name: 'oyster_stage_duration_seconds',
-      help: 'Time spent in each stage of a request: admission, attestation, download, files, start, execution, cleanup',
+      help: 'Time spent in each stage of a request: admission, queue, attestation, download, files, start, execution, ledger, cleanup',
       labelNames: ['stage'],
       buckets: durationBuckets,
       registers,
@@ -116,6 +116,7 @@ export class Metrics implements CapacityEvents {
     gauge('oyster_pool_size', 'cgroups in the pool', () => capacity.cgroups.size);
     gauge('oyster_pool_free', 'cgroups ready to be handed out', () => capacity.cgroups.free);
     gauge('oyster_pool_usable', 'cgroups not occupied by a foreign process', () => capacity.cgroups.usable);
+    gauge('oyster_admission_queue_length', 'Requests waiting for a free cgroup', () => capacity.queued);
     // The cache keeps its own tallies; these counters catch up with them whenever they are read.
     const counter = (name: string, help: string, read: () => number) => {
       let counted = 0;

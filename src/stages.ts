@@ -3,6 +3,7 @@ import { performance } from 'node:perf_hooks';
 /** The stages of one request, in order; their names appear in logs, Server-Timing and metrics. */
 export type StageName =
   | 'admission'
+  | 'queue'
   | 'attestation'
   | 'download'
   | 'files'

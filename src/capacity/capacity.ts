@@ -5,6 +5,7 @@ import type { WorkerFiles } from '../code/workerdConfig.js';
 import type { Config } from '../config.js';
 import { abortError, ServiceError } from '../errors.js';
 import { prepareWorkerd } from '../sandbox/standby.js';
+import { AdmissionQueue } from './admissionQueue.js';
 import { BackgroundWork } from './backgroundWork.js';
 import type { CgroupPool } from './cgroupPool.js';
 import type { Placement } from './placement.js';
@@ -55,6 +56,8 @@ export class Capacity {
   readonly #workerdPath: string;
   readonly #files: WorkerFileStore;
   readonly #spares: Spares;
+  /** The requests that found no free cgroup, waiting for one. */
+  readonly #queue: AdmissionQueue<Placement>;
   readonly #background = new BackgroundWork();
   /** Aborted when shutdown stops waiting: waitUntil work still running is cut short. */
   readonly #shutdown = new AbortController();
@@ -82,6 +85,15 @@ export class Capacity {
       onKilled: (reason) => events.spareKilled(reason),
       onCleanupFailed: (error) => log.error({ stage: 'cleanup', err: error }, 'cleanup after a spare failed'),
     });
+    this.#queue = new AdmissionQueue({
+      maxLength: config.admissionQueueMax,
+      maxWaitMs: config.admissionWaitMs,
+      place: (codeId) => this.#place(codeId),
+      giveBack: (placement) => this.#spares.letGo(placement),
+      busy: ({ queued, waitedMs }) =>
+        new ServiceError('SERVER_BUSY', { data: { pool_size: pool.size, queued, waited_ms: Math.round(waitedMs) } }),
+    });
+    pool.onReleased(() => this.#queue.wake());
     this.#context = {
       timeLimitMs: config.executionTimeoutMs,
       maxResponseBytes: config.maxResponseBytes,
@@ -90,7 +102,10 @@ export class Capacity {
       background: this.#background,
       shutdown: this.#shutdown.signal,
       started: (code, listened) => this.#spares.started(code.stored, listened),
-      offer: (code) => this.#spares.offer(code),
+      // A freed cgroup goes to a waiting request before a spare.
+      offer: (code) => {
+        if (this.#queue.length === 0) this.#spares.offer(code);
+      },
       cleanedUp: (ms) => events.cleanedUp(ms),
       waitUntilEnded: (outcome) => events.waitUntilEnded(outcome),
     };
@@ -100,12 +115,16 @@ export class Capacity {
    * A workerd listening with the code for one invocation: a spare of the code the cache holds for
    * the code_id, or else a free cgroup, whose standby starts workerd once the code is prepared;
    * with none free, the cgroup of the oldest spare of other code, killed for it. None of either:
-   * SERVER_BUSY, before anything else is spent. A failed lease has given everything back.
+   * a wait in the admission queue, behind the requests that came first, then SERVER_BUSY, before
+   * anything else is spent. A failed lease has given everything back.
    */
   async lease(request: LeaseRequest): Promise<WorkerLease> {
-    if (request.signal.aborted) throw abortError(request.signal);
+    const { codeId, signal, stages } = request;
+    if (signal.aborted) throw abortError(signal);
+    // Nobody overtakes a waiting request: with one waiting, a newcomer waits behind it.
     const placement =
-      this.#spares.take(request.codeId) ?? (await request.stages.run('admission', () => this.#admit(request.codeId)));
+      (this.#queue.length === 0 ? await stages.run('admission', () => this.#place(codeId)) : undefined) ??
+      (await stages.run('queue', () => this.#queue.wait(codeId, signal)));
     const lease = new WorkerLease(placement, this.#context, request);
     try {
       await lease.start();
@@ -116,15 +135,19 @@ export class Capacity {
     }
   }
 
-  async #admit(codeId: string): Promise<Placement> {
-    const placement = await this.#spares.admit(this.#codeCache.peek(codeId) !== undefined);
-    if (!placement) throw new ServiceError('SERVER_BUSY', { data: { pool_size: this.#pool.size } });
-    return placement;
+  // A spare of the code, a free cgroup, or a spare's cgroup; undefined when none is left.
+  async #place(codeId: string): Promise<Placement | undefined> {
+    return this.#spares.take(codeId) ?? (await this.#spares.admit(this.#codeCache.peek(codeId) !== undefined));
   }
 
   /** The pool's cgroups: all of them, those free now, and those that could serve. */
   get cgroups(): CgroupCounts {
     return { size: this.#pool.size, free: this.#pool.free, usable: this.#pool.usable };
+  }
+
+  /** Requests waiting now for a free cgroup. */
+  get queued(): number {
+    return this.#queue.length;
   }
 
   /** The spares, and how often they served. */
@@ -148,9 +171,13 @@ export class Capacity {
     this.#files.retire(code);
   }
 
-  /** Kills every spare and starts none until resume() (draining), or for good (shutdown). */
+  /**
+   * Kills every spare and starts none until resume() (draining), or for good (shutdown); the
+   * requests waiting for a cgroup are answered at once, as the gates answer new ones.
+   */
   pause(reason: 'drain' | 'shutdown'): void {
     this.#spares.pause(reason);
+    this.#queue.refuseAll(new ServiceError(reason === 'drain' ? 'DRAINING' : 'SHUTTING_DOWN'));
   }
 
   /** Starts spares again after a pause for draining. */

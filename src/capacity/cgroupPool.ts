@@ -45,6 +45,8 @@ export class CgroupPool {
   /** How many cgroups are being emptied after their invocation, and who waits for one. */
   #releasing = 0;
   #waiting: Array<() => void> = [];
+  /** Told each time a release is over (a cgroup is free again, or kept out). */
+  #onReleased: () => void = () => {};
   /** The process waiting in each free cgroup for its next invocation, and what makes them. */
   readonly #standbys = new Map<Cgroup, WorkerdStandby>();
   #prepare: ((cgroup: Cgroup) => WorkerdStandby) | undefined;
@@ -147,6 +149,11 @@ export class CgroupPool {
     }
   }
 
+  /** Tells listener each time a release is over, so that a request waiting for a cgroup can look again. */
+  onReleased(listener: () => void): void {
+    this.#onReleased = listener;
+  }
+
   // The standby waiting in a cgroup just taken, unless it has died; made now if there is none, so
   // that it joins the cgroup while the invocation fetches its code.
   #lease(cgroup: Cgroup, prepare: (cgroup: Cgroup) => WorkerdStandby): Lease {
@@ -206,6 +213,7 @@ export class CgroupPool {
     } finally {
       this.#releasing -= 1;
       for (const wake of this.#waiting.splice(0)) wake();
+      this.#onReleased();
     }
   }
 

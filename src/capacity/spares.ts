@@ -220,13 +220,13 @@ export class Spares implements SpareCounts {
       );
       // The code may have left the cache meanwhile: its files then go with this release.
       if (this.#paused || !codeCache.holds(code.codeId, code.stored)) {
-        this.#letGo(placement);
+        this.letGo(placement);
         return;
       }
       worker = placement.start();
     } catch (error) {
       // No files, or the cgroup's counters cannot be read: no spare there, and nothing kept.
-      this.#letGo(placement);
+      this.letGo(placement);
       throw error;
     }
     const spare: Spare = { placement, code, listening: undefined, timer: undefined };
@@ -263,11 +263,11 @@ export class Spares implements SpareCounts {
   // Ends a spare: its workerd, then its cgroup back to the pool, then its files.
   #end(spare: Spare): void {
     clearTimeout(spare.timer);
-    this.#letGo(spare.placement);
+    this.letGo(spare.placement);
   }
 
-  // Gives a placement back that no spare keeps, telling each part of it that failed.
-  #letGo(placement: Placement): void {
+  /** Gives back a placement that no invocation and no spare keeps, telling each part of it that failed. */
+  letGo(placement: Placement): void {
     this.#track(
       placement.release().then((failures) => {
         for (const failure of failures) this.#options.onCleanupFailed?.(failure);

@@ -1,6 +1,8 @@
 import type { FastifyPluginAsync } from 'fastify';
+import { ServiceError } from '../errors.js';
 import type { Service } from '../service/service.js';
 import { sendEnvelope } from './envelope.js';
+import { errorHeader } from './failures.js';
 
 /** GET /health for load balancers and supervisors, GET /metrics for Prometheus. */
 export const statusRoutes: FastifyPluginAsync<{ readonly service: Service }> = async (app, { service }) => {
@@ -9,15 +11,18 @@ export const statusRoutes: FastifyPluginAsync<{ readonly service: Service }> = a
   app.get('/health', async (_request, reply) => {
     // While shutting down, every request (this one too) is answered 503 SHUTTING_DOWN by app.ts.
     const { size, free, usable } = capacity.cgroups;
-    const healthy = !service.gates.draining && usable > 0;
+    const unhealthy = service.gates.draining ? 'DRAINING' : usable === 0 ? 'POOL_UNUSABLE' : undefined;
+    // Named as every refusal of the service's own is, for a load balancer that reads the header.
+    if (unhealthy) void reply.header(errorHeader, unhealthy);
     return sendEnvelope(
-      reply.code(healthy ? 200 : 503),
-      healthy ? 'success' : 'error',
-      service.gates.draining ? 'Draining' : healthy ? 'Serving' : 'No usable cgroup in the pool',
+      reply.code(unhealthy ? 503 : 200),
+      unhealthy ? 'error' : 'success',
+      service.gates.draining ? 'Draining' : unhealthy ? new ServiceError(unhealthy).message : 'Serving',
       {
         pool_size: size,
         free,
         usable,
+        queued: capacity.queued,
         spares: capacity.spares.count,
         draining: service.gates.draining,
         in_flight: service.gates.inFlight,

@@ -33,6 +33,9 @@ export async function startInstance(
   const service = await startService({
     ...serviceEnv({ pool, runtimePath, attestation, storage }),
     ADMIN_PORT: String(adminPort),
+    // Behind nginx, as docs/deploying.md has it: a full instance answers 503 at once, which nginx
+    // resends to the next one, rather than holding the request while another has room.
+    ADMISSION_QUEUE_MAX: '0',
   });
   return { pool, runtimePath, service, address: new URL(service.url).host, adminUrl: `http://127.0.0.1:${adminPort}` };
 }

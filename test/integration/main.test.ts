@@ -146,6 +146,8 @@ describe.runIf(cgroups)('npm start with a real pool', () => {
     const service = await startService({
       ...serviceEnv({ pool, runtimePath, attestation, storage }),
       LOG_LEVEL: 'info',
+      // A request that finds no free cgroup is refused at once rather than queued.
+      ADMISSION_QUEUE_MAX: '0',
     });
     const post = (codeId: string, input?: object) =>
       request(`${service.url}/api/serverless`, {
@@ -158,7 +160,7 @@ describe.runIf(cgroups)('npm start with a real pool', () => {
       });
     expect(await post('hello')).toBe(200);
     expect(await post('no-such-code')).toBe(404);
-    // Both cgroups busy: the third request is refused.
+    // Both cgroups busy, and no queue: the third request is refused.
     const slow = [post('slow', { ms: 1000 }), post('slow', { ms: 1000 })];
     await waitFor('both cgroups to be busy', async () => {
       const health = await request(`${service.url}/health`);

@@ -16,9 +16,10 @@ import { waitFor } from '../helpers/wait.js';
 const cgroups = await cgroupsOrSkip();
 const poolSize = 4;
 const concurrency = 2 * poolSize;
-const totalRequests = Number(process.env.SOAK_REQUESTS ?? 2000);
+// Each one runs (the admission queue holds what the pool cannot take at once), at about 14 a second here.
+const totalRequests = Number(process.env.SOAK_REQUESTS ?? 600);
 // Enough for the heap and the allocator to reach their working size before "before" is read.
-const warmUpRequests = 500;
+const warmUpRequests = 300;
 const busyBackoffMs = 50;
 // The time limit, which the looping function meets. Twice what an out-of-memory function needs
 // under this load: alone it is killed 0.3-0.4 s after its start, and at 1 s its kill sometimes came
@@ -139,9 +140,9 @@ describe.runIf(cgroups)('soak', () => {
       expect(results).toHaveLength(totalRequests);
       expect(results.filter((result) => !result.wellFormed)).toEqual([]);
       expect(results.filter((result) => result.status !== result.expected && result.status !== 503)).toEqual([]);
-      // The mix was really exercised: each kind of outcome came back at least once.
-      for (const status of [200, 400, 408, 500, 503])
-        expect(counts[status] ?? 0, `status ${status}`).toBeGreaterThan(0);
+      // The mix was really exercised: each kind of outcome came back at least once (a 503 need not:
+      // the admission queue absorbs what it can).
+      for (const status of [200, 400, 408, 500]) expect(counts[status] ?? 0, `status ${status}`).toBeGreaterThan(0);
       expect(rssAfter - rssBefore).toBeLessThan(32 * 1024 * 1024);
 
       // Cleanup finishes just after the last answer: every cgroup is free, or holds a spare.

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import path from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
@@ -16,6 +17,9 @@ import { fakeCgroupV2Root } from '../helpers/fakeCgroupfs.js';
 import { waitFor } from '../helpers/wait.js';
 
 // The API's answers that come before any cgroup is used, against a pool in a fake cgroupfs.
+// How long a request waits here for a cgroup.
+const waitMs = 300;
+
 describe('the HTTP API', () => {
   let app: FastifyInstance;
   let service: Service;
@@ -35,7 +39,14 @@ describe('the HTTP API', () => {
       '127.0.0.1',
       0,
     );
-    const config = parseConfig({ CGROUP_ROOT: root, ATTESTATION_URL: upstream.url, LOG_LEVEL: 'silent' });
+    const config = parseConfig({
+      CGROUP_ROOT: root,
+      ATTESTATION_URL: upstream.url,
+      LOG_LEVEL: 'silent',
+      // Short, so that a request waiting for a cgroup is refused within a test.
+      ADMISSION_WAIT_MS: String(waitMs),
+      ADMISSION_QUEUE_MAX: '1',
+    });
     service = createService(config, { pool });
     app = buildApp(service);
     await app.ready();
@@ -77,6 +88,7 @@ describe('the HTTP API', () => {
       pool_size: 2,
       free: 2,
       usable: 2,
+      queued: 0,
       spares: 0,
       draining: false,
       in_flight: 0,
@@ -84,18 +96,54 @@ describe('the HTTP API', () => {
     });
   });
 
-  test('with no free cgroup: 503 Server busy with Retry-After, and no upstream call', async () => {
+  test('with no free cgroup: a wait of ADMISSION_WAIT_MS, then 503 Server busy with Retry-After, and no upstream call', async () => {
     const held = [await pool.reserve(), await pool.reserve()];
     try {
       const callsBefore = upstreamCalls;
+      const started = performance.now();
       const response = await post('{"code_id": "hello"}');
+      expect(performance.now() - started).toBeGreaterThanOrEqual(waitMs - 1);
       expect(response.statusCode).toBe(503);
       expect(response.headers['retry-after']).toBe('1');
       expect(response.json()).toMatchObject({ status: 'error', message: 'Server busy' });
+      expect(response.json().data).toMatchObject({ pool_size: 2, waited_ms: waitMs });
+      expect(response.headers['server-timing']).toMatch(/\bqueue;dur=/);
       expect(upstreamCalls).toBe(callsBefore);
     } finally {
       for (const lease of held) await lease!.release();
     }
+  });
+
+  test('with the queue full: 503 Server busy at once', async () => {
+    const held = [await pool.reserve(), await pool.reserve()];
+    try {
+      const waiting = post('{"code_id": "hello"}');
+      await waitFor('the first request to wait', async () => service.capacity.queued === 1);
+      const started = performance.now();
+      const refused = await post('{"code_id": "hello"}');
+      expect(performance.now() - started).toBeLessThan(waitMs / 2);
+      expect(refused.statusCode).toBe(503);
+      expect(refused.json().data).toMatchObject({ pool_size: 2, queued: 1, waited_ms: 0 });
+      expect((await waiting).statusCode).toBe(503);
+    } finally {
+      for (const lease of held) await lease!.release();
+    }
+  });
+
+  test('a waiting request gets the first cgroup given back, and goes on to the upstream', async () => {
+    const held = [await pool.reserve(), await pool.reserve()];
+    const callsBefore = upstreamCalls;
+    const waiting = post('{"code_id": "hello"}');
+    await waitFor('the request to wait', async () => service.capacity.queued === 1);
+    await held[0]!.release();
+    const response = await waiting;
+    // The test's upstream answers 500: the request got past admission.
+    expect(response.json().message).toBe('There was a problem in generating the attestation document');
+    expect(upstreamCalls).toBe(callsBefore + 1);
+    expect(service.capacity.queued).toBe(0);
+    await held[1]!.release();
+    await service.capacity.settled();
+    expect(pool.free).toBe(2);
   });
 
   test('an upstream failure answers 500 and gives the cgroup back', async () => {
@@ -184,6 +232,7 @@ describe('GET /health with no usable cgroup', () => {
       const health = await app.inject({ method: 'GET', url: '/health' });
       expect(health.statusCode).toBe(503);
       expect(health.json()).toMatchObject({ status: 'error', data: { pool_size: 1, usable: 0 } });
+      expect(health.headers['x-oyster-error']).toBe('POOL_UNUSABLE');
       await app.close();
     } finally {
       stranger.kill('SIGKILL');

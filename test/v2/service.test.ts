@@ -44,6 +44,7 @@ interface Health {
     readonly pool_size: number;
     readonly free: number;
     readonly usable: number;
+    readonly queued: number;
     readonly spares: number;
     readonly draining: boolean;
     readonly in_flight: number;
@@ -71,6 +72,7 @@ async function startV2Service(env: Readonly<Record<string, string>>): Promise<V2
       EXECUTION_TIMEOUT_MS: String(executionTimeoutMs),
       UPSTREAM_TIMEOUT_MS: String(5_000 * stretch),
       SHUTDOWN_GRACE_MS: String(10_000 * stretch),
+      ADMISSION_WAIT_MS: String(1_000 * stretch),
       LOG_LEVEL: 'warn',
       ...env,
     },
@@ -134,6 +136,7 @@ describe('the service on a cgroup v2 kernel', () => {
       pool_size: poolSize,
       free: poolSize,
       usable: poolSize,
+      queued: 0,
       spares: 0,
       draining: false,
       in_flight: 0,
@@ -179,17 +182,16 @@ describe('the service on a cgroup v2 kernel', () => {
     expect(await standbys()).toEqual(before);
   });
 
-  test('more requests than cgroups: the extra ones answer 503, the others their own input', async () => {
+  test('more requests than cgroups: the extra ones wait for a cgroup, and each answers its own input', async () => {
     const answers = await Promise.all(
       Array.from({ length: poolSize + 2 }, (_, i) => call({ code_id: 'echo', input: { request: i } })),
     );
-    const statuses = answers.map((answer) => answer.statusCode);
-    expect(statuses.filter((status) => status === 503).length).toBeGreaterThanOrEqual(2);
-    expect(statuses.filter((status) => status === 200).length).toBeGreaterThanOrEqual(1);
     for (const [i, answer] of answers.entries()) {
-      if (answer.statusCode === 200) expect(JSON.parse(envelope(answer.body).data as string)).toEqual({ request: i });
-      else expect(answer.statusCode).toBe(503);
+      expect(answer.statusCode).toBe(200);
+      expect(JSON.parse(envelope(answer.body).data as string)).toEqual({ request: i });
     }
+    const waited = answers.filter((answer) => /\bqueue;dur=/.test(String(answer.headers['server-timing'])));
+    expect(waited.length).toBeGreaterThanOrEqual(2);
   });
 
   test('a client that disconnects: its workerd is killed and its cgroup freed', async () => {
