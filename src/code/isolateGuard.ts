@@ -34,18 +34,37 @@ export interface IsolateRequest {
   readonly headers: { get(name: string): string | null };
 }
 
+/** What the guard uses of a body stream's reader. */
+export interface IsolateBodyReader {
+  read(): Promise<{ done: boolean; value?: unknown }>;
+  cancel(): Promise<void>;
+}
+
 /** What the guard uses of workerd's Response. */
 export interface IsolateResponse {
-  readonly body: { cancel(): Promise<void> } | null;
+  readonly body: { getReader(): IsolateBodyReader; cancel(): Promise<void> } | null;
   readonly headers: { get(name: string): string | null; set(name: string, value: string): void };
-  arrayBuffer(): Promise<ArrayBuffer>;
 }
 
 /** workerd's Response constructor, as the guard calls it (a Response as init copies its status and headers). */
 export type IsolateResponseClass = new (
-  body: ArrayBuffer | null,
+  body: Uint8Array | null,
   init: IsolateResponse | { status: number; headers?: Record<string, string> },
 ) => IsolateResponse;
+
+/** The isolate's globals the guard uses, taken before any of the function's code runs. */
+export interface IsolateGlobals {
+  readonly Response: IsolateResponseClass;
+  readonly setTimeout: (callback: () => void, ms: number) => unknown;
+  /** Logs as workerd logs an uncaught error, so that it is in the function's output. */
+  readonly logError: (label: string, error: unknown) => void;
+  /** Uint8Array. */
+  readonly Bytes: Uint8ArrayConstructor;
+  /** ArrayBuffer. */
+  readonly ByteBuffer: ArrayBufferConstructor;
+  /** TypeError, as workerd fails a body whose chunk is not bytes. */
+  readonly NotBytes: TypeErrorConstructor;
+}
 
 /** A function's answer: a Response or a promise of one. */
 export type Answer = IsolateResponse | Promise<IsolateResponse>;
@@ -72,20 +91,17 @@ export interface IsolateGuard {
  * a success. A throw, a failed stream or a body past the limit becomes a bodiless 500 with the
  * reason and the secret in the header, so that the service tells it from the function's own 500;
  * the error is logged as workerd logs an uncaught one, so that it is in the function's output. The
- * body is read whole by workerd itself (arrayBuffer()), which costs the isolate less than a loop of
- * reads in JavaScript; a declared Content-Length past the limit is refused before reading, and a
- * body that never ends meets the time or memory limit.
+ * body is read chunk by chunk and the read is cancelled as soon as it passes the limit, so that an
+ * endless or huge body costs the isolate at most the limit's bytes and ends when it passes it; a
+ * declared Content-Length past the limit is refused before reading. A chunk that is not bytes (an
+ * ArrayBuffer or a view of one) fails the body as workerd fails it, with workerd's message.
  * An answer passed on while work handed to `track`'s waitUntil runs says "pending", and the
  * service then sends the settle request before it kills workerd. settle() looks every settlePollMs
  * rather than awaiting the work: workerd cancels a request that waits only on another request's
  * promises as hung.
  */
-export function createIsolateGuard(
-  Response: IsolateResponseClass,
-  setTimeout: (callback: () => void, ms: number) => unknown,
-  logError: (label: string, error: unknown) => void,
-  settings: GuardSettings,
-): IsolateGuard {
+export function createIsolateGuard(globals: IsolateGlobals, settings: GuardSettings): IsolateGuard {
+  const { Response, setTimeout, logError, Bytes, ByteBuffer, NotBytes } = globals;
   const { header, secret, maxBytes } = settings;
   const pending: GuardVerdict = 'pending';
   const refuse = (reason: GuardRefusal) =>
@@ -99,11 +115,39 @@ export function createIsolateGuard(
     Promise.resolve(work).then(finished, finished);
     return waitUntil(work);
   };
-  const pass = (response: IsolateResponse, body?: ArrayBuffer) => {
+  const pass = (response: IsolateResponse, body?: Uint8Array) => {
     if (running === 0 && body === undefined) return response;
     const passed = new Response(body ?? null, response);
     if (running > 0) passed.headers.set(header, `${secret} ${pending}`);
     return passed;
+  };
+  const bytesOf = (chunk: unknown) => {
+    if (chunk instanceof ByteBuffer) return new Bytes(chunk);
+    if (ByteBuffer.isView(chunk)) return new Bytes(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    throw new NotBytes('This ReadableStream did not return bytes.');
+  };
+  const readUpTo = async (reader: IsolateBodyReader) => {
+    const chunks: Uint8Array[] = [];
+    let length = 0;
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      const chunk = bytesOf(value);
+      length += chunk.byteLength;
+      if (length > maxBytes) {
+        reader.cancel().catch(() => {});
+        return undefined;
+      }
+      chunks.push(chunk);
+    }
+    if (chunks.length === 1) return chunks[0];
+    const body = new Bytes(length);
+    let offset = 0;
+    for (const chunk of chunks) {
+      body.set(chunk, offset);
+      offset += chunk.byteLength;
+    }
+    return body;
   };
   const guarded = async (answer: () => Answer) => {
     let response: IsolateResponse;
@@ -118,14 +162,14 @@ export function createIsolateGuard(
       response.body.cancel().catch(() => {});
       return refuse('too-large');
     }
-    let body: ArrayBuffer;
+    let body: Uint8Array | undefined;
     try {
-      body = await response.arrayBuffer();
+      body = await readUpTo(response.body.getReader());
     } catch (error) {
       logError('Uncaught', error);
       return refuse('incomplete');
     }
-    return body.byteLength > maxBytes ? refuse('too-large') : pass(response, body);
+    return body === undefined ? refuse('too-large') : pass(response, body);
   };
   const settles = (request: IsolateRequest) => request.headers.get(header) === `${secret} ${settings.settleRequest}`;
   const settle = async () => {

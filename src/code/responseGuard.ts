@@ -36,8 +36,9 @@ export function createResponseGuard(maxResponseBytes: number): ResponseGuard {
   return { secret: randomBytes(16).toString('hex'), maxResponseBytes };
 }
 
-// The globals createIsolateGuard takes, in the order of its parameters.
-const guardGlobals = 'Response, setTimeout, console.error.bind(console)';
+// The globals createIsolateGuard takes (IsolateGlobals).
+const guardGlobals =
+  '{ Response, setTimeout, logError: console.error.bind(console), Bytes: Uint8Array, ByteBuffer: ArrayBuffer, NotBytes: TypeError }';
 
 // The guard as one statement that defines `guard` (isolateGuard.ts says what it does), with the
 // globals it needs taken as the code runs: before any of the function's.

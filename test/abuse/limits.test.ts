@@ -8,6 +8,7 @@ import { listen, type RunningServer } from '../../src/dev/listen.js';
 import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { cgroupsOrSkip } from '../helpers/cgroups.js';
 import { type FaultyServer, startFaultyServer } from '../helpers/faultyServer.js';
+import { headerFields } from '../helpers/http.js';
 import { noLeftovers, type Stack, startStack } from '../helpers/stack.js';
 
 const cgroups = await cgroupsOrSkip();
@@ -64,6 +65,53 @@ describe.runIf(cgroups)('a worker response over MAX_RESPONSE_BYTES', () => {
     expect(response.body.message).toContain('MAX_RESPONSE_BYTES');
     expect(await stack.leftovers()).toEqual(noLeftovers);
   });
+});
+
+// The guard in the isolate stops reading where the body passes the limit: neither the time nor the
+// memory an answer costs depends on how much more the function would have sent.
+describe.runIf(cgroups)('a worker response streamed past MAX_RESPONSE_BYTES', () => {
+  const mib = 1024 * 1024;
+  let stack: Stack;
+  beforeAll(async () => {
+    // Room for far more than the limit: without the guard's cap, the body would fill it.
+    stack = await startStack({ pool: { count: 1, memory: '256M' } });
+  });
+  afterAll(() => stack?.close());
+
+  const invoke = async (input: object) => {
+    const response = await stack.app.inject({
+      method: 'POST',
+      url: '/api/serverless',
+      payload: { code_id: 'endless-stream', input },
+    });
+    return {
+      statusCode: response.statusCode,
+      message: String(response.json().message),
+      peakMemory: headerFields(response.headers['x-oyster-usage'], '=')['peak-memory'] ?? Number.NaN,
+      executionMs: headerFields(String(response.headers['server-timing']).replaceAll(';dur', ''), '=').execution,
+    };
+  };
+
+  test.each([
+    ['a body that never ends', {}],
+    ['a 200 MiB body', { mb: 200 }],
+  ])(
+    '%s is refused naming the limit within a second, its isolate holding little more than the limit',
+    async (_, input) => {
+      const small = await invoke({ mb: 0 });
+      expect(small.statusCode).toBe(200);
+      const over = await invoke(input);
+      expect({ statusCode: over.statusCode, named: over.message.includes('MAX_RESPONSE_BYTES') }).toEqual({
+        statusCode: 500,
+        named: true,
+      });
+      expect(over.executionMs).toBeLessThan(1000);
+      // The default limit is 1 MiB; what comes on top of an empty answer's workerd is the limit's
+      // bytes and the chunks in flight.
+      expect((over.peakMemory - small.peakMemory) / mib).toBeLessThan(16);
+      expect(await stack.leftovers()).toEqual(noLeftovers);
+    },
+  );
 });
 
 describe.runIf(cgroups)('path-like code_ids', () => {

@@ -35,3 +35,16 @@ export async function postJson<T>(url: string): Promise<T> {
   const response = await request(url, { method: 'POST' });
   return (await response.body.json()) as T;
 }
+
+/**
+ * The fields of a header of name=value pairs separated by commas (X-Oyster-Usage), or of
+ * name;dur=value pairs once ";dur" is taken out (Server-Timing), as numbers.
+ */
+export function headerFields(header: unknown, separator: string): Record<string, number> {
+  const fields: Record<string, number> = {};
+  for (const field of String(header ?? '').split(',')) {
+    const [name, value] = field.trim().split(separator);
+    if (name && value !== undefined) fields[name] = Number(value);
+  }
+  return fields;
+}

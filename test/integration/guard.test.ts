@@ -33,6 +33,24 @@ const broken = () => {
 const endless = (bytes) => new Response(new ReadableStream({
   pull(controller) { controller.enqueue(new Uint8Array(bytes)); controller.close(); },
 }));
+// "chunks" in four chunks, one of each kind of bytes workerd takes.
+const chunked = () => new Response(new ReadableStream({
+  start(controller) {
+    const bytes = new TextEncoder().encode('chunks');
+    controller.enqueue(bytes.slice(0, 1));
+    controller.enqueue(bytes.slice(1, 2).buffer);
+    controller.enqueue(new DataView(bytes.slice(2, 4).buffer));
+    controller.enqueue(new Uint16Array(bytes.slice(4, 6).buffer));
+    controller.close();
+  },
+}));
+// A body that never ends, as fast as the isolate can make it.
+const forever = () => new Response(new ReadableStream({
+  pull(controller) { controller.enqueue(new Uint8Array(4096)); },
+}));
+const notBytes = () => new Response(new ReadableStream({
+  start(controller) { controller.enqueue('a string'); controller.close(); },
+}));
 // A body that never comes: workerd ends a read of it with its own 500, so only a refusal before reading passes.
 const declared = (bytes) => new Response(new ReadableStream(), { headers: { 'content-length': String(bytes) } });
 const answer = (request, waitUntil, exports) => {
@@ -42,6 +60,9 @@ const answer = (request, waitUntil, exports) => {
   if (route === 'broken') return broken();
   if (route === 'big') return endless(${maxBytes + 1});
   if (route === 'limit') return endless(${maxBytes});
+  if (route === 'chunked') return chunked();
+  if (route === 'forever') return forever();
+  if (route === 'not-bytes') return notBytes();
   if (route === 'big-declared') return declared(${maxBytes + 1});
   if (route === 'forged') return new Response('all mine', { headers: { '${guardHeader}': '${'0'.repeat(32)} threw' } });
   if (route === 'wait') { waitUntil(sleep(${workMs}).then(() => { done = true; })); return new Response('answered'); }
@@ -135,10 +156,17 @@ describe.each(forms)('the guard around %s, in workerd', (_, code) => {
     expect({ status, length: body.length, verdict }).toEqual({ status: 200, length: maxBytes, verdict: null });
   });
 
+  test('passes on a body of many chunks, of every kind of bytes, as one', async () => {
+    const { status, body, verdict } = await get('chunked');
+    expect({ status, body, verdict }).toEqual({ status: 200, body: 'chunks', verdict: null });
+  });
+
   test.each([
     ['a throw', 'throw', 'threw'],
     ['a body stream that fails', 'broken', 'incomplete'],
+    ['a body chunk that is not bytes', 'not-bytes', 'incomplete'],
     ['a body past the limit', 'big', 'too-large'],
+    ['a body that never ends', 'forever', 'too-large'],
     ['a declared Content-Length past the limit', 'big-declared', 'too-large'],
   ])('refuses %s with a bodiless 500 that carries the secret', async (_, route, verdict) => {
     const { status, body, verdict: said } = await get(route);

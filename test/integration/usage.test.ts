@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { cgroupsOrSkip } from '../helpers/cgroups.js';
+import { headerFields } from '../helpers/http.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 const cgroups = await cgroupsOrSkip();
@@ -9,16 +10,6 @@ const mib = 1024 * 1024;
 const loops = 60_000_000;
 const heldMb = 40;
 
-// The fields of an answer's X-Oyster-Usage header, and of its Server-Timing header.
-function parse(header: unknown, separator: string): Record<string, number> {
-  const fields: Record<string, number> = {};
-  for (const field of String(header ?? '').split(',')) {
-    const [name, value] = field.trim().split(separator);
-    if (name && value !== undefined) fields[name] = Number(value);
-  }
-  return fields;
-}
-
 async function invoke(stack: Stack, codeId: string, input: object) {
   const response = await stack.app.inject({
     method: 'POST',
@@ -27,8 +18,8 @@ async function invoke(stack: Stack, codeId: string, input: object) {
   });
   return {
     statusCode: response.statusCode,
-    usage: parse(response.headers['x-oyster-usage'], '='),
-    stages: parse(String(response.headers['server-timing'] ?? '').replaceAll(';dur', ''), '='),
+    usage: headerFields(response.headers['x-oyster-usage'], '='),
+    stages: headerFields(String(response.headers['server-timing'] ?? '').replaceAll(';dur', ''), '='),
   };
 }
 
@@ -80,7 +71,7 @@ describe.runIf(cgroups)('usage of an invocation', () => {
       payload: { code_id: 'throw' },
     });
     expect(timedOut.statusCode).toBe(500);
-    expect(parse(timedOut.headers['x-oyster-usage'], '=')['cpu-ms']).toBeGreaterThan(0);
+    expect(headerFields(timedOut.headers['x-oyster-usage'], '=')['cpu-ms']).toBeGreaterThan(0);
     const metrics = await (await stack.app.inject({ method: 'GET', url: '/metrics' })).body;
     expect(metrics).toMatch(/^oyster_function_cpu_seconds_count\{outcome="USER_CODE_FAILED"\} [1-9]/m);
     expect(metrics).toMatch(/^oyster_function_peak_memory_bytes_count\{outcome="OK"\} [1-9]/m);
