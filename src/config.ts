@@ -166,7 +166,7 @@ export const settings = {
     env: 'MAX_CONNECTIONS',
     type: count,
     default: 1_000,
-    meaning: 'Most client connections open at once; more are closed as they come.',
+    meaning: 'Most client connections held at once; at the cap the one stalled longest is closed for a new one.',
   },
   maxBodyBytes: { env: 'MAX_BODY_BYTES', type: count, default: MiB, meaning: 'Largest request body.' },
   maxCodeBytes: {

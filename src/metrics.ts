@@ -34,6 +34,7 @@ export class Metrics implements CapacityEvents {
   readonly #functionMemory: Histogram<'outcome'>;
   readonly #sparesReady: Counter;
   readonly #sparesKilled: Counter<'reason'>;
+  readonly #closedForRoom: Counter;
 
   constructor() {
     const registers = [this.registry];
@@ -96,6 +97,11 @@ export class Metrics implements CapacityEvents {
       name: 'oyster_spares_killed_total',
       help: 'Spares killed before an invocation took them, by why: code_evicted, other_code, idle, start_failed, ended, drain or shutdown',
       labelNames: ['reason'],
+      registers,
+    });
+    this.#closedForRoom = new Counter({
+      name: 'oyster_connections_closed_for_room_total',
+      help: 'Client connections closed at the connection cap to make room for a new one (or the new one, when every other was being answered)',
       registers,
     });
   }
@@ -175,6 +181,11 @@ export class Metrics implements CapacityEvents {
   /** Counts one spare killed unused, by why. */
   spareKilled(reason: SpareKill): void {
     this.#sparesKilled.inc({ reason });
+  }
+
+  /** Counts one client connection closed at the connection cap. */
+  connectionClosedForRoom(): void {
+    this.#closedForRoom.inc();
   }
 
   /** Records how long one invocation's cleanup took, a stage that ends after the answer. */

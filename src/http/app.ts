@@ -9,6 +9,7 @@ import { ServiceError } from '../errors.js';
 import type { Service } from '../service/service.js';
 import { type StageName, StageTimer } from '../stages.js';
 import { attestationRoute } from './attestationRoute.js';
+import { connectionCap, holdConnections, readOpenFileLimit } from './connectionRoom.js';
 import { answerFailures } from './failures.js';
 import { functionRoute } from './functionRoute.js';
 import { invokeRoute } from './invokeRoute.js';
@@ -50,7 +51,14 @@ export function buildApp(service: Service): FastifyInstance {
     return503OnClosing: false,
     logController: new OneLinePerRequest(),
   });
-  app.server.maxConnections = config.maxConnections;
+  const cap = connectionCap(config.maxConnections, service.capacity.cgroups.size, readOpenFileLimit());
+  if (cap.by !== 'MAX_CONNECTIONS') {
+    service.log.warn(
+      { maxConnections: config.maxConnections, connections: cap.connections },
+      'the open-file limit holds client connections below MAX_CONNECTIONS',
+    );
+  }
+  holdConnections(app.server, cap.connections, () => service.metrics.connectionClosedForRoom());
   // JSON only: Fastify's default text/plain parser would turn other bodies into a 400, not a 415.
   app.removeContentTypeParser('text/plain');
   answerFailures(app);

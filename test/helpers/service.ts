@@ -21,14 +21,33 @@ export interface ServiceProcess {
   readonly exited: Promise<number | NodeJS.Signals | null>;
 }
 
-// Runs dist/src/main.js, with the service's Node flags unless told otherwise, with the given
-// environment and nothing else from ours but PATH.
+/** How the service's process is started, besides its environment. */
+export interface ServiceStartOptions {
+  /** Node's flags; the service's own (serviceNodeFlags) unless told. */
+  readonly nodeFlags?: readonly string[];
+  /** How long it may take to listen (longer in an emulated guest, see test/v2/). */
+  readonly startTimeoutMs?: number;
+  /** Its limit on open files (RLIMIT_NOFILE, soft and hard), set by prlimit; ours unless told. */
+  readonly openFileLimit?: number;
+}
+
+// Runs dist/src/main.js with the given environment and nothing else from ours but PATH.
 async function spawnService(
   env: Readonly<Record<string, string>>,
-  nodeFlags = serviceNodeFlags,
+  options: ServiceStartOptions = {},
 ): Promise<ServiceProcess> {
   const port = env.PORT ? Number(env.PORT) : await getPort({ host: '127.0.0.1' });
-  const child = spawn(process.execPath, [...nodeFlags, path.join(projectRoot, 'dist/src/main.js')], {
+  const command = [
+    process.execPath,
+    ...(options.nodeFlags ?? serviceNodeFlags),
+    path.join(projectRoot, 'dist/src/main.js'),
+  ];
+  // prlimit sets the limit and then runs the service in its own process, under the same PID.
+  const limited =
+    options.openFileLimit === undefined
+      ? command
+      : ['prlimit', `--nofile=${options.openFileLimit}:${options.openFileLimit}`, '--', ...command];
+  const child = spawn(limited[0]!, limited.slice(1), {
     cwd: projectRoot,
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOST: '127.0.0.1', PORT: String(port), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -43,13 +62,13 @@ async function spawnService(
 }
 
 // Starts the service and resolves once it listens; fails with its output if it exits first or
-// takes longer than startTimeoutMs (longer in an emulated guest, see test/v2/).
+// takes longer than its start time-out.
 export async function startService(
   env: Readonly<Record<string, string>>,
-  nodeFlags?: readonly string[],
-  startTimeoutMs = defaultStartTimeoutMs,
+  options: ServiceStartOptions = {},
 ): Promise<ServiceProcess> {
-  const service = await spawnService(env, nodeFlags);
+  const { startTimeoutMs = defaultStartTimeoutMs } = options;
+  const service = await spawnService(env, options);
   let exited = false;
   void service.exited.then(() => (exited = true));
   for (const deadline = Date.now() + startTimeoutMs; !exited && Date.now() < deadline; ) {

@@ -136,7 +136,9 @@ describe.runIf(cgroups)('npm start with a real pool', () => {
 
   test('says at start that nothing will be collected after a burst when started without --expose-gc', async () => {
     const withoutGc = serviceNodeFlags.filter((flag) => flag !== '--expose-gc');
-    const service = await startService(serviceEnv({ pool, runtimePath, attestation, storage }), withoutGc);
+    const service = await startService(serviceEnv({ pool, runtimePath, attestation, storage }), {
+      nodeFlags: withoutGc,
+    });
     service.child.kill('SIGTERM');
     expect(await service.exited).toBe(0);
     expect(service.output()).toMatch(/gc\(\) is not exposed.*--expose-gc/);

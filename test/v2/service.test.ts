@@ -76,8 +76,7 @@ async function startV2Service(env: Readonly<Record<string, string>>): Promise<V2
       LOG_LEVEL: 'warn',
       ...env,
     },
-    undefined,
-    10_000 * stretch,
+    { startTimeoutMs: 10_000 * stretch },
   );
   return {
     service,
@@ -310,8 +309,7 @@ describe('cgroupv2_setup.sh under a delegated cgroup', () => {
         EXECUTION_TIMEOUT_MS: String(executionTimeoutMs),
         LOG_LEVEL: 'warn',
       },
-      undefined,
-      10_000 * stretch,
+      { startTimeoutMs: 10_000 * stretch },
     );
     try {
       const answer = await invoke(service.url, { code_id: 'hello', input: { name: 'delegated' } });
