@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { StartupError } from '../errors.js';
-import { type Cgroup, detectCgroupVersion, discoverCgroups, readPids } from '../sandbox/cgroups.js';
+import { type Cgroup, detectCgroupVersion, discoverCgroups, readMemoryLimit, readPids } from '../sandbox/cgroups.js';
 import type { WorkerdStandby } from '../sandbox/standby.js';
 
 // How often release() looks again while the processes it killed are still leaving the cgroup.
@@ -73,6 +73,12 @@ export class CgroupPool {
       );
     }
     return new CgroupPool(version, cgroups);
+  }
+
+  /** The lowest memory limit of the pool's cgroups, in bytes, as it is now; undefined when none has one. */
+  get memoryLimitBytes(): number | undefined {
+    const limits = this.#all.map(readMemoryLimit).filter((limit) => limit !== undefined);
+    return limits.length === 0 ? undefined : Math.min(...limits);
   }
 
   /** Number of cgroups in the pool. */

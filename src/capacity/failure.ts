@@ -3,10 +3,12 @@ import type { WorkerdProcess } from '../sandbox/standby.js';
 
 // How long a lost connection to workerd waits for workerd's exit before calling it a crash.
 const exitWaitMs = 200;
+// What workerd prints as it ends itself at V8's heap limit (--max-old-space-size); nothing else says so.
+const heapLimitReached = 'V8 fatal error; location = Reached heap limit';
 
 /**
  * Says why an invocation whose workerd was started failed, once that workerd is gone: the
- * cgroup's memory limit, a crash, the time limit or the function's own error, each with the end
+ * cgroup's memory limit or V8's heap limit, a crash, the time limit or the function's own error, each with the end
  * of what the function printed. `worker` is undefined when it failed before it listened.
  */
 export async function whyItFailed(
@@ -19,7 +21,7 @@ export async function whyItFailed(
   const exitedByItself = connectionLost && worker !== undefined && (await worker.exitsWithin(exitWaitMs));
   await worker?.stop();
   const output = worker?.output();
-  if (oomKilled())
+  if (oomKilled() || (exitedByItself && output?.includes(heapLimitReached)))
     return new ServiceError('OUT_OF_MEMORY', {
       data: output ?? (isServiceError(error) ? error.data : null),
       cause: error,

@@ -47,6 +47,8 @@ export interface WorkerdConfigOptions {
   readonly allowPublicEgress: boolean;
   /** Address blocks the worker may never reach, even when they count as public (src/code/egress.ts). */
   readonly deniedEgress: readonly string[];
+  /** Flags for V8, such as its heap limits (src/sandbox/heapLimit.ts); none when undefined. */
+  readonly v8Flags?: readonly string[];
 }
 
 /** Renders the capnp config for one worker, served over HTTP on loopback. */
@@ -56,6 +58,7 @@ export function renderWorkerdConfig(options: WorkerdConfigOptions): string {
   // server or this service.
   const allow = options.allowPublicEgress ? '"public"' : '';
   const deny = options.deniedEgress.map(quote).join(', ');
+  const v8Flags = options.v8Flags?.length ? `\n  v8Flags = [${options.v8Flags.map(quote).join(', ')}],` : '';
   // Port 0: the kernel picks a free port at bind time, and workerd reports it on the control fd,
   // so there is no window in which another process can take the port.
   return `using Workerd = import "/workerd/workerd.capnp";
@@ -65,7 +68,7 @@ const config :Workerd.Config = (
     (name = "main", worker = .worker),
     (name = "egress", network = (allow = [${allow}], deny = [${deny}], tlsOptions = (trustBrowserCas = true))),
   ],
-  sockets = [(name = "http", address = "127.0.0.1:0", http = (), service = "main")],
+  sockets = [(name = "http", address = "127.0.0.1:0", http = (), service = "main")],${v8Flags}
 );
 
 const worker :Workerd.Worker = (

@@ -82,6 +82,23 @@ export function watchOom(cgroup: Cgroup): () => boolean {
   return () => readOomKills(cgroup) > before;
 }
 
+// Above this, a v1 memory limit is "no limit" (the kernel reports the largest page-aligned value).
+const noMemoryLimit = 2 ** 60;
+
+/** A cgroup's memory limit in bytes (memory.max on v2, memory.limit_in_bytes on v1); undefined when it has none. */
+export function readMemoryLimit(cgroup: Cgroup): number | undefined {
+  const v2 = path.basename(cgroup.oomFile) === 'memory.events';
+  const file = path.join(path.dirname(cgroup.oomFile), v2 ? 'memory.max' : 'memory.limit_in_bytes');
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8').trim();
+  } catch {
+    return undefined;
+  }
+  const bytes = Number(text);
+  return Number.isSafeInteger(bytes) && bytes < noMemoryLimit ? bytes : undefined;
+}
+
 /** The CPU time everything in a cgroup has used since it was made, in microseconds; undefined without a counter. */
 export function readCpuUsageUs(cgroup: Cgroup): number | undefined {
   const counter = cgroup.cpuCounter;

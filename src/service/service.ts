@@ -11,6 +11,7 @@ import { IdleCollector } from '../idleCollector.js';
 import type { UsageLedger } from '../ledger/usageLedger.js';
 import { Metrics } from '../metrics.js';
 import { type RunRequest, type RunResult, runFunction } from '../pipeline/runFunction.js';
+import { v8HeapFlags } from '../sandbox/heapLimit.js';
 import { type Sealing, sealingOff } from '../secrets/sealing.js';
 import type { Signer } from '../signing.js';
 import { Accounting } from './accounting.js';
@@ -65,7 +66,7 @@ export function createService(config: Config, deps: ServiceDependencies): Servic
     maxBytes: config.codeCacheMaxBytes,
     onEvict: (code) => setImmediate(() => capacity.forget(code)),
   });
-  const writeFiles = filesWriter(config, guard);
+  const writeFiles = filesWriter(config, guard, v8HeapFlags(deps.pool.memoryLimitBytes));
   const capacity = new Capacity(config, { pool: deps.pool, codeCache, writeFiles, guard, events: metrics, log });
   metrics.watch({ capacity, codeCache });
   const accounting = new Accounting(deps.ledger, log);
@@ -100,8 +101,13 @@ export function createService(config: Config, deps: ServiceDependencies): Servic
 }
 
 // Writes the files workerd reads for some code: the code, and a config with the service's defaults.
-function filesWriter(config: Config, guard: ResponseGuard): (code: WorkerCode) => Promise<WorkerFiles> {
+function filesWriter(
+  config: Config,
+  guard: ResponseGuard,
+  v8Flags: readonly string[],
+): (code: WorkerCode) => Promise<WorkerFiles> {
   const settings = {
+    v8Flags,
     runtimePath: config.runtimePath,
     defaults: { compatibilityDate: config.compatibilityDate, compatibilityFlags: config.compatibilityFlags },
     allowPublicEgress: config.allowPublicEgress,

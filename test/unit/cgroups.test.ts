@@ -5,6 +5,7 @@ import {
   detectCgroupVersion,
   discoverCgroups,
   readCpuUsageUs,
+  readMemoryLimit,
   readOomKills,
   watchOom,
 } from '../../src/sandbox/cgroups.js';
@@ -112,5 +113,26 @@ describe('OOM counters', () => {
     await writeFile(path.join(root, 'memory/w1/memory.oom_control'), 'oom_kill_disable 0\nunder_oom 0\noom_kill 7\n');
     const [cgroup] = await discoverCgroups(root, 1, 'w');
     expect(await readOomKills(cgroup!)).toBe(7);
+  });
+});
+
+describe('memory limits', () => {
+  test('v2: memory.max in bytes; none where it says max', async () => {
+    const root = await v2Root(['w1']);
+    const [cgroup] = await discoverCgroups(root, 2, 'w');
+    await writeFile(path.join(root, 'w1', 'memory.max'), '104857600\n');
+    expect(readMemoryLimit(cgroup!)).toBe(100 * 1024 * 1024);
+    await writeFile(path.join(root, 'w1', 'memory.max'), 'max\n');
+    expect(readMemoryLimit(cgroup!)).toBeUndefined();
+  });
+
+  test("v1: memory.limit_in_bytes; none where it is the kernel's largest value", async () => {
+    const root = await emptyRoot();
+    for (const dir of ['memory/w1', 'cpu/w1']) await mkdir(path.join(root, dir), { recursive: true });
+    const [cgroup] = await discoverCgroups(root, 1, 'w');
+    await writeFile(path.join(root, 'memory/w1/memory.limit_in_bytes'), '134217728\n');
+    expect(readMemoryLimit(cgroup!)).toBe(128 * 1024 * 1024);
+    await writeFile(path.join(root, 'memory/w1/memory.limit_in_bytes'), '9223372036854771712\n');
+    expect(readMemoryLimit(cgroup!)).toBeUndefined();
   });
 });

@@ -37,6 +37,12 @@ describe('renderWorkerdConfig', () => {
     expect(config).toContain('compatibilityDate = "2026-04-26"');
   });
 
+  test("passes V8's flags in the config's own v8Flags, and none unless told", () => {
+    const flagged = renderWorkerdConfig({ ...base, code: serviceWorker, v8Flags: ['--max-old-space-size=36'] });
+    expect(flagged).toMatch(/sockets = \[[^\n]*\],\n {2}v8Flags = \["--max-old-space-size=36"\],\n\);/);
+    expect(config).not.toContain('v8Flags');
+  });
+
   test('listens on loopback only, on a port the kernel picks', () => {
     expect(config).toContain('address = "127.0.0.1:0"');
     expect(config).not.toMatch(/\*:|0\.0\.0\.0/);

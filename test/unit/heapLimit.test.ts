@@ -1,0 +1,19 @@
+import { describe, expect, test } from 'vitest';
+import { v8HeapFlags } from '../../src/sandbox/heapLimit.js';
+
+const MiB = 1024 * 1024;
+
+describe("V8's heap limits for a workerd", () => {
+  test("leave room under the cgroup's limit for workerd itself: 64 MiB, with a young generation of 2 MiB", () => {
+    expect(v8HeapFlags(100 * MiB)).toEqual(['--max-old-space-size=36', '--max-semi-space-size=2']);
+    expect(v8HeapFlags(512 * MiB)).toEqual(['--max-old-space-size=448', '--max-semi-space-size=2']);
+  });
+
+  test('give at least 16 MiB of old generation, however small the cgroup', () => {
+    expect(v8HeapFlags(40 * MiB)[0]).toBe('--max-old-space-size=16');
+  });
+
+  test("are V8's own where the cgroup has no limit", () => {
+    expect(v8HeapFlags(undefined)).toEqual([]);
+  });
+});
