@@ -12,7 +12,7 @@ import { serviceNodeFlags } from '../src/serviceNodeFlags.js';
 import { Cleanup } from './cleanup.js';
 import { type Driver, startDriver } from './driverProcess.js';
 import { type LatencySamples, measureLatency } from './latency.js';
-import { busyBackoffMs, type LoadCpu, runLoad } from './load.js';
+import { busyBackoffMs, type LoadCpu, type LoadResult, runLoad } from './load.js';
 import { describeMachine } from './machine.js';
 import { type MixedCode, mixedCodeIds, writeMixedCode, zipfSequence } from './mixedCode.js';
 import { cgroupUnavailableReason, createBenchPool } from './pool.js';
@@ -161,6 +161,7 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
   const throughput: ThroughputSide[] = [];
   for (const concurrency of [settings.poolSize, settings.poolSize * 2]) {
     const sparesBefore = withSpares && (await spareActivity(withSpares.url));
+    for (const side of loaded) side.stages.clear();
     const results = await runLoad(loaded, {
       concurrency,
       durationS: settings.durationS,
@@ -175,6 +176,7 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
         `spares at concurrency ${concurrency}: ${after.ready - sparesBefore.ready} spares listened, ${after.hits - sparesBefore.hits} of ${ok} invocations took one, ${after.killed - sparesBefore.killed} were killed unused`,
       );
     }
+    notes.push(...admissionNotes(loaded, results, concurrency));
     for (const side of loaded) {
       const result = results.get(side.key)!;
       throughput.push({
@@ -408,3 +410,24 @@ main().catch((error: unknown) => {
   console.error(`\nbench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
   process.exit(1);
 });
+
+/**
+ * How the warm service with its admission queue and the one without it took a load: how many
+ * invocations waited for a cgroup and how long (the queue stage of their Server-Timing), and how
+ * many were answered 503.
+ */
+function admissionNotes(sides: readonly Side[], results: Map<SideKey, LoadResult>, concurrency: number): string[] {
+  return sides.flatMap((side) => {
+    if (side.key !== 'warm' && side.key !== 'no-queue') return [];
+    const result = results.get(side.key)!;
+    const waits = side.stages.get('queue') ?? [];
+    const waited =
+      waits.length === 0
+        ? 'none waited for a cgroup'
+        : `${waits.length} waited for a cgroup (queue p50 ${percentile(waits, 50).toFixed(1)} ms, p99 ${percentile(waits, 99).toFixed(1)} ms)`;
+    const busy = result.errors['HTTP 503'] ?? 0;
+    return [
+      `admission at concurrency ${concurrency}, ${side.label}: ${result.ok} ok, ${waited}, ${busy} answered 503 (each retried after ${busyBackoffMs} ms)`,
+    ];
+  });
+}

@@ -34,7 +34,7 @@ export interface ServiceUnderTest {
 
 // One service under test: which settings it runs with, on which route, and which build.
 interface ServiceVariant {
-  readonly key: ServiceSide['key'] & ('cold' | 'warm' | 'spares' | 'http' | 'cold-before' | 'warm-before');
+  readonly key: ServiceSide['key'] & ('cold' | 'warm' | 'spares' | 'http' | 'no-queue' | 'cold-before' | 'warm-before');
   readonly label: string;
   readonly env: Readonly<Record<string, string>>;
   readonly route: 'json' | 'http';
@@ -43,8 +43,8 @@ interface ServiceVariant {
 
 /**
  * Makes a pool per service (two services sharing one would kill each other's workers) and
- * starts the cold and the warm service, the one with spares and the one called on its HTTP
- * route, each primed with one request.
+ * starts the cold and the warm service, the one with spares, the one called on its HTTP route
+ * and the one without an admission queue, each primed with one request.
  */
 export async function startServices(
   settings: BenchSettings,
@@ -61,6 +61,13 @@ export async function startServices(
     // The warm service's invocation through the HTTP route, the function's answer as it is. A process
     // of its own: one that served two sides' slices would be busier, and cheaper per invocation, than the others.
     { key: 'http', label: 'service, warm, HTTP route (/fn/…)', env: warm, route: 'http' },
+    // The warm service refusing at once what finds no free cgroup, as before the admission queue.
+    {
+      key: 'no-queue',
+      label: 'service, warm, no admission queue',
+      env: { ...warm, ADMISSION_QUEUE_MAX: '0' },
+      route: 'json',
+    },
   ];
   if (settings.baseline) {
     const script = baselineScript(settings.baseline);
