@@ -181,6 +181,16 @@ describe('the service on a cgroup v2 kernel', () => {
     expect(await standbys()).toEqual(before);
   });
 
+  test("objects past V8's heap limit, which memory.max sets below the cgroup's: 500 out of memory, no cgroup kill", async () => {
+    const killsBefore = cgroups.map(readOomKills);
+    // Arrays of 10,000 numbers: the heap fills with fewer objects to allocate and mark, sooner in an emulated guest.
+    const answer = await call({ code_id: 'heap-oom', input: { items: 10_000 } });
+    expect(answer.statusCode).toBe(500);
+    expect(envelope(answer.body).message).toBe('The execution of the code has run out of memory.');
+    expect(String(envelope(answer.body).data)).toContain('Reached heap limit');
+    expect(cgroups.map(readOomKills)).toEqual(killsBefore);
+  });
+
   test('more requests than cgroups: the extra ones wait for a cgroup, and each answers its own input', async () => {
     const answers = await Promise.all(
       Array.from({ length: poolSize + 2 }, (_, i) => call({ code_id: 'echo', input: { request: i } })),
