@@ -3,15 +3,20 @@ import type { PairedRatio, ServiceResources, Target, ThroughputSide } from './re
 import { isBuildBefore, type SideKey } from './sides.js';
 
 // Cold service p50 over bare workerd p50 (median of per-round ratios).
-const maxColdOverLimit = 1.2;
+const maxColdOverLimit = 1.15;
 // Same with the code cache warm.
-const maxWarmOverLimit = 1.1;
+const maxWarmOverLimit = 1.05;
 // Service p50 over Miniflare p50.
 const maxServiceOverMiniflare = 0.5;
 // Service throughput at concurrency = pool size, as a share of bare workerd's at that concurrency.
-const minThroughputShare = 0.85;
+const minColdThroughputShare = 0.85;
+const minWarmThroughputShare = 0.95;
+// The service process's own CPU per invocation under load at concurrency = pool size, over that
+// of the lean driver that spawns bare workerd: what one process can orchestrate.
+const maxColdCpuOverDriver = 1.3;
+const maxWarmCpuOverDriver = 1.0;
 // A warm invocation that finds a spare, p50 over bare workerd's p50 (a whole start).
-const maxSparesOverLimit = 0.25;
+const maxSparesOverLimit = 0.2;
 // Throughput with spares on, as a share of the same service with them off, at each concurrency.
 const minSparesThroughputShare = 0.95;
 // Mixed code (more code_ids than cgroups): p50 with spares over p50 without.
@@ -35,8 +40,11 @@ export function evaluateTargets(inputs: TargetInputs): Target[] {
   const pair = (numerator: SideKey, denominator: SideKey) =>
     inputs.ratios.find((r) => r.numerator === numerator && r.denominator === denominator);
   const ratio = (numerator: SideKey, denominator: SideKey) => pair(numerator, denominator)?.medianOfPairs ?? Number.NaN;
-  const okPerS = (key: SideKey, concurrency = inputs.poolSize) =>
-    inputs.throughput.find((t) => t.key === key && t.concurrency === concurrency)?.okPerS ?? Number.NaN;
+  const loaded = (key: SideKey, concurrency = inputs.poolSize) =>
+    inputs.throughput.find((t) => t.key === key && t.concurrency === concurrency);
+  const okPerS = (key: SideKey, concurrency = inputs.poolSize) => loaded(key, concurrency)?.okPerS ?? Number.NaN;
+  const cpuOverDriver = (key: SideKey) =>
+    (loaded(key)?.cpuMsPerOk?.process ?? Number.NaN) / (loaded('limit')?.cpuMsPerOk?.process ?? Number.NaN);
   const targets: Target[] = [
     atMost('cold p50 / bare workerd p50 (median of pairs)', ratio('cold', 'limit'), maxColdOverLimit),
     atMost('warm p50 / bare workerd p50 (median of pairs)', ratio('warm', 'limit'), maxWarmOverLimit),
@@ -45,12 +53,22 @@ export function evaluateTargets(inputs: TargetInputs): Target[] {
     atLeast(
       `cold throughput / bare workerd at concurrency ${inputs.poolSize}`,
       okPerS('cold') / okPerS('limit'),
-      minThroughputShare,
+      minColdThroughputShare,
     ),
     atLeast(
       `warm throughput / bare workerd at concurrency ${inputs.poolSize}`,
       okPerS('warm') / okPerS('limit'),
-      minThroughputShare,
+      minWarmThroughputShare,
+    ),
+    atMost(
+      `cold service CPU / bare driver CPU per invocation at concurrency ${inputs.poolSize}`,
+      cpuOverDriver('cold'),
+      maxColdCpuOverDriver,
+    ),
+    atMost(
+      `warm service CPU / bare driver CPU per invocation at concurrency ${inputs.poolSize}`,
+      cpuOverDriver('warm'),
+      maxWarmCpuOverDriver,
     ),
     atMost('warm with spares p50 / bare workerd p50 (median of pairs)', ratio('spares', 'limit'), maxSparesOverLimit),
     atMost(
