@@ -8,8 +8,8 @@ const heapLimitReached = 'V8 fatal error; location = Reached heap limit';
 
 /**
  * Says why an invocation whose workerd was started failed, once that workerd is gone: the
- * cgroup's memory limit or V8's heap limit, a crash, the time limit or the function's own error, each with the end
- * of what the function printed. `worker` is undefined when it failed before it listened.
+ * cgroup's memory limit or V8's heap limit, a crash, the time limit or the function's own error,
+ * each with the end of what the function printed. `worker` is undefined when it failed before it listened.
  */
 export async function whyItFailed(
   error: unknown,
@@ -21,11 +21,11 @@ export async function whyItFailed(
   const exitedByItself = connectionLost && worker !== undefined && (await worker.exitsWithin(exitWaitMs));
   await worker?.stop();
   const output = worker?.output();
-  if (oomKilled() || (exitedByItself && output?.includes(heapLimitReached)))
-    return new ServiceError('OUT_OF_MEMORY', {
-      data: output ?? (isServiceError(error) ? error.data : null),
-      cause: error,
-    });
+  const printed = output ?? (isServiceError(error) ? error.data : null);
+  // workerd ends itself at V8's heap limit while it runs, or before it listens (a global scope that fills the heap).
+  const endedByItself = exitedByItself || isServiceError(error, 'USER_CODE_INVALID');
+  const heapFull = endedByItself && typeof printed === 'string' && printed.includes(heapLimitReached);
+  if (oomKilled() || heapFull) return new ServiceError('OUT_OF_MEMORY', { data: printed, cause: error });
   if (exitedByItself) return new ServiceError('WORKERD_CRASHED', { data: output, cause: error });
   if (isServiceError(error, 'USER_CODE_FAILED') || isServiceError(error, 'EXECUTION_TIMEOUT')) {
     return new ServiceError(error.code, { data: output ?? null, cause: error.cause });

@@ -2,7 +2,7 @@ const MiB = 1024 * 1024;
 /**
  * What a workerd holds in its cgroup besides V8's old generation when that is full: its binary's
  * pages and its own allocations (about 37 MiB idle), V8's young generation and what a collection
- * near the limit needs on top (docs/security.md has the figures).
+ * near the limit needs on top (docs/architecture.md, "Near the memory limit", has the figures).
  */
 const workerdBaseBytes = 64 * MiB;
 /** The least old generation a workerd is given, whatever its cgroup. */

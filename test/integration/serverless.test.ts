@@ -140,6 +140,14 @@ describe.runIf(cgroups)('the memory limit', () => {
     const next = await stack.invoke({ code_id: 'hello', input: {} });
     expect(next.statusCode).toBe(200);
   });
+
+  test("a global scope that fills V8's heap before workerd listens gets the OOM answer, not a code error", async () => {
+    const response = await stack.invoke({ code_id: 'global-heap-oom', input: {} });
+    expect(response.statusCode).toBe(500);
+    expect(response.body.message).toBe('The execution of the code has run out of memory.');
+    expect(String(response.body.data)).toContain('Reached heap limit');
+    expect(await stack.leftovers()).toEqual(noLeftovers);
+  });
 });
 
 describe.runIf(cgroups)('upstream failures', () => {
