@@ -116,6 +116,18 @@ export const settings = {
     default: 30_000,
     meaning: "Wall-clock limit for one invocation, from workerd's start to its answer.",
   },
+  cpuLimitMs: {
+    env: 'CPU_LIMIT_MS',
+    type: positiveMs,
+    default: 30_000,
+    meaning: "CPU time one invocation's workerd may use from its request on, when its code's limits.cpu_ms says none.",
+  },
+  cpuLimitMaxMs: {
+    env: 'CPU_LIMIT_MAX_MS',
+    type: positiveMs,
+    default: 30_000,
+    meaning: 'The most CPU time code may ask for (limits.cpu_ms); a larger ask is held to it.',
+  },
   upstreamTimeoutMs: {
     env: 'UPSTREAM_TIMEOUT_MS',
     type: positiveMs,
@@ -299,6 +311,10 @@ const schema = z
   .refine((e) => e.SEALING_KMS_BLOB === undefined || e.SEALING_KMS_REGION !== undefined, {
     message: 'must be set with SEALING_KMS_BLOB: it names the region of the KMS key',
     path: ['SEALING_KMS_REGION'],
+  })
+  .refine((e) => e.CPU_LIMIT_MS <= e.CPU_LIMIT_MAX_MS, {
+    message: 'must not be more than CPU_LIMIT_MAX_MS, the most CPU time code may ask for',
+    path: ['CPU_LIMIT_MS'],
   })
   .refine((e) => !e.ADMIN_PORT || e.ADMIN_PORT !== e.PORT, {
     message: 'must differ from PORT: the operator endpoints never share the public listener',

@@ -32,7 +32,14 @@ const definitions = {
   },
   CODE_TOO_LARGE: { status: 413, message: 'The stored code is larger than this service runs (MAX_CODE_BYTES)' },
   CODE_NOT_FOUND: { status: 404, message: 'No code was found for this code_id' },
+  // A limit code asks for (its upload's `limits`) past what the operator allows.
+  LIMIT_NOT_ALLOWED: { status: 400, message: "The code's limits ask for more than this instance allows" },
   EXECUTION_TIMEOUT: { status: 408, message: 'Server timeout, fetching response took a long time' },
+  // Not a 503, as Workers answers it: the function ran, so a load balancer must not run it again elsewhere.
+  CPU_LIMIT_EXCEEDED: {
+    status: 500,
+    message: "The function used more CPU time than its limit (CPU_LIMIT_MS, or its code's limits.cpu_ms)",
+  },
   OUT_OF_MEMORY: { status: 500, message: 'The execution of the code has run out of memory.' },
   USER_CODE_FAILED: {
     status: 500,

@@ -70,7 +70,7 @@ export class Metrics implements CapacityEvents {
     });
     this.#waitUntil = new Counter({
       name: 'oyster_wait_until_total',
-      help: 'Invocations answered while work handed to waitUntil still ran, by how that work ended: settled, time_limit, shutdown or failed',
+      help: 'Invocations answered while work handed to waitUntil still ran, by how that work ended: settled, time_limit, cpu_limit, shutdown or failed',
       labelNames: ['outcome'],
       registers,
     });

@@ -96,6 +96,8 @@ export class Capacity {
     pool.onReleased(() => this.#queue.wake());
     this.#context = {
       timeLimitMs: config.executionTimeoutMs,
+      // Code may ask for less CPU time or more, and gets no more than the operator's maximum.
+      cpuLimitMs: (code) => Math.min(code.code.settings.limits?.cpuMs ?? config.cpuLimitMs, config.cpuLimitMaxMs),
       maxResponseBytes: config.maxResponseBytes,
       guard: options.guard,
       acquireFiles: (code) => this.#files.acquire(code.stored, code.code, codeCache.holds(code.codeId, code.stored)),

@@ -1,10 +1,16 @@
-import { isServiceError, ServiceError, toServiceError } from '../errors.js';
+import { type ErrorCode, isServiceError, ServiceError, toServiceError } from '../errors.js';
 import type { WorkerdProcess } from '../sandbox/standby.js';
 
 // How long a lost connection to workerd waits for workerd's exit before calling it a crash.
 const exitWaitMs = 200;
 // What workerd prints as it ends itself at V8's heap limit (--max-old-space-size); nothing else says so.
 const heapLimitReached = 'V8 fatal error; location = Reached heap limit';
+// The failures whose answer carries the end of what the function printed.
+const endedWithOutput: ReadonlySet<ErrorCode> = new Set([
+  'USER_CODE_FAILED',
+  'EXECUTION_TIMEOUT',
+  'CPU_LIMIT_EXCEEDED',
+]);
 
 /**
  * Says why an invocation whose workerd was started failed, once that workerd is gone: the
@@ -27,7 +33,7 @@ export async function whyItFailed(
   const heapFull = endedByItself && typeof printed === 'string' && printed.includes(heapLimitReached);
   if (oomKilled() || heapFull) return new ServiceError('OUT_OF_MEMORY', { data: printed, cause: error });
   if (exitedByItself) return new ServiceError('WORKERD_CRASHED', { data: output, cause: error });
-  if (isServiceError(error, 'USER_CODE_FAILED') || isServiceError(error, 'EXECUTION_TIMEOUT')) {
+  if (isServiceError(error) && endedWithOutput.has(error.code)) {
     return new ServiceError(error.code, { data: output ?? null, cause: error.cause });
   }
   return interrupted(toServiceError(error));

@@ -1,6 +1,6 @@
 import type { RunnableCode } from '../code/workerCode.js';
 import { ServiceError } from '../errors.js';
-import { watchOom } from '../sandbox/cgroups.js';
+import { readCpuUsageUs, watchOom } from '../sandbox/cgroups.js';
 import type { WorkerdProcess } from '../sandbox/standby.js';
 import type { Lease } from './cgroupPool.js';
 import { type FunctionUsage, startUsageMeter, type UsageMeter } from './usage.js';
@@ -69,6 +69,11 @@ export class Placement {
   /** What everything in the cgroup has used since the start; pid is its workerd's while it runs. */
   usage(pid: number | undefined): FunctionUsage {
     return this.#usage?.read(pid) ?? { cpuMs: undefined, peakMemoryBytes: undefined };
+  }
+
+  /** The CPU time everything in the cgroup has used so far, in microseconds; undefined without a counter. */
+  cpuUsageUs(): number | undefined {
+    return readCpuUsageUs(this.#lease.cgroup);
   }
 
   /** Whether the memory limit has killed a process in the cgroup since the start. */

@@ -3,10 +3,10 @@ import { send, startDeadline } from '../httpClient.js';
 
 /**
  * How the work a function handed to waitUntil ended: it settled, or it was cut short at the
- * invocation's time limit, by the service's shutdown, or because workerd could not be asked
+ * invocation's time limit or its CPU limit, by the service's shutdown, or because workerd could not be asked
  * (it died, say).
  */
-export type SettleOutcome = 'settled' | 'time_limit' | 'shutdown' | 'failed';
+export type SettleOutcome = 'settled' | 'time_limit' | 'cpu_limit' | 'shutdown' | 'failed';
 
 export interface SettleOptions {
   /** The port the function's workerd listens on, on 127.0.0.1. */
@@ -17,6 +17,8 @@ export interface SettleOptions {
   readonly timeoutMs: number;
   /** Fires when shutdown gives up waiting. */
   readonly shutdown: AbortSignal;
+  /** Fires when the invocation has used its CPU time. */
+  readonly cpuLimit?: AbortSignal;
 }
 
 /**
@@ -26,7 +28,8 @@ export interface SettleOptions {
  */
 export async function settleWork(options: SettleOptions): Promise<SettleOutcome> {
   if (options.timeoutMs <= 0) return 'time_limit';
-  const deadline = startDeadline(options.shutdown, options.timeoutMs);
+  const { shutdown, cpuLimit } = options;
+  const deadline = startDeadline(cpuLimit ? AbortSignal.any([shutdown, cpuLimit]) : shutdown, options.timeoutMs);
   try {
     const response = await send(`http://127.0.0.1:${options.port}/`, {
       method: 'GET',
@@ -37,7 +40,8 @@ export async function settleWork(options: SettleOptions): Promise<SettleOutcome>
     response.resume();
     return 'settled';
   } catch {
-    if (options.shutdown.aborted) return 'shutdown';
+    if (shutdown.aborted) return 'shutdown';
+    if (cpuLimit?.aborted) return 'cpu_limit';
     return deadline.signal.aborted ? 'time_limit' : 'failed';
   } finally {
     deadline.clear();

@@ -6,6 +6,7 @@ import { type Deadline, startDeadline } from '../httpClient.js';
 import type { WorkerdProcess } from '../sandbox/standby.js';
 import type { StageTimer } from '../stages.js';
 import type { BackgroundWork } from './backgroundWork.js';
+import { type CpuWatch, watchCpu } from './cpuLimit.js';
 import { whyItFailed } from './failure.js';
 import { type FunctionRequest, type Invocation, invokeWorker } from './invokeWorker.js';
 import type { Placement } from './placement.js';
@@ -40,6 +41,8 @@ export interface LeaseRequest {
 export interface LeaseContext {
   /** Wall-clock limit of an invocation, from workerd's start to its answer; waitUntil work gets what is left. */
   readonly timeLimitMs: number;
+  /** The CPU time an invocation of this code may use, from its request to the end of its waitUntil work. */
+  cpuLimitMs(code: RunnableCode): number;
   readonly maxResponseBytes: number;
   /** What tells a complete answer of the function's from one it did not finish. */
   readonly guard: ResponseGuard;
@@ -70,6 +73,7 @@ export class WorkerLease {
   #deadline: Deadline | undefined;
   #limitEndsAt = 0;
   #worker: WorkerdProcess | undefined;
+  #cpu: CpuWatch | undefined;
   #waitUntilPending = false;
   #usageTold = false;
   #released = false;
@@ -116,6 +120,13 @@ export class WorkerLease {
   async invoke(request: FunctionRequest): Promise<Invocation> {
     const worker = this.#worker;
     if (!worker) throw new Error('a lease invokes only once it has started');
+    // The CPU time counts from the request on: neither workerd's start nor a spare's wait is the function's.
+    const cpu = watchCpu({
+      limitMs: this.#context.cpuLimitMs(this.code),
+      readUs: () => this.#placement.cpuUsageUs(),
+      parent: this.#limit(),
+    });
+    this.#cpu = cpu;
     try {
       const { answer, waitUntilPending } = await this.#request.stages.run('execution', () =>
         invokeWorker({
@@ -123,7 +134,7 @@ export class WorkerLease {
           request,
           maxResponseBytes: this.#context.maxResponseBytes,
           guard: this.#context.guard,
-          signal: this.#limit(),
+          signal: cpu.signal,
         }),
       );
       this.#tellUsage();
@@ -146,13 +157,20 @@ export class WorkerLease {
     this.#deadline?.clear();
     const started = performance.now();
     const worker = this.#worker;
+    const cpu = this.#cpu;
     const { background, guard, shutdown } = this.#context;
     const settled =
       worker && this.#waitUntilPending
-        ? settleWork({ port: worker.port, guard, timeoutMs: this.#limitEndsAt - started, shutdown }).then((outcome) =>
-            this.#context.waitUntilEnded(outcome),
-          )
+        ? settleWork({
+            port: worker.port,
+            guard,
+            timeoutMs: this.#limitEndsAt - started,
+            shutdown,
+            cpuLimit: cpu?.signal,
+          }).then((outcome) => this.#context.waitUntilEnded(outcome))
         : undefined;
+    if (settled) void settled.finally(() => cpu?.clear());
+    else cpu?.clear();
     background.run(async () => {
       for (const error of await this.#placement.release(settled))
         this.#request.log.error({ stage: 'cleanup', err: error }, 'cleanup failed');

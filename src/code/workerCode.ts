@@ -17,11 +17,20 @@ export type WorkerBinding =
   | { readonly name: string; readonly type: 'text' | 'json' | 'secretText'; readonly value: string }
   | { readonly name: string; readonly type: 'wasmModule' | 'textBlob' | 'dataBlob'; readonly content: Buffer };
 
+/** The limits code asks for (the upload's `limits`); within the operator's bounds (docs/api.md#limits). */
+export interface WorkerLimits {
+  /** CPU time of one invocation, in ms (`limits.cpu_ms`, as wrangler sends it). */
+  readonly cpuMs?: number;
+  /** Memory of its workerd, in MiB (`limits.memory_mb`): V8's heap limits are set as for a cgroup of that size. */
+  readonly memoryMb?: number;
+}
+
 /** What the code asks of the runtime; what it leaves out, the service's defaults fill in. */
 export interface WorkerSettings {
   readonly compatibilityDate: string | undefined;
   readonly compatibilityFlags: readonly string[] | undefined;
   readonly bindings: readonly WorkerBinding[];
+  readonly limits?: WorkerLimits;
 }
 
 /** What workerd runs: a single service-worker script, or modules whose first is the main one. */

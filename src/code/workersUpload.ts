@@ -14,6 +14,8 @@ const maxFlags = 64;
 const maxBindings = 256;
 const metadataPart = 'metadata';
 const maxMetadataBytes = 1024 * 1024;
+// Larger than any limit an operator can allow; the service checks each against the operator's bounds.
+const maxLimit = 2 ** 31 - 1;
 
 // The part types of a Workers upload, by the module each becomes (as wrangler sends them).
 const moduleTypes: Readonly<Record<string, ModuleType>> = {
@@ -60,6 +62,13 @@ const metadataSchema = z.looseObject({
     .array(z.looseObject({ name, type: z.string().min(1).max(maxNameLength) }))
     .max(maxBindings)
     .optional(),
+  // Workers' cpu_ms, and this runtime's memory_mb; wrangler passes both on from its config's [limits].
+  limits: z
+    .looseObject({
+      cpu_ms: z.number().int().positive().max(maxLimit).optional(),
+      memory_mb: z.number().int().positive().max(maxLimit).optional(),
+    })
+    .optional(),
 });
 type Metadata = z.infer<typeof metadataSchema>;
 type RawBinding = NonNullable<Metadata['bindings']>[number];
@@ -92,6 +101,7 @@ export async function parseWorkersUpload(body: Buffer, contentType: string): Pro
     compatibilityDate: metadata.compatibility_date,
     compatibilityFlags: metadata.compatibility_flags,
     bindings: bindings.values,
+    ...(metadata.limits && { limits: { cpuMs: metadata.limits.cpu_ms, memoryMb: metadata.limits.memory_mb } }),
   };
   if (metadata.main_module !== undefined && metadata.body_part !== undefined) {
     throw invalid('the "metadata" part has both "main_module" and "body_part"; a worker is one or the other');

@@ -1,3 +1,5 @@
+import { ServiceError } from '../errors.js';
+
 const MiB = 1024 * 1024;
 /**
  * What a workerd holds in its cgroup besides V8's old generation when that is full: its binary's
@@ -21,4 +23,19 @@ export function v8HeapFlags(cgroupLimitBytes: number | undefined): readonly stri
   if (cgroupLimitBytes === undefined) return [];
   const oldSpaceMb = Math.max(minOldSpaceMb, Math.floor((cgroupLimitBytes - workerdBaseBytes) / MiB));
   return [`--max-old-space-size=${oldSpaceMb}`, `--max-semi-space-size=${semiSpaceMb}`];
+}
+
+/**
+ * The memory limit code runs with: what its limits.memory_mb asks for, where that is no more than
+ * its cgroup's limit, which is the limit otherwise; an ask for more is refused before workerd starts.
+ */
+export function codeMemoryLimit(askedMb: number | undefined, cgroupLimitBytes: number | undefined): number | undefined {
+  if (askedMb === undefined) return cgroupLimitBytes;
+  const asked = askedMb * MiB;
+  if (cgroupLimitBytes !== undefined && asked > cgroupLimitBytes) {
+    throw new ServiceError('LIMIT_NOT_ALLOWED', {
+      data: `limits.memory_mb ${askedMb} is more than the ${Math.floor(cgroupLimitBytes / MiB)} MiB this instance allows`,
+    });
+  }
+  return asked;
 }

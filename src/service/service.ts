@@ -11,7 +11,7 @@ import { IdleCollector } from '../idleCollector.js';
 import type { UsageLedger } from '../ledger/usageLedger.js';
 import { Metrics } from '../metrics.js';
 import { type RunRequest, type RunResult, runFunction } from '../pipeline/runFunction.js';
-import { v8HeapFlags } from '../sandbox/heapLimit.js';
+import { codeMemoryLimit, v8HeapFlags } from '../sandbox/heapLimit.js';
 import { type Sealing, sealingOff } from '../secrets/sealing.js';
 import type { Signer } from '../signing.js';
 import { Accounting } from './accounting.js';
@@ -66,7 +66,7 @@ export function createService(config: Config, deps: ServiceDependencies): Servic
     maxBytes: config.codeCacheMaxBytes,
     onEvict: (code) => setImmediate(() => capacity.forget(code)),
   });
-  const writeFiles = filesWriter(config, guard, v8HeapFlags(deps.pool.memoryLimitBytes));
+  const writeFiles = filesWriter(config, guard, deps.pool.memoryLimitBytes);
   const capacity = new Capacity(config, { pool: deps.pool, codeCache, writeFiles, guard, events: metrics, log });
   metrics.watch({ capacity, codeCache });
   const accounting = new Accounting(deps.ledger, log);
@@ -104,15 +104,19 @@ export function createService(config: Config, deps: ServiceDependencies): Servic
 function filesWriter(
   config: Config,
   guard: ResponseGuard,
-  v8Flags: readonly string[],
+  memoryLimitBytes: number | undefined,
 ): (code: WorkerCode) => Promise<WorkerFiles> {
   const settings = {
-    v8Flags,
     runtimePath: config.runtimePath,
     defaults: { compatibilityDate: config.compatibilityDate, compatibilityFlags: config.compatibilityFlags },
     allowPublicEgress: config.allowPublicEgress,
     deniedEgress: egressDenyList(),
     guard,
   };
-  return (code) => writeWorkerFiles({ ...settings, code });
+  return (code) =>
+    writeWorkerFiles({
+      ...settings,
+      code,
+      v8Flags: v8HeapFlags(codeMemoryLimit(code.settings.limits?.memoryMb, memoryLimitBytes)),
+    });
 }

@@ -7,6 +7,7 @@ import { noLeftovers, type Stack, startStack } from '../helpers/stack.js';
 const cgroups = await cgroupsOrSkip();
 
 const timeLimitMs = 3_000;
+const cpuLimitMs = 200;
 // Long enough that an answer held back for it would show.
 const backgroundMs = 1_200;
 
@@ -26,7 +27,10 @@ async function call(stack: Stack, codeId: string, query: string) {
 describe.runIf(cgroups)('waitUntil', () => {
   let stack: Stack;
   beforeAll(async () => {
-    stack = await startStack({ pool: { count: 2 }, env: { EXECUTION_TIMEOUT_MS: String(timeLimitMs) } });
+    stack = await startStack({
+      pool: { count: 2 },
+      env: { EXECUTION_TIMEOUT_MS: String(timeLimitMs), CPU_LIMIT_MS: String(cpuLimitMs) },
+    });
   });
   afterAll(() => stack?.close());
 
@@ -61,9 +65,21 @@ describe.runIf(cgroups)('waitUntil', () => {
     expect(await stack.leftovers()).toEqual(noLeftovers);
   });
 
+  test('work past the CPU limit is cut short at it, long before the time limit', async () => {
+    const cutBefore = await waitUntilCount(stack, 'cpu_limit');
+    const { response, started } = await call(stack, 'wait-until', 'ms=10&spin');
+    expect(response.statusCode).toBe(200);
+    await stack.service.capacity.settled();
+    expect(performance.now() - started).toBeLessThan(timeLimitMs / 2);
+    expect(await waitUntilCount(stack, 'cpu_limit')).toBe(cutBefore + 1);
+    expect(await stack.leftovers()).toEqual(noLeftovers);
+  });
+
   test('a function that hands nothing to waitUntil is killed at once', async () => {
     const counts = async () =>
-      Promise.all(['settled', 'time_limit', 'shutdown', 'failed'].map((outcome) => waitUntilCount(stack, outcome)));
+      Promise.all(
+        ['settled', 'time_limit', 'cpu_limit', 'shutdown', 'failed'].map((outcome) => waitUntilCount(stack, outcome)),
+      );
     const before = await counts();
     const response = await stack.invoke({ code_id: 'hello', input: { name: 'Ada' } });
     expect(response.statusCode).toBe(200);

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { v8HeapFlags } from '../../src/sandbox/heapLimit.js';
+import { codeMemoryLimit, v8HeapFlags } from '../../src/sandbox/heapLimit.js';
 
 const MiB = 1024 * 1024;
 
@@ -15,5 +15,20 @@ describe("V8's heap limits for a workerd", () => {
 
   test("are V8's own where the cgroup has no limit", () => {
     expect(v8HeapFlags(undefined)).toEqual([]);
+  });
+});
+
+describe("code's own memory limit", () => {
+  test("is what it asks for, up to its cgroup's", () => {
+    expect(codeMemoryLimit(128, 256 * MiB)).toBe(128 * MiB);
+    expect(codeMemoryLimit(256, 256 * MiB)).toBe(256 * MiB);
+    expect(codeMemoryLimit(undefined, 256 * MiB)).toBe(256 * MiB);
+    expect(codeMemoryLimit(64, undefined)).toBe(64 * MiB);
+  });
+
+  test("an ask past the cgroup's is refused with LIMIT_NOT_ALLOWED, never held to it", () => {
+    expect(() => codeMemoryLimit(257, 256 * MiB)).toThrow(
+      expect.objectContaining({ code: 'LIMIT_NOT_ALLOWED', status: 400 }),
+    );
   });
 });

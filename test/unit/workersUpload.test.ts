@@ -63,6 +63,14 @@ describe('a Workers upload with main_module', () => {
     expect(code.settings).toMatchObject({ compatibilityDate: '2022-01-01', compatibilityFlags: ['nodejs_compat'] });
   });
 
+  test("takes the limits it asks for: Workers' cpu_ms and this runtime's memory_mb", async () => {
+    const code = await parse([
+      ['metadata', metadataFile({ main_module: 'index.js', limits: { cpu_ms: 50, memory_mb: 128, subrequests: 5 } })],
+      ['index.js', esModule('export default {}')],
+    ]);
+    expect(code.settings.limits).toEqual({ cpuMs: 50, memoryMb: 128 });
+  });
+
   test('gives plain_text, secret_text and json bindings their values', async () => {
     const code = await parse([
       [
@@ -119,6 +127,14 @@ describe('a Workers upload with body_part (a service worker)', () => {
 describe('what a Workers upload cannot be', () => {
   test.each<[string, Parts, RegExp]>([
     ['no metadata part', [['index.js', esModule('')]], /no "metadata" part/],
+    [
+      'a limit that is not a positive whole number',
+      [
+        ['metadata', JSON.stringify({ main_module: 'index.js', limits: { cpu_ms: 0.5 } })],
+        ['index.js', esModule('')],
+      ],
+      /limits\.cpu_ms: /,
+    ],
     [
       'metadata that is not JSON',
       [

@@ -21,6 +21,8 @@ const expectedParts: Record<string, Array<[string | RegExp, string]>> = {
   bindings: [['index.js', 'application/javascript+module']],
   'hono-app': [['index.js', 'application/javascript+module']],
   'itty-router-app': [['index.js', 'application/javascript+module']],
+  limits: [['index.js', 'application/javascript+module']],
+  'memory-limit': [['index.js', 'application/javascript+module']],
   'no-bundle-folders': [
     ['index.js', 'application/javascript+module'],
     ['lib/greet.js', 'application/javascript+module'],

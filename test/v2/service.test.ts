@@ -27,7 +27,7 @@ import { getJson, invoke } from '../helpers/http.js';
 import { isWorkerd } from '../helpers/processes.js';
 import { projectRoot } from '../helpers/projectRoot.js';
 import { type ServiceProcess, serviceEnv, startService } from '../helpers/service.js';
-import { examplesDir, fixturesDir, processesMentioning } from '../helpers/stack.js';
+import { examplesDir, fixturesDir, processesMentioning, wranglerFixturesDir } from '../helpers/stack.js';
 import { startUpstreams } from '../helpers/upstreams.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -62,7 +62,7 @@ interface V2Service {
 async function startV2Service(env: Readonly<Record<string, string>>): Promise<V2Service> {
   // Not a v1 machine by mistake: the whole point is the unified hierarchy.
   expect(await detectCgroupVersion(cgroupRoot)).toBe(2);
-  const { attestation, storage } = await startUpstreams([examplesDir, fixturesDir]);
+  const { attestation, storage } = await startUpstreams([examplesDir, fixturesDir, wranglerFixturesDir]);
   const pool = await createTestPool({ count: poolSize, memory: '128M' });
   const runtimePath = await makeTempDir('oyster-runtime-');
   const service = await startService(
@@ -164,6 +164,15 @@ describe('the service on a cgroup v2 kernel', () => {
     const answer = await call({ code_id: 'loop', input: {} });
     expect(answer.statusCode).toBe(408);
     expect(Date.now() - started).toBeLessThan(executionTimeoutMs + 1_500 * stretch);
+  });
+
+  test("a never-ending loop past its upload's limits.cpu_ms is ended by cpu.stat's count, long before the time limit", async () => {
+    const started = Date.now();
+    const answer = await request(`${service.url}/fn/limits/spin`);
+    expect(answer.statusCode).toBe(500);
+    expect(answer.headers['x-oyster-error']).toBe('CPU_LIMIT_EXCEEDED');
+    await answer.body.dump();
+    expect(Date.now() - started).toBeLessThan(executionTimeoutMs / 2);
   });
 
   test("past the memory limit: 500 out of memory from the cgroup's own oom_kill counter, the standby survives", async () => {
