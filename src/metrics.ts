@@ -4,6 +4,7 @@ import type { SettleOutcome } from './capacity/settleWork.js';
 import type { SpareKill } from './capacity/spares.js';
 import type { FunctionUsage } from './capacity/usage.js';
 import type { CodeCache } from './code/codeCache.js';
+import type { Outcome } from './errors.js';
 import type { StageName } from './stages.js';
 
 // From 1 ms (a cache hit, a cgroup reservation) to 30 s (the default time limit).
@@ -24,7 +25,7 @@ export interface MetricsSources {
  */
 export class Metrics implements CapacityEvents {
   readonly registry = new Registry();
-  readonly #requests: Counter<'status' | 'code'>;
+  readonly #requests: Counter<'status' | 'code' | 'outcome'>;
   readonly #stages: Histogram<'stage'>;
   readonly #outOfMemory: Counter;
   readonly #timeouts: Counter;
@@ -42,8 +43,8 @@ export class Metrics implements CapacityEvents {
     collectDefaultMetrics({ register: this.registry, prefix: 'oyster_', eventLoopMonitoringPrecision: 100 });
     this.#requests = new Counter({
       name: 'oyster_requests_total',
-      help: 'Answers of POST /api/serverless and /fn/…, by HTTP status and error code (OK for a success)',
-      labelNames: ['status', 'code'],
+      help: 'Answers of POST /api/serverless and /fn/…, by HTTP status, error code (OK for a success) and outcome',
+      labelNames: ['status', 'code', 'outcome'],
       registers,
     });
     this.#stages = new Histogram({
@@ -76,14 +77,14 @@ export class Metrics implements CapacityEvents {
     });
     this.#functionCpu = new Histogram({
       name: 'oyster_function_cpu_seconds',
-      help: "CPU time of each invocation's workerd, its start included, by outcome (OK or the error code)",
+      help: "CPU time of each invocation's workerd, its start included, by outcome",
       labelNames: ['outcome'],
       buckets: durationBuckets,
       registers,
     });
     this.#functionMemory = new Histogram({
       name: 'oyster_function_peak_memory_bytes',
-      help: "Highest resident memory of each invocation's workerd, by outcome (OK or the error code)",
+      help: "Highest resident memory of each invocation's workerd, by outcome",
       labelNames: ['outcome'],
       buckets: memoryBuckets,
       registers,
@@ -168,7 +169,7 @@ export class Metrics implements CapacityEvents {
   }
 
   /** Records what one invocation's workerd used, by its outcome. */
-  recordUsage(outcome: string, usage: FunctionUsage): void {
+  recordUsage(outcome: Outcome, usage: FunctionUsage): void {
     if (usage.cpuMs !== undefined) this.#functionCpu.observe({ outcome }, usage.cpuMs / 1000);
     if (usage.peakMemoryBytes !== undefined) this.#functionMemory.observe({ outcome }, usage.peakMemoryBytes);
   }
@@ -194,8 +195,13 @@ export class Metrics implements CapacityEvents {
   }
 
   /** Counts one answer of POST /api/serverless with the time each of its stages took. */
-  recordRequest(status: number, code: string, stages: ReadonlyArray<readonly [StageName, number]>): void {
-    this.#requests.inc({ status: String(status), code });
+  recordRequest(
+    status: number,
+    code: string,
+    outcome: Outcome,
+    stages: ReadonlyArray<readonly [StageName, number]>,
+  ): void {
+    this.#requests.inc({ status: String(status), code, outcome });
     for (const [stage, ms] of stages) this.#stages.observe({ stage }, ms / 1000);
     if (code === 'OUT_OF_MEMORY') this.#outOfMemory.inc();
     if (code === 'EXECUTION_TIMEOUT') this.#timeouts.inc();

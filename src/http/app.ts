@@ -85,7 +85,7 @@ export function buildApp(service: Service): FastifyInstance {
     const { method, url } = request;
     const { statusCode, elapsedTime } = reply;
     request.log.info(
-      { method, url, statusCode, responseTimeMs: elapsedTime, code: request.failureCode },
+      { method, url, statusCode, responseTimeMs: elapsedTime, code: request.failureCode, outcome: request.outcome },
       'request completed',
     );
   });

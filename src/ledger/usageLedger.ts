@@ -1,13 +1,13 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { ServiceError, StartupError } from '../errors.js';
+import { errorCodes, type Outcome, outcomeOf, outcomes, ServiceError, StartupError } from '../errors.js';
 import type { SignedClaim } from '../signing.js';
 import { type ClaimAnswerCode, signedClaimOf } from './claims.js';
 
 const hourMs = 60 * 60 * 1000;
 const dayMs = 24 * hourMs;
-const schemaVersion = 1;
+const schemaVersion = 2;
 const pageCacheKib = 256;
 
 // Per-invocation rows, per code_id, hour and outcome totals of the rows past retention, and the
@@ -49,13 +49,36 @@ CREATE TABLE IF NOT EXISTS claims (
 CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY);
 `;
 
+// How an hourly total takes in another of the same code_id, hour, outcome and claim.
+const addToHourly = `ON CONFLICT (code_id, hour_ms, outcome, claim_id) DO UPDATE SET
+  invocations = invocations + excluded.invocations, cpu_us = cpu_us + excluded.cpu_us,
+  wall_us = wall_us + excluded.wall_us, bytes_in = bytes_in + excluded.bytes_in,
+  bytes_out = bytes_out + excluded.bytes_out,
+  peak_memory_max = MAX(COALESCE(peak_memory_max, 0), COALESCE(excluded.peak_memory_max, 0))`;
+
+// Version 1 kept `OK` or the error code as the outcome; version 2 keeps the outcome's word. A code
+// no longer in the table was an internal failure. Hourly totals whose words now meet are added up.
+const outcomeOfVersion1 = `CASE outcome WHEN 'OK' THEN 'ok' ${errorCodes
+  .map((code) => `WHEN '${code}' THEN '${outcomeOf(code)}'`)
+  .join(' ')} ELSE 'internal' END`;
+const words = outcomes.map((word) => `'${word}'`).join(', ');
+const fromVersion1 = `
+UPDATE invocations SET outcome = ${outcomeOfVersion1};
+INSERT INTO hourly (code_id, hour_ms, outcome, claim_id, invocations, cpu_us, wall_us, bytes_in, bytes_out, peak_memory_max)
+  SELECT code_id, hour_ms, ${outcomeOfVersion1}, claim_id, SUM(invocations), SUM(cpu_us), SUM(wall_us), SUM(bytes_in),
+         SUM(bytes_out), MAX(peak_memory_max)
+  FROM hourly WHERE outcome NOT IN (${words}) GROUP BY 1, 2, 3, 4
+  ${addToHourly};
+DELETE FROM hourly WHERE outcome NOT IN (${words});
+`;
+
 /** One answered invocation, as the ledger keeps it. */
 export interface InvocationRecord {
   /** When it was answered, in ms since the epoch. */
   readonly atMs: number;
   readonly codeId: string;
-  /** OK, or the error code it was answered with. */
-  readonly outcome: string;
+  /** Why it ended (docs/api.md#outcomes). */
+  readonly outcome: Outcome;
   readonly cpuUs: number | undefined;
   readonly peakMemoryBytes: number | undefined;
   readonly wallUs: number;
@@ -116,8 +139,11 @@ export class UsageLedger {
       if (check !== 'ok') throw new Error(String(check));
       const version = db.pragma('user_version', { simple: true }) as number;
       if (version > schemaVersion) throw new Error(`its schema version ${version} is newer than this service's`);
-      db.exec(schema);
-      db.pragma(`user_version = ${schemaVersion}`);
+      db.transaction(() => {
+        db.exec(schema);
+        if (version === 1) db.exec(fromVersion1);
+        db.pragma(`user_version = ${schemaVersion}`);
+      })();
     } catch (cause) {
       db.close();
       throw refuse(`the file is not a usable ledger (${(cause as Error).message})`, cause);
@@ -185,11 +211,7 @@ export class UsageLedger {
            SELECT code_id, (at_ms / ${hourMs}) * ${hourMs}, outcome, claim_id, COUNT(*), COALESCE(SUM(cpu_us), 0),
                   SUM(wall_us), SUM(bytes_in), SUM(bytes_out), MAX(peak_memory_bytes)
            FROM invocations WHERE at_ms < @cutoff GROUP BY 1, 2, 3, 4
-           ON CONFLICT (code_id, hour_ms, outcome, claim_id) DO UPDATE SET
-             invocations = invocations + excluded.invocations, cpu_us = cpu_us + excluded.cpu_us,
-             wall_us = wall_us + excluded.wall_us, bytes_in = bytes_in + excluded.bytes_in,
-             bytes_out = bytes_out + excluded.bytes_out,
-             peak_memory_max = MAX(COALESCE(peak_memory_max, 0), COALESCE(excluded.peak_memory_max, 0))`,
+           ${addToHourly}`,
         )
         .run({ cutoff });
       return this.#db.prepare('DELETE FROM invocations WHERE at_ms < @cutoff').run({ cutoff }).changes;

@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import type { FunctionUsage } from '../capacity/usage.js';
-import { toServiceError } from '../errors.js';
+import { type Outcome, outcomeOf, toServiceError } from '../errors.js';
 import type { UsageLedger } from '../ledger/usageLedger.js';
 import type { RunRequest, RunResult } from '../pipeline/runFunction.js';
 
@@ -50,10 +50,10 @@ export class Accounting {
     try {
       result = await run(counted);
     } catch (error) {
-      await this.#record(request, startedMs, usage, toServiceError(error).code, 0);
+      await this.#record(request, startedMs, usage, outcomeOf(toServiceError(error).code), 0);
       throw error;
     }
-    const invocationId = await this.#record(request, startedMs, usage, 'OK', result.answer.body.length);
+    const invocationId = await this.#record(request, startedMs, usage, 'ok', result.answer.body.length);
     return { ...result, invocationId };
   }
 
@@ -61,7 +61,7 @@ export class Accounting {
     request: RunRequest,
     startedMs: number,
     usage: FunctionUsage | undefined,
-    outcome: string,
+    outcome: Outcome,
     bytesOut: number,
   ): Promise<number | undefined> {
     const ledger = this.#ledger;

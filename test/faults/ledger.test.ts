@@ -71,7 +71,7 @@ describe.runIf(cgroups)('the usage ledger when the service is killed', () => {
       ]),
     );
     db.close();
-    expect(answered.filter((id) => rows.get(id) !== 'OK')).toEqual([]);
+    expect(answered.filter((id) => rows.get(id) !== 'ok')).toEqual([]);
     // What was recorded but not answered is at most what was in flight when the kill came.
     expect(rows.size - answered.length).toBeLessThanOrEqual(clients);
   });

@@ -45,7 +45,7 @@ describe.runIf(cgroups)('the usage ledger of a running service', () => {
     expect(answer.statusCode).toBe(200);
     const id = Number(answer.headers['x-oyster-invocation']);
     const row = rows().find((candidate) => candidate.id === id);
-    expect(row).toMatchObject({ code_id: 'hello', outcome: 'OK', bytes_in: 17, bytes_out: 'Hello, ledger!'.length });
+    expect(row).toMatchObject({ code_id: 'hello', outcome: 'ok', bytes_in: 17, bytes_out: 'Hello, ledger!'.length });
     expect(row!.cpu_us).toBeGreaterThan(0);
   });
 
@@ -54,7 +54,7 @@ describe.runIf(cgroups)('the usage ledger of a running service', () => {
     expect((await stack.invoke({ code_id: 'throw' })).statusCode).toBe(500);
     expect((await stack.invoke({ code_id: 'no-such-code' })).statusCode).toBe(404);
     const added = rows().slice(before);
-    expect(added.map((row) => [row.code_id, row.outcome])).toEqual([['throw', 'USER_CODE_FAILED']]);
+    expect(added.map((row) => [row.code_id, row.outcome])).toEqual([['throw', 'exception']]);
   });
 
   test('the operator endpoint sums the ledger per code_id over a time range', async () => {

@@ -39,15 +39,17 @@ describe.runIf(cgroups)('what operators and users can see', () => {
 
   test('GET /metrics counts answers by status and code, stage times, the pool and the cache', async () => {
     const before = await metrics();
-    const okBefore = sample(before, 'oyster_requests_total{status="200",code="OK"}') ?? 0;
+    const okBefore = sample(before, 'oyster_requests_total{status="200",code="OK",outcome="ok"}') ?? 0;
     const hitsBefore = sample(before, 'oyster_code_cache_hits_total') ?? 0;
     await stack.invoke({ code_id: 'echo', input: {} });
     await stack.invoke({ code_id: 'echo', input: {} });
     await stack.invoke({ code_id: 'no-such-code' });
     await stack.service.capacity.settled();
     const after = await metrics();
-    expect(sample(after, 'oyster_requests_total{status="200",code="OK"}')).toBe(okBefore + 2);
-    expect(sample(after, 'oyster_requests_total{status="404",code="CODE_NOT_FOUND"}')).toBeGreaterThanOrEqual(1);
+    expect(sample(after, 'oyster_requests_total{status="200",code="OK",outcome="ok"}')).toBe(okBefore + 2);
+    expect(
+      sample(after, 'oyster_requests_total{status="404",code="CODE_NOT_FOUND",outcome="code_unavailable"}'),
+    ).toBeGreaterThanOrEqual(1);
     expect(sample(after, 'oyster_code_cache_hits_total')).toBe(hitsBefore + 1);
     expect(sample(after, 'oyster_pool_size')).toBe(2);
     expect(sample(after, 'oyster_pool_free')).toBe(2);

@@ -73,8 +73,8 @@ describe.runIf(cgroups)('usage of an invocation', () => {
     expect(timedOut.statusCode).toBe(500);
     expect(headerFields(timedOut.headers['x-oyster-usage'], '=')['cpu-ms']).toBeGreaterThan(0);
     const metrics = await (await stack.app.inject({ method: 'GET', url: '/metrics' })).body;
-    expect(metrics).toMatch(/^oyster_function_cpu_seconds_count\{outcome="USER_CODE_FAILED"\} [1-9]/m);
-    expect(metrics).toMatch(/^oyster_function_peak_memory_bytes_count\{outcome="OK"\} [1-9]/m);
+    expect(metrics).toMatch(/^oyster_function_cpu_seconds_count\{outcome="exception"\} [1-9]/m);
+    expect(metrics).toMatch(/^oyster_function_peak_memory_bytes_count\{outcome="ok"\} [1-9]/m);
   });
 
   test('an invocation that never started its function carries none', async () => {

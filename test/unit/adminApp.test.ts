@@ -52,7 +52,7 @@ beforeAll(async () => {
   ledger.record({
     atMs: Date.now() - 1,
     codeId: 'hello',
-    outcome: 'OK',
+    outcome: 'ok',
     cpuUs: 1_000,
     peakMemoryBytes: 1_000_000,
     wallUs: 2_000,

@@ -19,7 +19,7 @@ async function ledgerFile(): Promise<string> {
 const row = (codeId: string, atMs: number, extra: Partial<InvocationRecord> = {}): InvocationRecord => ({
   atMs,
   codeId,
-  outcome: 'OK',
+  outcome: 'ok',
   cpuUs: 1_000,
   peakMemoryBytes: 40_000_000,
   wallUs: 5_000,
@@ -33,11 +33,9 @@ describe('the usage ledger', () => {
     const file = await ledgerFile();
     const ledger = UsageLedger.open({ file, retentionDays: 30 });
     const now = Date.now();
-    const ids = [
-      row('a', now),
-      row('a', now + 1, { cpuUs: 3_000, outcome: 'USER_CODE_FAILED' }),
-      row('b', now + 2),
-    ].map((record) => ledger.record(record));
+    const ids = [row('a', now), row('a', now + 1, { cpuUs: 3_000, outcome: 'exception' }), row('b', now + 2)].map(
+      (record) => ledger.record(record),
+    );
     expect(new Set(ids).size).toBe(3);
     expect(ledger.totals(now, now + 10)).toEqual([
       {
@@ -176,5 +174,36 @@ describe('the usage ledger', () => {
     db.pragma('user_version = 99');
     db.close();
     expect(() => UsageLedger.open({ file, retentionDays: 30 })).toThrow(/schema version 99/);
+  });
+
+  test("a version 1 ledger's outcomes (OK or the error code) become the outcome's word, hourly totals added up", async () => {
+    const file = await ledgerFile();
+    const old = Date.now() - 40 * dayMs;
+    const hour = Math.floor(old / hourMs) * hourMs;
+    const ledger = UsageLedger.open({ file, retentionDays: 30 });
+    for (const outcome of ['ok', 'shutdown', 'internal'] as const) ledger.record(row('a', hour + 1, { outcome }));
+    ledger.rollUp(Date.now());
+    ledger.record(row('a', Date.now()));
+    ledger.record(row('a', Date.now(), { outcome: 'exception' }));
+    ledger.close();
+    // As version 1 wrote them: two codes that now share a word, in one hour, and one no longer in the table.
+    const db = new Database(file);
+    const setHourly = db.prepare('UPDATE hourly SET outcome = ? WHERE outcome = ?');
+    setHourly.run('DRAINING', 'ok');
+    setHourly.run('SHUTTING_DOWN', 'shutdown');
+    setHourly.run('A_CODE_SINCE_REMOVED', 'internal');
+    db.prepare("UPDATE invocations SET outcome = CASE outcome WHEN 'ok' THEN 'OK' ELSE 'USER_CODE_FAILED' END").run();
+    db.pragma('user_version = 1');
+    db.close();
+
+    UsageLedger.open({ file, retentionDays: 30 }).close();
+    const reopened = new Database(file, { readonly: true });
+    expect(reopened.pragma('user_version', { simple: true })).toBe(2);
+    expect(reopened.prepare('SELECT outcome FROM invocations ORDER BY id').pluck().all()).toEqual(['ok', 'exception']);
+    expect(reopened.prepare('SELECT outcome, invocations FROM hourly ORDER BY outcome').all()).toEqual([
+      { outcome: 'internal', invocations: 1 },
+      { outcome: 'shutdown', invocations: 2 },
+    ]);
+    reopened.close();
   });
 });
