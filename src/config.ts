@@ -273,6 +273,12 @@ export const settings = {
     default: 'true',
     meaning: 'Whether user code may fetch public internet addresses (private and loopback ones never).',
   },
+  tailRequestHeaders: {
+    env: 'TAIL_REQUEST_HEADERS',
+    type: flag,
+    default: 'false',
+    meaning: "Whether each event of GET /admin/tail carries the request's headers (bodies never).",
+  },
   logLevel: {
     env: 'LOG_LEVEL',
     type: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),

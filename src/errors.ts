@@ -150,6 +150,7 @@ const definitions = {
     message: 'Claims need a usage ledger (LEDGER_PATH) and a key (SIGNER_KEY_PATH)',
   },
   // The operator's listener: GET /admin/tail with maxTails open already.
+  TAIL_LIMIT: { outcome: 'busy', status: 503, message: 'As many tails are open as this service holds' },
   NO_CLAIM_YET: { outcome: 'bad_request', status: 404, message: 'No claim yet' },
   // Not a 503: the function had started, so a load balancer must not run it again elsewhere.
   SHUTDOWN_INTERRUPTED: {

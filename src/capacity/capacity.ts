@@ -1,5 +1,5 @@
 import type { CodeCache } from '../code/codeCache.js';
-import type { ResponseGuard } from '../code/responseGuard.js';
+import { type ResponseGuard, traceMarker } from '../code/responseGuard.js';
 import type { StoredCode, WorkerCode } from '../code/workerCode.js';
 import type { WorkerFiles } from '../code/workerdConfig.js';
 import type { Config } from '../config.js';
@@ -35,6 +35,8 @@ export interface CapacityOptions {
   readonly events: CapacityEvents;
   /** Where the failures of cleanups that no request waits for are reported. */
   readonly log: ErrorLog;
+  /** Whether a tail is open on a code_id: its invocations' workerd is then kept until its trace is in. */
+  readonly tailed: (codeId: string) => boolean;
 }
 
 /** How many cgroups the pool has, as /health and /metrics report them. */
@@ -108,6 +110,7 @@ export class Capacity {
       offer: (code) => {
         if (this.#queue.length === 0) this.#spares.offer(code);
       },
+      tailed: options.tailed,
       cleanedUp: (ms) => events.cleanedUp(ms),
       waitUntilEnded: (outcome) => events.waitUntilEnded(outcome),
     };
@@ -164,7 +167,10 @@ export class Capacity {
 
   /** Puts a standby into every free cgroup; from then on each cgroup gets one back with it. */
   start(): void {
-    this.#pool.keepStandbys((cgroup) => prepareWorkerd({ workerdPath: this.#workerdPath, cgroup }));
+    const marker = traceMarker(this.#context.guard);
+    this.#pool.keepStandbys((cgroup) =>
+      prepareWorkerd({ workerdPath: this.#workerdPath, cgroup, traceMarker: marker }),
+    );
   }
 
   /** Lets go of what was kept for code the cache let go of: its spares, then its files. */

@@ -4,6 +4,7 @@ import type { RunnableCode } from '../code/workerCode.js';
 import { abortError, type ServiceError } from '../errors.js';
 import { type Deadline, startDeadline } from '../httpClient.js';
 import type { WorkerdProcess } from '../sandbox/standby.js';
+import type { FunctionTrace } from '../sandbox/traceLines.js';
 import type { StageTimer } from '../stages.js';
 import type { BackgroundWork } from './backgroundWork.js';
 import { type CpuWatch, watchCpu } from './cpuLimit.js';
@@ -13,6 +14,12 @@ import type { Placement } from './placement.js';
 import { type SettleOutcome, settleWork } from './settleWork.js';
 import type { FunctionUsage } from './usage.js';
 import type { FilesLease } from './workerFileStore.js';
+
+/**
+ * How long a tailed invocation's workerd is kept after its answer for the trace that workerd sends
+ * just after it (well under a millisecond, most often).
+ */
+const traceWaitMs = 250;
 
 /** Where a failed cleanup is reported. */
 export interface ErrorLog {
@@ -35,6 +42,8 @@ export interface LeaseRequest {
   readonly log: ErrorLog;
   /** Told what the function's workerd used, once it has answered or failed, if it was started. */
   readonly onUsage?: (usage: FunctionUsage) => void;
+  /** Given workerd's trace of the invocation to come (for the tail), once its workerd listens. */
+  readonly onTrace?: (trace: Promise<FunctionTrace>) => void;
 }
 
 /** What every lease shares: the capacity module's own parts and settings. */
@@ -52,6 +61,8 @@ export interface LeaseContext {
   readonly background: BackgroundWork;
   /** Fires when shutdown stops waiting for waitUntil work. */
   readonly shutdown: AbortSignal;
+  /** Whether a tail is open on a code_id: its workerd is then kept, a moment at most, until its trace is in. */
+  tailed(codeId: string): boolean;
   /** Told how each start of some code ended: code whose last start failed gets no spares. */
   started(code: RunnableCode, listened: boolean): void;
   /** Told of code that started cleanly once its lease is over, for a spare of it. */
@@ -114,6 +125,7 @@ export class WorkerLease {
       throw await this.#failed(error);
     }
     this.#context.started(code, true);
+    this.#request.onTrace?.(this.#worker.trace());
   }
 
   /** Sends the function its request and reads its whole answer; a failure says why it ended. */
@@ -171,8 +183,9 @@ export class WorkerLease {
         : undefined;
     if (settled) void settled.finally(() => cpu?.clear());
     else cpu?.clear();
+    const traced = worker && this.#tailed() ? Promise.resolve(settled).then(() => worker.traced(traceWaitMs)) : settled;
     background.run(async () => {
-      for (const error of await this.#placement.release(settled))
+      for (const error of await this.#placement.release(traced))
         this.#request.log.error({ stage: 'cleanup', err: error }, 'cleanup failed');
       this.#context.cleanedUp(performance.now() - started);
       const code = this.#placement.code;
@@ -193,8 +206,12 @@ export class WorkerLease {
     this.#request.onUsage?.(this.#placement.usage(worker?.exited === false ? worker.pid : undefined));
   }
 
+  #tailed(): boolean {
+    return this.#context.tailed(this.#request.codeId);
+  }
+
   async #failed(error: unknown): Promise<ServiceError> {
     this.#tellUsage();
-    return whyItFailed(error, this.#worker, () => this.#placement.oomKilled());
+    return whyItFailed(error, this.#worker, () => this.#placement.oomKilled(), this.#tailed() ? traceWaitMs : 0);
   }
 }

@@ -27,6 +27,8 @@ export interface GuardSettings {
   readonly settleRequest: string;
   /** How often settle() looks whether waitUntil work has settled. */
   readonly settlePollMs: number;
+  /** The word after the secret on the line that hands workerd's trace of the invocation to the service. */
+  readonly traceWord: string;
 }
 
 /** What the guard uses of workerd's Request. */
@@ -64,6 +66,10 @@ export interface IsolateGlobals {
   readonly ByteBuffer: ArrayBufferConstructor;
   /** TypeError, as workerd fails a body whose chunk is not bytes. */
   readonly NotBytes: TypeErrorConstructor;
+  /** Writes a line to workerd's output, which the service reads. */
+  readonly log: (line: string) => void;
+  /** JSON.stringify. */
+  readonly stringify: (value: unknown) => string;
 }
 
 /** A function's answer: a Response or a promise of one. */
@@ -82,6 +88,15 @@ export interface IsolateGuard {
   settles(request: IsolateRequest): boolean;
   /** Answers 204 once the work handed to waitUntil has settled. */
   settle(): Promise<IsolateResponse>;
+  /** Hands workerd's trace events of the invocation (a tail handler's) to the service, with what the guard caught. */
+  traced(events: unknown): void;
+}
+
+/** An exception the guard caught from the function, as it hands it on with the trace. */
+export interface CaughtException {
+  readonly name: string;
+  readonly message: string;
+  readonly stack: string;
 }
 
 /**
@@ -99,9 +114,16 @@ export interface IsolateGuard {
  * service then sends the settle request before it kills workerd. settle() looks every settlePollMs
  * rather than awaiting the work: workerd cancels a request that waits only on another request's
  * promises as hung.
+ * workerd's trace of the invocation (its console lines and exceptions, for the tail) comes to
+ * `traced` once the invocation is over: the guard writes it on one line of the output, after the
+ * secret, with the exceptions it caught, which workerd's trace does not see (the guard answered).
  */
-export function createIsolateGuard(globals: IsolateGlobals, settings: GuardSettings): IsolateGuard {
-  const { Response, setTimeout, logError, Bytes, ByteBuffer, NotBytes } = globals;
+export function createIsolateGuard(
+  globals: IsolateGlobals,
+  settings: GuardSettings,
+  bodyReader: typeof createBodyReader,
+): IsolateGuard {
+  const { Response, setTimeout, logError, log, stringify } = globals;
   const { header, secret, maxBytes } = settings;
   const pending: GuardVerdict = 'pending';
   const refuse = (reason: GuardRefusal) =>
@@ -121,12 +143,69 @@ export function createIsolateGuard(globals: IsolateGlobals, settings: GuardSetti
     if (running > 0) passed.headers.set(header, `${secret} ${pending}`);
     return passed;
   };
+  const readUpTo = bodyReader(globals, maxBytes);
+  const caught: CaughtException[] = [];
+  const uncaught = (error: unknown) => {
+    logError('Uncaught', error);
+    try {
+      const { name = 'Error', message = error, stack = '' } = error instanceof Object ? (error as Partial<Error>) : {};
+      caught.push({ name: String(name), message: String(message), stack: String(stack) });
+    } catch {
+      caught.push({ name: 'Error', message: 'an exception that cannot be described', stack: '' });
+    }
+  };
+  const guarded = async (answer: () => Answer) => {
+    let response: IsolateResponse;
+    try {
+      response = await answer();
+    } catch (error) {
+      uncaught(error);
+      return refuse('threw');
+    }
+    if (response.body === null) return pass(response);
+    if (Number(response.headers.get('content-length')) > maxBytes) {
+      response.body.cancel().catch(() => {});
+      return refuse('too-large');
+    }
+    let body: Uint8Array | undefined;
+    try {
+      body = await readUpTo(response.body.getReader());
+    } catch (error) {
+      uncaught(error);
+      return refuse('incomplete');
+    }
+    return body === undefined ? refuse('too-large') : pass(response, body);
+  };
+  const settles = (request: IsolateRequest) => request.headers.get(header) === `${secret} ${settings.settleRequest}`;
+  const settle = async () => {
+    while (running > 0) await new Promise<void>((resolve) => setTimeout(resolve, settings.settlePollMs));
+    return new Response(null, { status: 204 });
+  };
+  const traced = (events: unknown) => {
+    try {
+      log(`${secret} ${settings.traceWord} ${stringify({ events, caught })}`);
+    } catch {
+      log(`${secret} ${settings.traceWord} ${stringify({ events: [], caught })}`);
+    }
+  };
+  return { guarded, track, settles, settle, traced };
+}
+
+/**
+ * Reads a body chunk by chunk, up to maxBytes: the bytes, or undefined (the read cancelled) once
+ * it passes them. A chunk that is not bytes fails the read as workerd fails such a body.
+ */
+export function createBodyReader(
+  globals: IsolateGlobals,
+  maxBytes: number,
+): (reader: IsolateBodyReader) => Promise<Uint8Array | undefined> {
+  const { Bytes, ByteBuffer, NotBytes } = globals;
   const bytesOf = (chunk: unknown) => {
     if (chunk instanceof ByteBuffer) return new Bytes(chunk);
     if (ByteBuffer.isView(chunk)) return new Bytes(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     throw new NotBytes('This ReadableStream did not return bytes.');
   };
-  const readUpTo = async (reader: IsolateBodyReader) => {
+  return async (reader) => {
     const chunks: Uint8Array[] = [];
     let length = 0;
     for (;;) {
@@ -149,34 +228,6 @@ export function createIsolateGuard(globals: IsolateGlobals, settings: GuardSetti
     }
     return body;
   };
-  const guarded = async (answer: () => Answer) => {
-    let response: IsolateResponse;
-    try {
-      response = await answer();
-    } catch (error) {
-      logError('Uncaught', error);
-      return refuse('threw');
-    }
-    if (response.body === null) return pass(response);
-    if (Number(response.headers.get('content-length')) > maxBytes) {
-      response.body.cancel().catch(() => {});
-      return refuse('too-large');
-    }
-    let body: Uint8Array | undefined;
-    try {
-      body = await readUpTo(response.body.getReader());
-    } catch (error) {
-      logError('Uncaught', error);
-      return refuse('incomplete');
-    }
-    return body === undefined ? refuse('too-large') : pass(response, body);
-  };
-  const settles = (request: IsolateRequest) => request.headers.get(header) === `${secret} ${settings.settleRequest}`;
-  const settle = async () => {
-    while (running > 0) await new Promise<void>((resolve) => setTimeout(resolve, settings.settlePollMs));
-    return new Response(null, { status: 204 });
-  };
-  return { guarded, track, settles, settle };
 }
 
 /** workerd's ExecutionContext, as far as the guard uses it. */
@@ -200,7 +251,8 @@ export type EntrypointClass = new (
 /**
  * What stands in for a module worker's default export: its fetch handler (of a handler object or
  * a WorkerEntrypoint class) wrapped in the guard, its waitUntil counted, and the service's settle
- * request answered by the guard, never by the function.
+ * request answered by the guard, never by the function. Its tail handler is the guard's: workerd
+ * is told to send the worker's own trace to it.
  */
 export function guardedHandler(guard: IsolateGuard, handler: HandlerObject | EntrypointClass | undefined): object {
   const tracked = (ctx: IsolateContext) => {
@@ -215,6 +267,9 @@ export function guardedHandler(guard: IsolateGuard, handler: HandlerObject | Ent
       override fetch(request: IsolateRequest) {
         return guard.settles(request) ? guard.settle() : guard.guarded(() => super.fetch(request));
       }
+      tail(events: unknown) {
+        guard.traced(events);
+      }
     };
   }
   return Object.create(handler ?? null, {
@@ -222,6 +277,7 @@ export function guardedHandler(guard: IsolateGuard, handler: HandlerObject | Ent
       value: (request: IsolateRequest, env: unknown, ctx: IsolateContext) =>
         guard.settles(request) ? guard.settle() : guard.guarded(() => handler!.fetch(request, env, tracked(ctx))),
     },
+    tail: { value: (events: unknown) => guard.traced(events) },
   });
 }
 
@@ -250,11 +306,13 @@ export interface ServiceWorkerScope {
  * Wraps each fetch listener as the script adds it, and hands the listener an event whose
  * respondWith passes the answer through the guard and whose waitUntil is counted; a listener that
  * throws before it responds has its throw answered as the guard answers one. The service's settle
- * request reaches no listener: the first wrapper answers it.
+ * request reaches no listener: the first wrapper answers it. A tail listener of the guard's takes
+ * the worker's own trace.
  */
 export function guardFetchListeners(guard: IsolateGuard, scope: ServiceWorkerScope): void {
   const add = scope.addEventListener;
   const settling = new WeakSet<IsolateFetchEvent>();
+  add.call(scope, 'tail', ((event: { events: unknown }) => guard.traced(event.events)) as unknown as Listener);
   scope.addEventListener = function addEventListener(type, listener, options) {
     if (type !== 'fetch' || listener === null || listener === undefined) return add.call(this, type, listener, options);
     return add.call(

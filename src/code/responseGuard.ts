@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import {
+  createBodyReader,
   createIsolateGuard,
   type GuardSettings,
   type GuardVerdict,
@@ -16,11 +17,25 @@ export const guardHeader = 'oyster-guard';
 /** The name of the module that wraps a module worker's main module; no upload may use it. */
 export const guardModuleName = '__oyster_guard__.js';
 
+// A frame of a stack in the guard's module, as V8 prints it.
+const guardFrame = new RegExp(`^\\s+at .*${guardModuleName.replaceAll('.', '\\.')}:\\d+:\\d+\\)?$`);
+
+/** A stack (or any lines holding one) without the guard's frames: the function's developer did not write them. */
+export function withoutGuardFrames(text: string): string {
+  return text
+    .split('\n')
+    .filter((line) => !guardFrame.test(line))
+    .join('\n');
+}
+
 /** The guard's verdicts, as the guard in the isolate gives them. */
 export type { GuardRefusal, GuardVerdict } from './isolateGuard.js';
 
 /** The guard answers a request carrying this verdict once the function's waitUntil work has settled. */
 export const settleRequest = 'settle';
+
+/** The word after the secret on the line of the function's output that holds workerd's trace of it. */
+export const traceWord = 'trace';
 
 // How often the guard looks whether waitUntil work has settled (see createIsolateGuard).
 const settlePollMs = 2;
@@ -38,7 +53,7 @@ export function createResponseGuard(maxResponseBytes: number): ResponseGuard {
 
 // The globals createIsolateGuard takes (IsolateGlobals).
 const guardGlobals =
-  '{ Response, setTimeout, logError: console.error.bind(console), Bytes: Uint8Array, ByteBuffer: ArrayBuffer, NotBytes: TypeError }';
+  '{ Response, setTimeout, logError: console.error.bind(console), Bytes: Uint8Array, ByteBuffer: ArrayBuffer, NotBytes: TypeError, log: console.log.bind(console), stringify: JSON.stringify }';
 
 // The guard as one statement that defines `guard` (isolateGuard.ts says what it does), with the
 // globals it needs taken as the code runs: before any of the function's.
@@ -49,8 +64,10 @@ function guardDefinition(guard: ResponseGuard): string {
     maxBytes: guard.maxResponseBytes,
     settleRequest,
     settlePollMs,
+    traceWord,
   };
-  return `const guard = (${createIsolateGuard})(${guardGlobals}, ${JSON.stringify(settings)});`;
+  // The body reader is handed in, not referenced: each function is compiled into the isolate from its own source.
+  return `const guard = (${createIsolateGuard})(${guardGlobals}, ${JSON.stringify(settings)}, ${createBodyReader});`;
 }
 
 /**
@@ -93,6 +110,11 @@ export function guardedScript(guard: ResponseGuard, script: Buffer): Buffer {
     `${directive}(() => { ${guardDefinition(guard)} (${guardFetchListeners})(guard, globalThis); })();`,
   );
   return Buffer.concat([Buffer.from(prelude), script]);
+}
+
+/** How the line with workerd's trace of an invocation begins in its output: the secret, then the trace word. */
+export function traceMarker(guard: ResponseGuard): string {
+  return `${guard.secret} ${traceWord} `;
 }
 
 /** The guard's verdict when a response carries this process's secret, else undefined. */

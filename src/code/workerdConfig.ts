@@ -49,6 +49,8 @@ export interface WorkerdConfigOptions {
   readonly deniedEgress: readonly string[];
   /** Flags for V8, such as its heap limits (src/sandbox/heapLimit.ts); none when undefined. */
   readonly v8Flags?: readonly string[];
+  /** Whether workerd sends the worker's trace of each invocation to the worker's own tail handler (the guard's). */
+  readonly traced?: boolean;
 }
 
 /** Renders the capnp config for one worker, served over HTTP on loopback. */
@@ -75,7 +77,7 @@ const worker :Workerd.Worker = (
   ${renderCode(options.code)},
   compatibilityDate = ${quote(options.compatibilityDate)},
   compatibilityFlags = [${options.compatibilityFlags.map(quote).join(', ')}],${renderBindings(options.code.bindings)}
-  globalOutbound = "egress",
+  globalOutbound = "egress",${options.traced ? '\n  tails = ["main"],' : ''}
 );
 `;
 }
@@ -161,6 +163,7 @@ export async function writeWorkerFiles(options: WriteWorkerFilesOptions): Promis
     code,
     compatibilityDate: settings.compatibilityDate ?? options.defaults.compatibilityDate,
     compatibilityFlags: settings.compatibilityFlags ?? options.defaults.compatibilityFlags,
+    traced: options.guard !== undefined,
   });
   const sync =
     codeFiles.reduce((bytes, { content }) => bytes + content.length, Buffer.byteLength(config)) <= syncWriteMaxBytes;

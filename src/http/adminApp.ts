@@ -3,11 +3,12 @@ import type { Service } from '../service/service.js';
 import { sendEnvelope } from './envelope.js';
 import { answerFailures } from './failures.js';
 import { ledgerRoutes } from './ledgerRoutes.js';
+import { tailRoute } from './tailRoute.js';
 
 /**
  * The operator endpoints, on a listener of their own (ADMIN_HOST:ADMIN_PORT, loopback by
  * default), never on the public one: draining takes the instance out of rotation, resuming puts
- * it back (each answers with the state it leaves), and the usage ledger's routes. Their answers
+ * it back (each answers with the state it leaves), the usage ledger's routes and the live tail. Their answers
  * and failures are the public listener's: the envelope, X-Oyster-Error, zod's schemas.
  */
 export function buildAdminApp(service: Service): FastifyInstance {
@@ -28,5 +29,6 @@ export function buildAdminApp(service: Service): FastifyInstance {
   });
   app.get('/admin/status', async (_request, reply) => state(reply, service.gates.draining ? 'Draining' : 'Serving'));
   void app.register(ledgerRoutes, { service });
+  void app.register(tailRoute, { service });
   return app;
 }

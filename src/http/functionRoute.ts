@@ -44,7 +44,7 @@ export const functionRoute: FastifyPluginAsync<{ readonly service: Service }> = 
       ...(body.length > 0 ? { 'content-length': String(body.length) } : {}),
     };
     const asked = { method: request.method, target, headers, body };
-    const { answer, codeSha256 } = await invokeFor(service, request, reply, codeId, asked);
+    const { answer, codeSha256 } = await invokeFor(service, request, reply, 'fn', codeId, asked);
     void reply.code(answer.statusCode);
     for (const [name, value] of Object.entries(answer.headers)) {
       if (value !== undefined && !hopByHop.has(name)) void reply.header(name, value);

@@ -53,7 +53,7 @@ export const invokeRoute: FastifyPluginAsync<{ readonly service: Service }> = as
       // The function receives the input as a JSON POST, as the original service sent it.
       const body = Buffer.from(JSON.stringify(input ?? {}));
       const asked = { method: 'POST', target: '/', headers: { 'content-type': 'application/json' }, body };
-      const { answer, codeSha256 } = await invokeFor(service, request, reply, codeId, asked);
+      const { answer, codeSha256 } = await invokeFor(service, request, reply, 'serverless', codeId, asked);
       if (answer.statusCode < 200 || answer.statusCode > 299) throw functionErrorStatus(answer);
       // The exact bytes are signed; a body that is not UTF-8 reaches the client as base64, so that
       // it can rebuild those bytes.

@@ -14,6 +14,7 @@ import {
   standbyScript,
   watchControl,
 } from './standbyProtocol.js';
+import { type FunctionTrace, parseTrace, TraceLineScanner, withoutTraceLine } from './traceLines.js';
 
 const standbyOutputBytes = 4 * 1024;
 // workerd's line when it refuses a worker's compatibility date or flags before running any of it.
@@ -33,6 +34,8 @@ export interface PrepareWorkerdOptions {
   readonly workerdPath: string;
   /** The cgroup the process runs in. */
   readonly cgroup: Cgroup;
+  /** How the guard's line with workerd's trace begins (src/sandbox/traceLines.ts); none is looked for without it. */
+  readonly traceMarker?: string;
 }
 
 /**
@@ -66,6 +69,13 @@ export interface WorkerdProcess {
   exitsWithin(timeoutMs: number): Promise<boolean>;
   /** Kills it and waits until it is gone, its output read to the end; safe to call more than once. */
   stop(): Promise<void>;
+  /**
+   * workerd's trace of the invocation once the guard has handed it over, or what it printed once it
+   * has ended without one; until then, neither (the caller bounds the wait before it kills workerd).
+   */
+  trace(): Promise<FunctionTrace>;
+  /** Resolves once the trace line has been read or the process has ended, or after withinMs. */
+  traced(withinMs: number): Promise<void>;
 }
 
 // One workerd of a standby's: its pid once known, its port once it listens, and its end.
@@ -76,6 +86,10 @@ interface Run {
   killed: boolean;
   ended: boolean;
   readonly output: OutputTail;
+  /** Looks for the guard's trace line in the output, when the standby knows its marker. */
+  readonly traceScanner: TraceLineScanner | undefined;
+  /** The trace line's JSON, once it has been read. */
+  readonly traceLine: Promise<string>;
   readonly listening: Promise<number>;
   listen(port: number): void;
   /** The status of its output's tail, or undefined when the standby ended before telling it. */
@@ -114,6 +128,7 @@ class Standby implements WorkerdStandby {
   readonly cgroup: Cgroup;
   readonly pid: number | undefined;
   readonly #workerdPath: string;
+  readonly #traceMarker: string | undefined;
   readonly #child: ChildProcess;
   /** The standby's own stderr: why it could not join its cgroup, say (and dash's "Killed" for each workerd stopped). */
   readonly #ownOutput = new OutputTail(standbyOutputBytes);
@@ -126,6 +141,7 @@ class Standby implements WorkerdStandby {
   constructor(options: PrepareWorkerdOptions, child: ChildProcess, marker: string) {
     this.cgroup = options.cgroup;
     this.#workerdPath = options.workerdPath;
+    this.#traceMarker = options.traceMarker;
     this.#child = child;
     this.pid = child.pid;
     // Out of file descriptors, spawn() returns without pipes and reports the error as an event.
@@ -162,7 +178,7 @@ class Standby implements WorkerdStandby {
     const exitedBefore = this.#exited ? await this.#exit : undefined;
     if (exitedBefore) throw standbyFailure(exitedBefore, this.#ownOutput, this.cgroup);
     this.#turns += 1;
-    const run = newRun(this.#turns, (ended) => {
+    const run = newRun(this.#turns, this.#traceMarker, (ended) => {
       if (this.#run === ended) this.#run = undefined;
     });
     this.#run = run;
@@ -174,7 +190,7 @@ class Standby implements WorkerdStandby {
     });
     const endedEarly = run.end.then((status) => this.#whyEndedEarly(run, status));
     try {
-      return runningWorkerd(run, await Promise.race([run.listening, endedEarly, aborted]));
+      return runningWorkerd(run, this.#traceMarker, await Promise.race([run.listening, endedEarly, aborted]));
     } catch (error) {
       await stopRun(run);
       throw error;
@@ -200,7 +216,10 @@ class Standby implements WorkerdStandby {
   #readOutput(marker: string): void {
     const runs = splitRuns(
       marker,
-      (chunk) => this.#run?.output.push(chunk),
+      (chunk) => {
+        this.#run?.output.push(chunk);
+        this.#run?.traceScanner?.push(chunk);
+      },
       (turn, status) => {
         if (this.#run?.turn === turn) this.#run.finish(status);
       },
@@ -241,8 +260,10 @@ class Standby implements WorkerdStandby {
 }
 
 // A run is over once its end line has been read, with all of its output before it.
-function newRun(turn: number, onFinish: (run: Run) => void): Run {
+function newRun(turn: number, traceMarker: string | undefined, onFinish: (run: Run) => void): Run {
   let listen!: (port: number) => void;
+  let traced!: (payload: string) => void;
+  const traceLine = new Promise<string>((resolve) => (traced = resolve));
   const listening = new Promise<number>((resolve) => (listen = resolve));
   let finish!: (status: number | undefined) => void;
   const end = new Promise<number | undefined>((resolve) => (finish = resolve));
@@ -252,6 +273,8 @@ function newRun(turn: number, onFinish: (run: Run) => void): Run {
     killed: false,
     ended: false,
     output: new OutputTail(outputTailBytes),
+    traceScanner: traceMarker === undefined ? undefined : new TraceLineScanner(traceMarker, traced),
+    traceLine,
     listening,
     listen,
     end,
@@ -266,21 +289,40 @@ function newRun(turn: number, onFinish: (run: Run) => void): Run {
 }
 
 // A run's workerd, listening on a port.
-function runningWorkerd(run: Run, port: number): WorkerdProcess {
+function runningWorkerd(run: Run, traceMarker: string | undefined, port: number): WorkerdProcess {
+  const output = () => {
+    const text = withoutAddressStacks(run.output.text());
+    return traceMarker === undefined ? text : withoutTraceLine(text, traceMarker);
+  };
   return {
     port,
     pid: run.pid,
     get exited() {
       return run.ended;
     },
-    output: () => withoutAddressStacks(run.output.text()),
-    exitsWithin: (timeoutMs) => {
-      let timer: NodeJS.Timeout | undefined;
-      const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(resolve, timeoutMs, false)));
-      return Promise.race([run.end.then(() => true), timeout]).finally(() => clearTimeout(timer));
+    output,
+    trace: () =>
+      Promise.race([run.traceLine, run.end.then(() => undefined)]).then(
+        (payload): FunctionTrace => (payload === undefined ? { traced: false, output: output() } : parseTrace(payload)),
+      ),
+    exitsWithin: (timeoutMs) =>
+      within(
+        run.end.then(() => true),
+        timeoutMs,
+        false,
+      ),
+    traced: async (withinMs) => {
+      await within(Promise.race([run.traceLine, run.end]), withinMs, undefined);
     },
     stop: () => stopRun(run),
   };
+}
+
+// What a promise settles with, or `otherwise` once timeoutMs have passed.
+function within<T, U>(promise: Promise<T>, timeoutMs: number, otherwise: U): Promise<T | U> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<U>((resolve) => (timer = setTimeout(resolve, timeoutMs, otherwise)));
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 async function stopRun(run: Run): Promise<void> {

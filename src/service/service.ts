@@ -14,6 +14,7 @@ import { type RunRequest, type RunResult, runFunction } from '../pipeline/runFun
 import { codeMemoryLimit, v8HeapFlags } from '../sandbox/heapLimit.js';
 import { type Sealing, sealingOff } from '../secrets/sealing.js';
 import type { Signer } from '../signing.js';
+import { TailHub } from '../tail/tailHub.js';
 import { Accounting } from './accounting.js';
 import { AdmissionGates } from './admissionGates.js';
 
@@ -47,6 +48,8 @@ export interface Service {
   readonly sealing: Sealing;
   /** Shutdown, draining and the ledger's state: whether new invocations are let in, and how many run. */
   readonly gates: AdmissionGates;
+  /** The live tails of functions' invocations (GET /admin/tail). */
+  readonly tails: TailHub;
   /** Puts a standby into every free cgroup, and starts the ledger's hourly roll-ups. */
   start(): void;
   /** Runs one invocation (src/pipeline/runFunction.ts) through the gates, its usage committed before its answer. */
@@ -67,7 +70,11 @@ export function createService(config: Config, deps: ServiceDependencies): Servic
     onEvict: (code) => setImmediate(() => capacity.forget(code)),
   });
   const writeFiles = filesWriter(config, guard, deps.pool.memoryLimitBytes);
-  const capacity = new Capacity(config, { pool: deps.pool, codeCache, writeFiles, guard, events: metrics, log });
+  const tails = new TailHub();
+  const capacity = new Capacity(config, {
+    ...{ pool: deps.pool, codeCache, writeFiles, guard, events: metrics, log },
+    tailed: (codeId) => tails.watching(codeId),
+  });
   metrics.watch({ capacity, codeCache });
   const accounting = new Accounting(deps.ledger, log);
   const idle = new IdleCollector({
@@ -86,7 +93,7 @@ export function createService(config: Config, deps: ServiceDependencies): Servic
   const pipeline = { config, capacity, codeCache, sealing };
   const run = (request: RunRequest) => runFunction(pipeline, request);
   return {
-    ...{ config, log, signer: deps.signer, metrics, capacity, ledger: deps.ledger, sealing, gates },
+    ...{ config, log, signer: deps.signer, metrics, capacity, ledger: deps.ledger, sealing, gates, tails },
     start: () => {
       capacity.start();
       accounting.start();

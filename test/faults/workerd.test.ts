@@ -35,6 +35,7 @@ describe.runIf(cgroups)('workerd faults', () => {
     const response = await answer;
     expect(response.statusCode).toBe(500);
     expect(response.body.message).toBe('The workerd runtime exited before it answered');
+    expect(String(response.headers['x-oyster-usage'])).toMatch(/^outcome=crashed, /);
     expect(await stack.leftovers()).toEqual(noLeftovers);
   });
 

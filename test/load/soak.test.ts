@@ -1,4 +1,4 @@
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
@@ -7,7 +7,7 @@ import type { RunningServer } from '../../src/dev/listen.js';
 import { makeTempDir, removeTempDir } from '../../src/dev/tempDir.js';
 import { discoverCgroups, readPids } from '../../src/sandbox/cgroups.js';
 import { cgroupRoot, cgroupsOrSkip, createTestPool, type TestPool } from '../helpers/cgroups.js';
-import { childPids, isWorkerd } from '../helpers/processes.js';
+import { childPids, isWorkerd, rssBytes } from '../helpers/processes.js';
 import { type ServiceProcess, serviceEnv, startService } from '../helpers/service.js';
 import { examplesDir, fixturesDir, processesMentioning } from '../helpers/stack.js';
 import { startUpstreams } from '../helpers/upstreams.js';
@@ -45,11 +45,6 @@ function pick(i: number): (typeof mix)[number] {
     slot -= kind.weight;
   }
   return mix[0];
-}
-
-async function rssBytes(pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  return Number(/^VmRSS:\s+(\d+) kB$/m.exec(status)![1]) * 1024;
 }
 
 function percentile(sorted: readonly number[], p: number): number {

@@ -17,14 +17,14 @@ const fileName = 'worker.js';
 // listeners the script's addEventListener calls reached, and what the script threw.
 function run(module: typeof fromSource, script: string) {
   const guarded = module.guardedScript(module.createResponseGuard(1024), Buffer.from(script)).toString();
-  const added: unknown[] = [];
+  const added: Array<[string, unknown]> = [];
   const userListener = () => undefined;
   const context = vm.createContext({
     userListener,
     Response: class {},
     setTimeout,
     console,
-    addEventListener: (_type: string, listener: unknown) => added.push(listener),
+    addEventListener: (type: string, listener: unknown) => added.push([type, listener]),
   });
   let thrown: unknown;
   try {
@@ -59,15 +59,16 @@ describe.each([
     expect(lineOf(thrown)).toBe(4);
   });
 
-  test('wraps the fetch listeners the script adds, and no other', () => {
+  test("wraps the fetch listeners the script adds, and no other, after a tail listener of the guard's", () => {
     const { added, userListener } = run(
       module,
       "addEventListener('fetch', userListener);\naddEventListener('scheduled', userListener);\n",
     );
-    expect(added).toHaveLength(2);
-    expect(added[0]).toBeTypeOf('function');
-    expect(added[0]).not.toBe(userListener);
-    expect(added[1]).toBe(userListener);
+    expect(added.map(([type]) => type)).toEqual(['tail', 'fetch', 'scheduled']);
+    expect(added[0]![1]).toBeTypeOf('function');
+    expect(added[1]![1]).toBeTypeOf('function');
+    expect(added[1]![1]).not.toBe(userListener);
+    expect(added[2]![1]).toBe(userListener);
   });
 
   test('keeps a leading "use strict" directive in force for the script', () => {

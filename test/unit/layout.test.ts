@@ -16,7 +16,7 @@ const layers = [
   ['service'],
   ['pipeline'],
   ['capacity'],
-  ['code', 'sandbox', 'secrets', 'attestation', 'ledger'],
+  ['code', 'sandbox', 'secrets', 'attestation', 'ledger', 'tail'],
 ];
 // The longest a function of src/ may be, in lines: longer, it does more than one thing.
 const maxFunctionLines = 80;
