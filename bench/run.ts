@@ -62,6 +62,7 @@ const ratioPairs: ReadonlyArray<readonly [SideKey, SideKey]> = [
   ['mixed-spares', 'mixed-warm'],
   ['cold', 'cold-before'],
   ['warm', 'warm-before'],
+  ['tailed', 'warm'],
 ];
 
 // Runs every section and returns the results; the caller prints and saves them.
@@ -201,6 +202,8 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
 
   // Memory at the end, idle.
   await sleep(settings.idleS * 1000);
+  // By now the tail has had every invocation's event.
+  notes.push(...(await tailNotes(services, throughput)));
   const resources: ServiceResources[] = [];
   for (const service of services) {
     const held = await poolMemory(service);
@@ -326,6 +329,31 @@ async function measureMixedCode(
   } finally {
     await Promise.all(sides.map((mixedSide) => mixedSide.close()));
   }
+}
+
+// What the live tail cost the warm service it was open on, and whether it got every invocation.
+async function tailNotes(
+  services: readonly ServiceUnderTest[],
+  throughput: readonly ThroughputSide[],
+): Promise<string[]> {
+  const tailed = services.find((service) => service.tail);
+  if (!tailed?.tail) return [];
+  const answered = await metricOf(tailed.side.service.url, 'oyster_requests_total');
+  const { invocations, lost } = tailed.tail.counts();
+  const notes = [
+    `tailed: its tail read ${invocations} invocation events and was told of ${lost} lost, for ${answered} answers`,
+  ];
+  for (const side of throughput.filter((entry) => entry.key === 'tailed')) {
+    const warm = throughput.find((entry) => entry.key === 'warm' && entry.concurrency === side.concurrency);
+    if (!warm) continue;
+    const share = (side.okPerS / warm.okPerS).toFixed(3);
+    const cpu = (side.serviceCpuMsPerOk ?? Number.NaN).toFixed(2);
+    const warmCpu = (warm.serviceCpuMsPerOk ?? Number.NaN).toFixed(2);
+    notes.push(
+      `tailed at concurrency ${side.concurrency}: throughput ${share} of warm's, service CPU ${cpu} ms per invocation (warm ${warmCpu})`,
+    );
+  }
+  return notes;
 }
 
 // A counter of a service's /metrics, its labelled series added up.

@@ -2,12 +2,14 @@
 import { readFile } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
+import getPort from 'get-port';
 import type { Cleanup } from './cleanup.js';
 import { type BenchPool, createBenchPool } from './pool.js';
 import { readMemory } from './procStats.js';
 import { startServiceProcess } from './serviceProcess.js';
 import { type BenchSettings, baselineScript } from './settings.js';
-import { type ServiceSide, type Side, serviceSide } from './sides.js';
+import { benchCodeId, type ServiceSide, type Side, serviceSide } from './sides.js';
+import { type BenchTail, openBenchTail } from './tailReader.js';
 import type { Upstreams } from './upstreamProcess.js';
 
 // Requests sent to the warm service alone to see whether it still calls the upstream servers.
@@ -30,11 +32,14 @@ export interface ServiceUnderTest {
   /** CPU it uses per second while idle. */
   idleCpuMsPerS: number;
   cpuMsPerInvocation: number;
+  /** The live tail read through the whole bench, on the side that has one. */
+  readonly tail?: BenchTail;
 }
 
 // One service under test: which settings it runs with, on which route, and which build.
 interface ServiceVariant {
-  readonly key: ServiceSide['key'] & ('cold' | 'warm' | 'spares' | 'http' | 'no-queue' | 'cold-before' | 'warm-before');
+  readonly key: ServiceSide['key'] &
+    ('cold' | 'warm' | 'spares' | 'http' | 'no-queue' | 'tailed' | 'cold-before' | 'warm-before');
   readonly label: string;
   readonly env: Readonly<Record<string, string>>;
   readonly route: 'json' | 'http';
@@ -43,8 +48,8 @@ interface ServiceVariant {
 
 /**
  * Makes a pool per service (two services sharing one would kill each other's workers) and
- * starts the cold and the warm service, the one with spares, the one called on its HTTP route
- * and the one without an admission queue, each primed with one request.
+ * starts the cold and the warm service, the one with spares, the one called on its HTTP route,
+ * the one without an admission queue and the one with a live tail open, each primed with one request.
  */
 export async function startServices(
   settings: BenchSettings,
@@ -68,6 +73,13 @@ export async function startServices(
       env: { ...warm, ADMISSION_QUEUE_MAX: '0' },
       route: 'json',
     },
+    // The warm service with a reader of its live tail open on the bench's code_id the whole time.
+    {
+      key: 'tailed',
+      label: 'service, warm, a live tail open',
+      env: { ...warm, ADMIN_PORT: String(await getPort({ host: '127.0.0.1' })) },
+      route: 'json',
+    },
   ];
   if (settings.baseline) {
     const script = baselineScript(settings.baseline);
@@ -83,6 +95,9 @@ export async function startServices(
     const { key: name, env, script } = variant;
     const running = await startServiceProcess({ name, pool, upstreams, env, cleanup, ...(script ? { script } : {}) });
     const rssFreshMb = (await running.memory()).rssMb;
+    const tail = env.ADMIN_PORT
+      ? await openBenchTail(`http://127.0.0.1:${env.ADMIN_PORT}`, benchCodeId, cleanup)
+      : undefined;
     const client = serviceSide(variant.key, variant.label, running, variant.route);
     const close = cleanup.add(`close the ${variant.key} client`, () => client.close());
     const side: ServiceSide = { ...client, close };
@@ -96,6 +111,7 @@ export async function startServices(
       rssAfterLatencyMb: Number.NaN,
       idleCpuMsPerS: 0,
       cpuMsPerInvocation: Number.NaN,
+      ...(tail && { tail }),
     });
   }
   return services;

@@ -16,6 +16,7 @@ export type SideKey =
   | 'spares'
   | 'http'
   | 'no-queue'
+  | 'tailed'
   | 'mixed-warm'
   | 'mixed-spares';
 
@@ -117,7 +118,17 @@ export function miniflareSide(miniflare: Driver): Side {
  * POST /fn/<code_id>/ with the same input as the body.
  */
 export function serviceSide(
-  key: 'cold' | 'warm' | 'cold-before' | 'warm-before' | 'spares' | 'http' | 'no-queue' | 'mixed-warm' | 'mixed-spares',
+  key:
+    | 'cold'
+    | 'warm'
+    | 'cold-before'
+    | 'warm-before'
+    | 'spares'
+    | 'http'
+    | 'no-queue'
+    | 'tailed'
+    | 'mixed-warm'
+    | 'mixed-spares',
   label: string,
   service: ServiceProcess,
   route: 'json' | 'http' = 'json',

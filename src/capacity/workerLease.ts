@@ -15,10 +15,7 @@ import { type SettleOutcome, settleWork } from './settleWork.js';
 import type { FunctionUsage } from './usage.js';
 import type { FilesLease } from './workerFileStore.js';
 
-/**
- * How long a tailed invocation's workerd is kept after its answer for the trace that workerd sends
- * just after it (well under a millisecond, most often).
- */
+/** How long a tailed invocation's workerd is kept after its answer for the trace that workerd sends just after it. */
 const traceWaitMs = 250;
 
 /** Where a failed cleanup is reported. */
