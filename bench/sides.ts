@@ -20,6 +20,9 @@ export type SideKey =
   | 'mixed-warm'
   | 'mixed-spares';
 
+/** The sides that are a service of this project's, of this build or the one before. */
+export type ServiceSideKey = Exclude<SideKey, 'limit' | 'cgroup' | 'miniflare'>;
+
 /** Whether a side runs the build compared with this one (BENCH_BASELINE): measured, but held to no target. */
 export function isBuildBefore(key: SideKey): boolean {
   return key === 'cold-before' || key === 'warm-before';
@@ -118,17 +121,7 @@ export function miniflareSide(miniflare: Driver): Side {
  * POST /fn/<code_id>/ with the same input as the body.
  */
 export function serviceSide(
-  key:
-    | 'cold'
-    | 'warm'
-    | 'cold-before'
-    | 'warm-before'
-    | 'spares'
-    | 'http'
-    | 'no-queue'
-    | 'tailed'
-    | 'mixed-warm'
-    | 'mixed-spares',
+  key: ServiceSideKey,
   label: string,
   service: ServiceProcess,
   route: 'json' | 'http' = 'json',
