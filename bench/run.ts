@@ -138,6 +138,9 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
 
   /** The services' own CPU: idle, then per sequential invocation. */
   progress('service CPU');
+  // Past IDLE_GC_MS since each one's last request, so that no service's collection after the burst
+  // falls in the idle window: it would count as background, and be taken from its load's CPU.
+  await sleep(settings.idleS * 1000);
   await measureIdleCpu(services);
   for (const service of services) service.cpuMsPerInvocation = await measureSequentialCpu(service);
   const latency: SideLatency[] = [...sides, ...mixedSides(services)].map((side) => {
