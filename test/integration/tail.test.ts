@@ -4,11 +4,14 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import type { FastifyInstance } from 'fastify';
+import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { buildAdminApp } from '../../src/http/adminApp.js';
+import { maxTails } from '../../src/tail/tailHub.js';
 import { cgroupsOrSkip } from '../helpers/cgroups.js';
 import { noLeftovers, type Stack, startStack } from '../helpers/stack.js';
 import { type OpenTail, openTail } from '../helpers/tail.js';
+import { waitFor } from '../helpers/wait.js';
 
 const cgroups = await cgroupsOrSkip();
 
@@ -149,6 +152,19 @@ describe.runIf(cgroups)('the live tail (GET /admin/tail)', () => {
     const event = await invalid.next((e) => e.type === 'invocation');
     expect(event.data).toMatchObject({ outcome: 'invalid_code', error_code: 'USER_CODE_INVALID', route: 'serverless' });
     expect(String(event.data.output)).toMatch(/SyntaxError/);
+  });
+
+  test(`past ${maxTails} open tails: 503 TAIL_LIMIT, in the envelope, and a tail again once one closes`, async () => {
+    const extra: OpenTail[] = [];
+    while (stack.service.tails.open < maxTails) extra.push(await openTail(adminUrl, 'hello'));
+    const refused = await request(`${adminUrl}/admin/tail?code_id=hello`);
+    expect(refused.statusCode).toBe(503);
+    expect(refused.headers['x-oyster-error']).toBe('TAIL_LIMIT');
+    expect(await refused.body.json()).toMatchObject({ status: 'error', data: { max_tails: maxTails } });
+    extra.pop()!.close();
+    await waitFor('the closed tail to go', async () => stack.service.tails.open < maxTails);
+    extra.push(await openTail(adminUrl, 'hello'));
+    for (const opened of extra) opened.close();
   });
 
   // Last: shutdown ends this stack's admission for good.
