@@ -53,8 +53,9 @@ function interrupted(failure: ServiceError): ServiceError {
   return new ServiceError('SHUTDOWN_INTERRUPTED', { cause: failure });
 }
 
-// workerd prints an uncaught exception as this line, then its stack, one "    at" line per frame.
-const uncaughtLine = /^Uncaught /;
+// workerd prints a module worker's uncaught exception as this line, then its stack, one "    at"
+// line per frame; a service worker's as one console line, its stack inside.
+const uncaughtLine = /^Uncaught |message\(\) = \["Uncaught", /;
 const stackFrame = /^\s+at /;
 
 /**

@@ -117,6 +117,8 @@ export interface CaughtException {
  * workerd's trace of the invocation (its console lines and exceptions, for the tail) comes to
  * `traced` once the invocation is over: the guard writes it on one line of the output, after the
  * secret, with the exceptions it caught, which workerd's trace does not see (the guard answered).
+ * An exception is logged by its stack's text: a service worker's console line shows an Error
+ * object as its message alone.
  */
 export function createIsolateGuard(
   globals: IsolateGlobals,
@@ -146,13 +148,15 @@ export function createIsolateGuard(
   const readUpTo = bodyReader(globals, maxBytes);
   const caught: CaughtException[] = [];
   const uncaught = (error: unknown) => {
-    logError('Uncaught', error);
+    let exception: CaughtException;
     try {
       const { name = 'Error', message = error, stack = '' } = error instanceof Object ? (error as Partial<Error>) : {};
-      caught.push({ name: String(name), message: String(message), stack: String(stack) });
+      exception = { name: String(name), message: String(message), stack: String(stack) };
     } catch {
-      caught.push({ name: 'Error', message: 'an exception that cannot be described', stack: '' });
+      exception = { name: 'Error', message: 'an exception that cannot be described', stack: '' };
     }
+    caught.push(exception);
+    logError('Uncaught', exception.stack === '' ? error : exception.stack);
   };
   const guarded = async (answer: () => Answer) => {
     let response: IsolateResponse;
@@ -307,13 +311,15 @@ export interface ServiceWorkerScope {
  * respondWith passes the answer through the guard and whose waitUntil is counted; a listener that
  * throws before it responds has its throw answered as the guard answers one. The service's settle
  * request reaches no listener: the first wrapper answers it. A tail listener of the guard's takes
- * the worker's own trace.
+ * the worker's own trace; the script's own tail listeners are not added, as on workerd, where no
+ * worker's trace ever reaches them (a module worker's tail handler is shadowed by the guard's alike).
  */
 export function guardFetchListeners(guard: IsolateGuard, scope: ServiceWorkerScope): void {
   const add = scope.addEventListener;
   const settling = new WeakSet<IsolateFetchEvent>();
   add.call(scope, 'tail', ((event: { events: unknown }) => guard.traced(event.events)) as unknown as Listener);
   scope.addEventListener = function addEventListener(type, listener, options) {
+    if (type === 'tail') return undefined;
     if (type !== 'fetch' || listener === null || listener === undefined) return add.call(this, type, listener, options);
     return add.call(
       this,

@@ -14,7 +14,7 @@ import {
   standbyScript,
   watchControl,
 } from './standbyProtocol.js';
-import { type FunctionTrace, parseTrace, TraceLineScanner, withoutTraceLine } from './traceLines.js';
+import { type FunctionTrace, parseTrace, TraceLineFilter } from './traceLines.js';
 
 const standbyOutputBytes = 4 * 1024;
 // workerd's line when it refuses a worker's compatibility date or flags before running any of it.
@@ -86,8 +86,8 @@ interface Run {
   killed: boolean;
   ended: boolean;
   readonly output: OutputTail;
-  /** Looks for the guard's trace line in the output, when the standby knows its marker. */
-  readonly traceScanner: TraceLineScanner | undefined;
+  /** Takes a chunk of its output: the guard's trace line out of it, when the standby knows its marker, the rest to `output`. */
+  take(chunk: Buffer): void;
   /** The trace line's JSON, once it has been read. */
   readonly traceLine: Promise<string>;
   readonly listening: Promise<number>;
@@ -190,7 +190,7 @@ class Standby implements WorkerdStandby {
     });
     const endedEarly = run.end.then((status) => this.#whyEndedEarly(run, status));
     try {
-      return runningWorkerd(run, this.#traceMarker, await Promise.race([run.listening, endedEarly, aborted]));
+      return runningWorkerd(run, await Promise.race([run.listening, endedEarly, aborted]));
     } catch (error) {
       await stopRun(run);
       throw error;
@@ -216,10 +216,7 @@ class Standby implements WorkerdStandby {
   #readOutput(marker: string): void {
     const runs = splitRuns(
       marker,
-      (chunk) => {
-        this.#run?.output.push(chunk);
-        this.#run?.traceScanner?.push(chunk);
-      },
+      (chunk) => this.#run?.take(chunk),
       (turn, status) => {
         if (this.#run?.turn === turn) this.#run.finish(status);
       },
@@ -267,13 +264,16 @@ function newRun(turn: number, traceMarker: string | undefined, onFinish: (run: R
   const listening = new Promise<number>((resolve) => (listen = resolve));
   let finish!: (status: number | undefined) => void;
   const end = new Promise<number | undefined>((resolve) => (finish = resolve));
+  const output = new OutputTail(outputTailBytes);
+  const filter =
+    traceMarker === undefined ? undefined : new TraceLineFilter(traceMarker, traced, (bytes) => output.push(bytes));
   const run: Run = {
     turn,
     pid: undefined,
     killed: false,
     ended: false,
-    output: new OutputTail(outputTailBytes),
-    traceScanner: traceMarker === undefined ? undefined : new TraceLineScanner(traceMarker, traced),
+    output,
+    take: (chunk) => (filter ? filter.push(chunk) : output.push(chunk)),
     traceLine,
     listening,
     listen,
@@ -281,6 +281,7 @@ function newRun(turn: number, traceMarker: string | undefined, onFinish: (run: R
     finish: (status) => {
       if (run.ended) return;
       run.ended = true;
+      filter?.flush();
       onFinish(run);
       finish(status);
     },
@@ -289,11 +290,8 @@ function newRun(turn: number, traceMarker: string | undefined, onFinish: (run: R
 }
 
 // A run's workerd, listening on a port.
-function runningWorkerd(run: Run, traceMarker: string | undefined, port: number): WorkerdProcess {
-  const output = () => {
-    const text = withoutAddressStacks(run.output.text());
-    return traceMarker === undefined ? text : withoutTraceLine(text, traceMarker);
-  };
+function runningWorkerd(run: Run, port: number): WorkerdProcess {
+  const output = () => withoutAddressStacks(run.output.text());
   return {
     port,
     pid: run.pid,

@@ -31,57 +31,119 @@ export type FunctionTrace =
 // workerd prints a service worker's console line as its arguments in JSON after this.
 const serviceWorkerLine = /message\(\) = (\[.*\])$/;
 
+// How far into a line the marker may begin: a module worker's trace line begins with it, a service
+// worker's after workerd's prefix for a console call ("workerd/io/worker.c++:…: info: console.log(); message() = [").
+const markerWindowBytes = 256;
+
 /**
- * Finds the line on which the guard hands over workerd's trace (src/code/isolateGuard.ts) in a
- * run's output, chunk by chunk. Only a line that may still hold the marker is kept while it is
- * incomplete, up to maxTraceLineBytes; every other byte is looked at once and let go.
+ * Takes the lines on which the guard hands over workerd's trace (src/code/isolateGuard.ts) out of
+ * a run's output, chunk by chunk: the first one's JSON goes to onLine, and every other byte goes on
+ * to `pass`, for what users see of the output. A line is held back only until its first bytes say
+ * whether it carries the marker (or it ends); a trace line is kept whole up to maxTraceLineBytes,
+ * and a longer one is dropped, as if workerd had sent none.
  */
-export class TraceLineScanner {
+export class TraceLineFilter {
   readonly #marker: string;
   readonly #onLine: (payload: string) => void;
-  #partial: Buffer[] = [];
-  #partialBytes = 0;
-  #skipping = false;
+  readonly #pass: (bytes: Buffer) => void;
+  readonly #decideBytes: number;
+  /** What the line so far is: still undecided, output, a trace line, or a trace line too long to keep. */
+  #line: 'undecided' | 'output' | 'trace' | 'overlong' = 'undecided';
+  #held: Buffer[] = [];
+  #heldBytes = 0;
   #found = false;
 
   /** marker: the secret and the trace word, as the line begins (or a service worker's argument does). */
-  constructor(marker: string, onLine: (payload: string) => void) {
+  constructor(marker: string, onLine: (payload: string) => void, pass: (bytes: Buffer) => void) {
     this.#marker = marker;
     this.#onLine = onLine;
+    this.#pass = pass;
+    this.#decideBytes = markerWindowBytes + Buffer.byteLength(marker);
   }
 
   push(chunk: Buffer): void {
-    if (this.#found) return;
     let start = 0;
-    for (let end = chunk.indexOf(0x0a); end !== -1; end = chunk.indexOf(0x0a, start)) {
-      this.#take(chunk.subarray(start, end));
+    // The line begun in an earlier chunk first: the marker may straddle the boundary.
+    if (this.#line !== 'undecided' || this.#heldBytes > 0) {
+      const end = chunk.indexOf(0x0a);
+      if (end === -1) {
+        this.#take(chunk);
+        return;
+      }
+      this.#take(chunk.subarray(0, end + 1));
       this.#endLine();
-      if (this.#found) return;
       start = end + 1;
     }
+    const whole = chunk.subarray(start, chunk.lastIndexOf(0x0a) + 1);
+    // Whole lines without the marker, nearly all of them, go on as one piece.
+    if (whole.length > 0 && !whole.includes(this.#marker)) this.#pass(whole);
+    else this.#lineByLine(whole);
+    start += whole.length;
     if (start < chunk.length) this.#take(chunk.subarray(start));
   }
 
+  #lineByLine(lines: Buffer): void {
+    for (let start = 0, end = lines.indexOf(0x0a); end !== -1; start = end + 1, end = lines.indexOf(0x0a, start)) {
+      this.#take(lines.subarray(start, end + 1));
+      this.#endLine();
+    }
+  }
+
+  /** Passes on a line the run's output ended in, as it is, unless it began a trace line. */
+  flush(): void {
+    const line = this.#line === 'undecided' && this.#heldBytes > 0 ? this.#decide() : this.#line;
+    if (line === 'output') this.#release();
+    this.#reset();
+  }
+
   #take(piece: Buffer): void {
-    if (this.#skipping) return;
-    this.#partialBytes += piece.length;
-    if (this.#partialBytes > maxTraceLineBytes) {
-      this.#skipping = true;
-      this.#partial = [];
+    if (this.#line === 'output') {
+      this.#pass(piece);
       return;
     }
-    this.#partial.push(piece);
+    if (this.#line === 'overlong') return;
+    this.#held.push(piece);
+    this.#heldBytes += piece.length;
+    const line = this.#line === 'undecided' && this.#heldBytes >= this.#decideBytes ? this.#decide() : this.#line;
+    if (line === 'output') this.#release();
+    else if (line === 'trace' && this.#heldBytes > maxTraceLineBytes) {
+      this.#line = 'overlong';
+      this.#held = [];
+      this.#heldBytes = 0;
+    }
+  }
+
+  #decide(): 'output' | 'trace' {
+    const head = Buffer.concat(this.#held, this.#heldBytes).subarray(0, this.#decideBytes);
+    this.#line = head.includes(this.#marker) ? 'trace' : 'output';
+    return this.#line;
   }
 
   #endLine(): void {
-    const line = this.#skipping ? '' : Buffer.concat(this.#partial, this.#partialBytes).toString('utf8');
-    this.#partial = [];
-    this.#partialBytes = 0;
-    this.#skipping = false;
-    const payload = tracePayload(line, this.#marker);
-    if (payload === undefined) return;
-    this.#found = true;
-    this.#onLine(payload);
+    const line = this.#line === 'undecided' ? this.#decide() : this.#line;
+    if (line === 'output') this.#release();
+    else if (line === 'trace') {
+      const text = Buffer.concat(this.#held, this.#heldBytes).toString('utf8').replace(/\n$/, '');
+      const payload = tracePayload(text, this.#marker);
+      if (payload === undefined) this.#release();
+      else if (!this.#found) {
+        this.#found = true;
+        this.#onLine(payload);
+      }
+    }
+    this.#reset();
+  }
+
+  #release(): void {
+    for (const piece of this.#held) this.#pass(piece);
+    this.#held = [];
+    this.#heldBytes = 0;
+  }
+
+  #reset(): void {
+    this.#line = 'undecided';
+    this.#held = [];
+    this.#heldBytes = 0;
   }
 }
 
@@ -135,13 +197,4 @@ export function parseTrace(payload: string): FunctionTrace {
     stack: withoutGuardFrames(String(exception.stack ?? '')),
   }));
   return { traced: true, logs, exceptions };
-}
-
-/** Output without the trace line, for what users see of it. */
-export function withoutTraceLine(output: string, marker: string): string {
-  if (!output.includes(marker)) return output;
-  return output
-    .split('\n')
-    .filter((line) => !line.includes(marker))
-    .join('\n');
 }

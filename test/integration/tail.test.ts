@@ -110,6 +110,26 @@ describe.runIf(cgroups)('the live tail (GET /admin/tail)', () => {
     expect(event.data.error_code).toBe('USER_CODE_FAILED');
   });
 
+  test("a service worker's uncaught exception: the answer begins with its console line of the exception, stack and all", async () => {
+    const response = await stack.app.inject({ method: 'GET', url: '/fn/tail-logs-sw/?throw' });
+    expect(response.statusCode).toBe(500);
+    const [first] = String(response.json().data).split('\n');
+    expect(first).toMatch(/message\(\) = \["Uncaught", "TypeError: thrown on purpose\\n {4}at .*:6:/);
+  });
+
+  test("a tailed function that printed more than the answer holds: the answer has its output, and none of the trace's", async () => {
+    const own = await tail('tail-logs');
+    // A line of 100 KiB, then the three lines and the throw: its trace line is longer than the output the answer keeps.
+    const response = await stack.app.inject({ method: 'GET', url: '/fn/tail-logs/?throw&kb=100' });
+    const data = String(response.json().data);
+    expect(data).toMatch(/^Uncaught TypeError: thrown on purpose\n\s+at Object\.fetch \(main\.js:9:/);
+    expect(data).toContain('careful');
+    expect(data).not.toContain('"level"');
+    const event = await own.next((e) => e.type === 'invocation' && e.data.outcome === 'exception');
+    // The 100 KiB line, the three, and the guard's "Uncaught".
+    expect((event.data.logs as unknown[]).length).toBe(5);
+  });
+
   test.each([
     ['ok', 'GET', '/fn/tail-logs/'],
     ['exception', 'GET', '/fn/throw/'],

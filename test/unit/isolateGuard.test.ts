@@ -59,10 +59,10 @@ describe.each([
     expect(lineOf(thrown)).toBe(4);
   });
 
-  test("wraps the fetch listeners the script adds, and no other, after a tail listener of the guard's", () => {
+  test("wraps the fetch listeners the script adds, and no other, after a tail listener of the guard's; drops the script's own tail listeners", () => {
     const { added, userListener } = run(
       module,
-      "addEventListener('fetch', userListener);\naddEventListener('scheduled', userListener);\n",
+      "addEventListener('fetch', userListener);\naddEventListener('tail', userListener);\naddEventListener('scheduled', userListener);\n",
     );
     expect(added.map(([type]) => type)).toEqual(['tail', 'fetch', 'scheduled']);
     expect(added[0]![1]).toBeTypeOf('function');

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { maxTraceLineBytes, parseTrace, TraceLineScanner, withoutTraceLine } from '../../src/sandbox/traceLines.js';
+import { maxTraceLineBytes, parseTrace, TraceLineFilter } from '../../src/sandbox/traceLines.js';
 
 const marker = 'S3CRET trace ';
 const payload = JSON.stringify({
@@ -7,20 +7,35 @@ const payload = JSON.stringify({
   caught: [{ name: 'TypeError', message: 'boom', stack: 'TypeError: boom\n    at main.js:1:1' }],
 });
 
-// Feeds a scanner the chunks and returns the payloads it found.
-function scan(chunks: readonly (string | Buffer)[]): string[] {
+// Feeds a filter the chunks, then ends the run: the payloads it found, and the output it passed on.
+function filter(chunks: readonly (string | Buffer)[]): { found: string[]; passed: string } {
   const found: string[] = [];
-  const scanner = new TraceLineScanner(marker, (line) => found.push(line));
-  for (const chunk of chunks) scanner.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
-  return found;
+  const passed: Buffer[] = [];
+  const lines = new TraceLineFilter(
+    marker,
+    (line) => found.push(line),
+    (bytes) => passed.push(bytes),
+  );
+  for (const chunk of chunks) lines.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
+  lines.flush();
+  return { found, passed: Buffer.concat(passed).toString('utf8') };
 }
+const scan = (chunks: readonly (string | Buffer)[]) => filter(chunks).found;
 
-describe('the trace line scanner', () => {
-  test("finds a module worker's trace line among other output, split across chunks anywhere", () => {
-    const output = `hello\n${marker}${payload}\nafter\n`;
+describe('the trace line filter', () => {
+  test("takes a module worker's trace line out of the output, split across chunks anywhere, and passes on the rest", () => {
+    const output = `hello\n${marker}${payload}\nafter\nunfinished`;
     for (let cut = 1; cut < output.length; cut += 7) {
-      expect(scan([output.slice(0, cut), output.slice(cut)])).toEqual([payload]);
+      expect(filter([output.slice(0, cut), output.slice(cut)])).toEqual({
+        found: [payload],
+        passed: 'hello\nafter\nunfinished',
+      });
     }
+  });
+
+  test('passes on output without the marker unchanged, long lines and chunks without a line end included', () => {
+    const long = 'y'.repeat(10_000);
+    expect(filter(['a\nb', `c\n${long}`, `${long}\nd`]).passed).toBe(`a\nbc\n${long}${long}\nd`);
   });
 
   test('splits a multi-byte character across chunks without harm', () => {
@@ -35,22 +50,23 @@ describe('the trace line scanner', () => {
     expect(scan(['noise\n', printed])).toEqual([payload]);
   });
 
-  test('ignores the marker where a line does not begin with it and is not a console call of the guard', () => {
-    expect(scan([`user said ${marker}{}\n`, `x message() = ["not the ${marker}"]\n`])).toEqual([]);
+  test('passes on a line with the marker where it does not begin it and is not a console call of the guard', () => {
+    const lines = `user said ${marker}{}\nx message() = ["not the ${marker}"]\n`;
+    expect(filter([lines])).toEqual({ found: [], passed: lines });
   });
 
-  test('takes only the first trace line of a run', () => {
-    expect(scan([`${marker}{"a":1}\n${marker}{"b":2}\n`])).toEqual(['{"a":1}']);
+  test('hands on only the first trace line of a run, and passes on neither', () => {
+    expect(filter([`${marker}{"a":1}\nx\n${marker}{"b":2}\n`])).toEqual({ found: ['{"a":1}'], passed: 'x\n' });
   });
 
-  test('drops a line longer than maxTraceLineBytes, and still finds the next one', () => {
+  test('drops a line longer than maxTraceLineBytes, from the output too, and still finds the next one', () => {
     const long = `${marker}${'x'.repeat(maxTraceLineBytes)}\n`;
-    const chunks = [long.slice(0, 1000), long.slice(1000), `${marker}{"ok":true}\n`];
-    expect(scan(chunks)).toEqual(['{"ok":true}']);
+    const chunks = ['before\n', long.slice(0, 1000), long.slice(1000), `${marker}{"ok":true}\nafter\n`];
+    expect(filter(chunks)).toEqual({ found: ['{"ok":true}'], passed: 'before\nafter\n' });
   });
 
-  test('waits for the end of the line: an unfinished one is not taken', () => {
-    expect(scan([`${marker}${payload}`])).toEqual([]);
+  test('waits for the end of the line: an unfinished trace line is neither taken nor passed on', () => {
+    expect(filter([`${marker}${payload}`])).toEqual({ found: [], passed: '' });
   });
 });
 
@@ -66,12 +82,5 @@ describe('parsing the trace', () => {
   test('JSON that is not what the guard writes gives an empty trace', () => {
     expect(parseTrace('not json')).toEqual({ traced: true, logs: [], exceptions: [] });
     expect(parseTrace('{"events":3,"caught":"x"}')).toEqual({ traced: true, logs: [], exceptions: [] });
-  });
-});
-
-describe('output without the trace line', () => {
-  test('keeps every other line', () => {
-    expect(withoutTraceLine(`a\n${marker}${payload}\nb`, marker)).toBe('a\nb');
-    expect(withoutTraceLine('a\nb', marker)).toBe('a\nb');
   });
 });
