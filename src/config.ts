@@ -104,6 +104,13 @@ export const settings = {
     default: 'true',
     meaning: "With a signer: refuse to start unless the attestation server's document attests the signer's key.",
   },
+  attestationReuseMs: {
+    env: 'ATTESTATION_REUSE_MS',
+    type: countOrOff.max(maxTimerMs),
+    default: 60_000,
+    meaning:
+      'How long the attestation document shown to the storage server is shown again; one it refuses is replaced at once; 0: a new one per download.',
+  },
   storageUrl: {
     env: 'STORAGE_URL',
     type: httpUrl,

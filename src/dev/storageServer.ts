@@ -21,6 +21,11 @@ export interface StorageServerOptions {
    * real storage server checks it against AWS's; unset, any bytes are taken.
    */
   readonly attestationRoot?: string;
+  /**
+   * With attestationRoot: a document made longer ago than this (its timestamp) is refused too, as
+   * by a storage server that wants recent proof; unset, any age the certificates allow.
+   */
+  readonly maxDocumentAgeMs?: number;
   readonly host?: string;
   /** 0 picks a free port. */
   readonly port?: number;
@@ -29,7 +34,7 @@ export interface StorageServerOptions {
 /**
  * Serves stored code the way the real storage server does: POST /load {"key": …} with an
  * Attestation header (base64) answers the stored code, 404 for an unknown key, 400 for a bad body,
- * 401 without a valid attestation.
+ * 401 without a valid (or recent enough) attestation.
  */
 export function startStorageServer(options: StorageServerOptions): Promise<RunningServer> {
   const server = createServer((request, response) => {
@@ -50,7 +55,7 @@ async function handle(
   const header = request.headers.attestation;
   const attestation =
     typeof header === 'string' && header !== '' && base64.test(header) ? Buffer.from(header, 'base64') : undefined;
-  if (!attestation || (options.attestationRoot !== undefined && !verifies(attestation, options.attestationRoot))) {
+  if (!attestation || !accepts(options, attestation)) {
     response.writeHead(401).end('missing or invalid Attestation header');
     return;
   }
@@ -127,10 +132,11 @@ async function readBundle(folder: string): Promise<{ bytes: Buffer; contentType:
 // Remembers the chains it verified: each further document of the same enclave costs one signature check.
 const verifyDocument = attestationVerifier();
 
-function verifies(document: Buffer, rootPem: string): boolean {
+function accepts({ attestationRoot, maxDocumentAgeMs }: StorageServerOptions, document: Buffer): boolean {
+  if (attestationRoot === undefined) return true;
   try {
-    verifyDocument(document, { rootPem });
-    return true;
+    const { timestamp } = verifyDocument(document, { rootPem: attestationRoot });
+    return maxDocumentAgeMs === undefined || Date.now() - timestamp <= maxDocumentAgeMs;
   } catch {
     return false;
   }

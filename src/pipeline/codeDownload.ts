@@ -16,6 +16,14 @@ export interface CodeDownloadOptions {
   readonly signal: AbortSignal;
 }
 
+/** The storage server's 401: it did not take the attestation document as proof (a reused one may have aged). */
+export class AttestationRefusedError extends Error {
+  override readonly name = 'AttestationRefusedError';
+  constructor() {
+    super('storage server answered 401: it refused the attestation document');
+  }
+}
+
 /** Fetches the code stored under a code_id, presenting the attestation document as proof. */
 export async function downloadCode(options: CodeDownloadOptions): Promise<StoredCode> {
   try {
@@ -33,7 +41,10 @@ export async function downloadCode(options: CodeDownloadOptions): Promise<Stored
         if (response.statusCode === 404)
           throw new ServiceError('CODE_NOT_FOUND', { data: { code_id: options.codeId } });
         throw new ServiceError('CODE_DOWNLOAD_FAILED', {
-          cause: new Error(`storage server answered ${response.statusCode}`),
+          cause:
+            response.statusCode === 401
+              ? new AttestationRefusedError()
+              : new Error(`storage server answered ${response.statusCode}`),
         });
       }
       const bytes = await readCapped(response, options.maxBytes);

@@ -1,15 +1,15 @@
-import { fetchAttestation } from '../attestation/fetchAttestation.js';
+import type { StorageAttestation } from '../attestation/storageAttestation.js';
 import type { Capacity } from '../capacity/capacity.js';
 import type { FunctionRequest, Invocation } from '../capacity/invokeWorker.js';
 import type { LeaseRequest, WorkerLease } from '../capacity/workerLease.js';
 import type { CodeCache } from '../code/codeCache.js';
 import { parseWorkerCode } from '../code/codeFormat.js';
 import { openSealedSecrets } from '../code/sealedSecrets.js';
-import type { RunnableCode } from '../code/workerCode.js';
+import type { RunnableCode, StoredCode } from '../code/workerCode.js';
 import type { Config } from '../config.js';
-import { toServiceError } from '../errors.js';
+import { isServiceError, toServiceError } from '../errors.js';
 import type { Sealing } from '../secrets/sealing.js';
-import { downloadCode } from './codeDownload.js';
+import { AttestationRefusedError, downloadCode } from './codeDownload.js';
 
 /** What every run needs and outlives it. */
 export interface PipelineDependencies {
@@ -17,6 +17,8 @@ export interface PipelineDependencies {
   /** Where each invocation's workerd runs (src/capacity/). */
   readonly capacity: Capacity;
   readonly codeCache: CodeCache;
+  /** The document presented to the storage server with each download. */
+  readonly attestation: StorageAttestation;
   /** The key sealed secrets are opened with, where this instance has one. */
   readonly sealing: Sealing;
 }
@@ -61,27 +63,38 @@ export async function runFunction(deps: PipelineDependencies, request: RunReques
   }
 }
 
-// 2–4. The code: from the cache, or from the storage server on presenting a fresh attestation
+// 2–4. The code: from the cache, or from the storage server on presenting an attestation
 // document; then parsed (one script, or a bundle of modules) and its sealed secrets opened, inside
 // the enclave: their plaintext is only in the config workerd reads.
 async function prepareCode(deps: PipelineDependencies, request: RunRequest): Promise<RunnableCode> {
-  const { config } = deps;
+  const { codeId } = request;
+  const { code: stored, sha256 } = await deps.codeCache.get(codeId, () => fetchCode(deps, request));
+  const code = openSealedSecrets(await parseWorkerCode(stored.bytes, stored.contentType), deps.sealing);
+  return { codeId, stored, sha256, code };
+}
+
+// 2–3. A document that proves where the code will run, then the code. A document the storage
+// server refuses is not presented again; a reused one is replaced at once, for this download too.
+async function fetchCode(deps: PipelineDependencies, request: RunRequest): Promise<StoredCode> {
+  const { config, attestation } = deps;
   const { codeId, signal, stages } = request;
-  const { code: stored, sha256 } = await deps.codeCache.get(codeId, async () => {
-    const attestation = await stages.run('attestation', () =>
-      fetchAttestation({ url: config.attestationUrl, timeoutMs: config.upstreamTimeoutMs, signal }),
-    );
-    return stages.run('download', () =>
+  const presented = await stages.run('attestation', () => attestation.get(signal));
+  try {
+    return await stages.run('download', () =>
       downloadCode({
         url: config.storageUrl,
         codeId,
-        attestation,
+        attestation: presented.document,
         maxBytes: config.maxCodeBytes,
         timeoutMs: config.upstreamTimeoutMs,
         signal,
       }),
     );
-  });
-  const code = openSealedSecrets(await parseWorkerCode(stored.bytes, stored.contentType), deps.sealing);
-  return { codeId, stored, sha256, code };
+  } catch (error) {
+    if (!isServiceError(error, 'CODE_DOWNLOAD_FAILED') || !(error.cause instanceof AttestationRefusedError))
+      throw error;
+    attestation.refused(presented.document);
+    if (!presented.reused) throw error;
+    return fetchCode(deps, request);
+  }
 }

@@ -1,4 +1,5 @@
 import pino, { type Logger } from 'pino';
+import { StorageAttestation } from '../attestation/storageAttestation.js';
 import { Capacity } from '../capacity/capacity.js';
 import type { CgroupPool } from '../capacity/cgroupPool.js';
 import { CodeCache } from '../code/codeCache.js';
@@ -90,7 +91,12 @@ export function createService(config: Config, deps: ServiceDependencies): Servic
     ledgerReady: () => accounting.ready(),
     onActivity: () => idle.activity(),
   });
-  const pipeline = { config, capacity, codeCache, sealing };
+  const attestation = new StorageAttestation({
+    url: config.attestationUrl,
+    timeoutMs: config.upstreamTimeoutMs,
+    reuseMs: config.attestationReuseMs,
+  });
+  const pipeline = { config, capacity, codeCache, attestation, sealing };
   const run = (request: RunRequest) => runFunction(pipeline, request);
   return {
     ...{ config, log, signer: deps.signer, metrics, capacity, ledger: deps.ledger, sealing, gates, tails },

@@ -14,7 +14,7 @@ import { StageTimer } from '../../src/stages.js';
 import { openService } from '../../src/startup.js';
 import { cgroupRoot, createTestPool, type TestPool, type TestPoolOptions } from './cgroups.js';
 import { childPids, commandLine } from './processes.js';
-import { startUpstreams } from './upstreams.js';
+import { type StorageChecks, startUpstreams } from './upstreams.js';
 
 export const examplesDir = path.resolve(import.meta.dirname, '../../examples');
 export const fixturesDir = path.resolve(import.meta.dirname, '../fixtures');
@@ -26,6 +26,8 @@ export interface StackOptions {
   readonly pool?: TestPoolOptions;
   /** Settings on top of the stack's own (pool prefix, runtime path, dev server URLs). */
   readonly env?: Readonly<Record<string, string>>;
+  /** How the storage server checks documents, where not against the development root at any age. */
+  readonly storage?: StorageChecks;
 }
 
 // What a request left behind; all empty when cleanup worked.
@@ -66,7 +68,11 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const runtimePath = await makeTempDir('oyster-runtime-');
   // The usage ledger of its own, outside the runtime directory whose leftovers the tests count.
   const ledgerDir = await makeTempDir('oyster-ledger-');
-  const { attestation, storage } = await startUpstreams([examplesDir, fixturesDir, wranglerFixturesDir]);
+  const { attestation, storage } = await startUpstreams(
+    [examplesDir, fixturesDir, wranglerFixturesDir],
+    {},
+    options.storage,
+  );
   const config = parseConfig({
     CGROUP_ROOT: cgroupRoot,
     CGROUP_PREFIX: testPool.prefix,
