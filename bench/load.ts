@@ -47,6 +47,29 @@ export interface LoadOptions {
   readonly upstreamsCpuMs?: () => Promise<number>;
 }
 
+/**
+ * Runs `invocations` invocations on each side in turn at the given concurrency, nothing measured:
+ * so that what is measured afterwards is each process as it runs once V8 has optimised its code.
+ */
+export async function warmUp(
+  sides: readonly Side[],
+  options: { readonly concurrency: number; readonly invocations: number; readonly onSide?: (side: Side) => void },
+): Promise<void> {
+  for (const side of sides) {
+    options.onSide?.(side);
+    let left = options.invocations;
+    const client = async () => {
+      while (left > 0) {
+        left -= 1;
+        await side.invoke().catch(async (error: unknown) => {
+          if (error instanceof InvocationError && error.busy) await sleep(busyBackoffMs);
+        });
+      }
+    };
+    await Promise.all(Array.from({ length: options.concurrency }, client));
+  }
+}
+
 /** Loads every side for durationS in total at the given concurrency; returns the totals by side. */
 export async function runLoad(sides: readonly Side[], options: LoadOptions): Promise<Map<SideKey, LoadResult>> {
   const results = new Map<SideKey, LoadResult>(

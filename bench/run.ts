@@ -12,7 +12,7 @@ import { serviceNodeFlags } from '../src/serviceNodeFlags.js';
 import { Cleanup } from './cleanup.js';
 import { type Driver, startDriver } from './driverProcess.js';
 import { type LatencySamples, measureLatency } from './latency.js';
-import { busyBackoffMs, type LoadCpu, type LoadResult, runLoad } from './load.js';
+import { busyBackoffMs, type LoadCpu, type LoadResult, runLoad, warmUp } from './load.js';
 import { describeMachine } from './machine.js';
 import { type MixedCode, mixedCodeIds, writeMixedCode, zipfSequence } from './mixedCode.js';
 import { cgroupUnavailableReason, createBenchPool } from './pool.js';
@@ -78,6 +78,7 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
     'cold: the service with CODE_CACHE_MAX_BYTES=0 (every request downloads its code from the storage server, presenting an attestation document asked for at most once in ATTESTATION_REUSE_MS); warm: the cache on, after one priming request, SPARES_MAX=0; spares: the cache and spares at their defaults, so that an invocation finds a workerd already listening when the one before it has left one',
     `latency: each invocation starts after ${settings.gapMs} ms idle, as in a lightly loaded service; back to back, kernel state (the RCU grace period a cgroup join waits for) stays warm and hides a cost sparse traffic pays`,
     `throughput: Miniflare is not loaded; a "503 Server busy" is retried after ${busyBackoffMs} ms`,
+    `warm-up: before anything is measured, every side but Miniflare runs ${settings.warmupInvocations} invocations at concurrency ${settings.poolSize} (BENCH_WARMUP_LOAD), so that each process is measured as it runs once V8 has optimised its JavaScript`,
   ];
 
   const driverOptions = {
@@ -112,6 +113,16 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
     sides.push(...services.map((service) => service.side));
     notes.push(await probeCodeCache(services, upstreams));
   }
+
+  /** Warm-up: every side that is loaded later runs a burst first, so that V8 has optimised its code. */
+  await warmUp(
+    sides.filter((side) => side.key !== 'miniflare'),
+    {
+      concurrency: settings.poolSize,
+      invocations: settings.warmupInvocations,
+      onSide: (side) => progress(`warm-up: ${settings.warmupInvocations} invocations of ${side.label}`),
+    },
+  );
 
   /** Latency. */
   progress('latency: warm-up');

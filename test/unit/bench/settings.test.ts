@@ -25,6 +25,12 @@ describe("the bench's settings", () => {
     expect(() => readSettings({ BENCH_BASELINE: root })).toThrow(/^BENCH_BASELINE must be a built checkout/);
   });
 
+  test('warm every loaded side up with 3,000 invocations unless BENCH_WARMUP_LOAD says otherwise, 0 for none', () => {
+    expect(readSettings({}).warmupInvocations).toBe(3000);
+    expect(readSettings({ BENCH_WARMUP_LOAD: '0' }).warmupInvocations).toBe(0);
+    expect(() => readSettings({ BENCH_WARMUP_LOAD: '-1' })).toThrow(/^BENCH_WARMUP_LOAD must be an integer >= 0/);
+  });
+
   test('refuse a bad number, naming the setting', () => {
     expect(() => readSettings({ BENCH_SAMPLES: '0' })).toThrow(/^BENCH_SAMPLES must be an integer >= 1/);
     expect(() => readSettings({ BENCH_IDLE_S: 'soon' })).toThrow(/^BENCH_IDLE_S must be a positive number/);
