@@ -47,27 +47,54 @@ export interface LoadOptions {
   readonly upstreamsCpuMs?: () => Promise<number>;
 }
 
+/** A side's own process's CPU per invocation over the last third of its warm-up, alone under steady load. */
+export interface SteadyCpu {
+  readonly key: SideKey;
+  readonly invocations: number;
+  /** Gross: the process's whole CPU over those invocations, its idle background included. */
+  readonly processMsPerInvocation: number;
+}
+
 /**
- * Runs `invocations` invocations on each side in turn at the given concurrency, nothing measured:
- * so that what is measured afterwards is each process as it runs once V8 has optimised its code.
+ * Runs `invocations` invocations on each side in turn at the given concurrency, so that what is
+ * measured afterwards is each process as it runs once V8 has optimised its code. The last third
+ * is timed for CPU where the side tells it: each side alone and kept busy, as the alternating
+ * slices of the throughput section never find it.
  */
 export async function warmUp(
   sides: readonly Side[],
   options: { readonly concurrency: number; readonly invocations: number; readonly onSide?: (side: Side) => void },
-): Promise<void> {
+): Promise<SteadyCpu[]> {
+  const steady: SteadyCpu[] = [];
   for (const side of sides) {
     options.onSide?.(side);
-    let left = options.invocations;
-    const client = async () => {
-      while (left > 0) {
-        left -= 1;
-        await side.invoke().catch(async (error: unknown) => {
-          if (error instanceof InvocationError && error.busy) await sleep(busyBackoffMs);
-        });
-      }
-    };
-    await Promise.all(Array.from({ length: options.concurrency }, client));
+    const timed = Math.floor(options.invocations / 3);
+    await invokeMany(side, options.concurrency, options.invocations - timed);
+    const before = await side.cpu?.();
+    await invokeMany(side, options.concurrency, timed);
+    const after = await side.cpu?.();
+    if (before && after && timed > 0)
+      steady.push({
+        key: side.key,
+        invocations: timed,
+        processMsPerInvocation: (after.process - before.process) / timed,
+      });
   }
+  return steady;
+}
+
+// Runs `count` invocations at `concurrency`, whatever they answer; a busy service is retried after a pause.
+async function invokeMany(side: Side, concurrency: number, count: number): Promise<void> {
+  let left = count;
+  const client = async () => {
+    while (left > 0) {
+      left -= 1;
+      await side.invoke().catch(async (error: unknown) => {
+        if (error instanceof InvocationError && error.busy) await sleep(busyBackoffMs);
+      });
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, client));
 }
 
 /** Loads every side for durationS in total at the given concurrency; returns the totals by side. */

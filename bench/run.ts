@@ -12,7 +12,7 @@ import { serviceNodeFlags } from '../src/serviceNodeFlags.js';
 import { Cleanup } from './cleanup.js';
 import { type Driver, startDriver } from './driverProcess.js';
 import { type LatencySamples, measureLatency } from './latency.js';
-import { busyBackoffMs, type LoadCpu, type LoadResult, runLoad, warmUp } from './load.js';
+import { busyBackoffMs, type LoadCpu, type LoadResult, runLoad, type SteadyCpu, warmUp } from './load.js';
 import { describeMachine } from './machine.js';
 import { type MixedCode, mixedCodeIds, writeMixedCode, zipfSequence } from './mixedCode.js';
 import { cgroupUnavailableReason, createBenchPool } from './pool.js';
@@ -115,7 +115,7 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
   }
 
   /** Warm-up: every side that is loaded later runs a burst first, so that V8 has optimised its code. */
-  await warmUp(
+  const steady = await warmUp(
     sides.filter((side) => side.key !== 'miniflare'),
     {
       concurrency: settings.poolSize,
@@ -123,6 +123,8 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
       onSide: (side) => progress(`warm-up: ${settings.warmupInvocations} invocations of ${side.label}`),
     },
   );
+
+  notes.push(steadyNote(steady, settings.poolSize));
 
   /** Latency. */
   progress('latency: warm-up');
@@ -283,6 +285,17 @@ function againstBaseline(root: string, throughput: readonly ThroughputSide[]): s
     lines.push(`this build / build before at concurrency ${concurrency}: ${shares.join('; ')}`);
   }
   return lines;
+}
+
+// Each side's own CPU per invocation under steady load, and the services' as shares of the bare driver's.
+function steadyNote(steady: readonly SteadyCpu[], concurrency: number): string {
+  const driver = steady.find((side) => side.key === 'limit')?.processMsPerInvocation;
+  const figures = steady.map(({ key, processMsPerInvocation: ms }) => {
+    const share = driver === undefined || key === 'limit' ? '' : ` (${(ms / driver).toFixed(2)} of the driver's)`;
+    return `${key} ${ms.toFixed(2)}${share}`;
+  });
+  const timed = steady[0]?.invocations ?? 0;
+  return `steady load: each side alone at concurrency ${concurrency}, over the last ${timed} invocations of its warm-up, its own process's gross CPU per invocation (ms): ${figures.join(', ')}`;
 }
 
 // A side's CPU by process, per successful invocation.

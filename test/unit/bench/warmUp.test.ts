@@ -3,13 +3,15 @@ import { describe, expect, test } from 'vitest';
 import { warmUp } from '../../../bench/load.js';
 import { InvocationError, type Side, type SideKey } from '../../../bench/sides.js';
 
-// A side that counts its invocations and how many ran at once; every third one fails.
+// A side that counts its invocations and how many ran at once, and whose process uses 2 ms of CPU
+// for each; every third one fails.
 function countingSide(key: SideKey) {
   const seen = { invocations: 0, inFlight: 0, mostInFlight: 0 };
   const side: Side = {
     key,
     label: key,
     stages: new Map(),
+    cpu: async () => ({ process: 2 * seen.invocations, workerd: undefined }),
     invoke: async () => {
       seen.invocations += 1;
       seen.inFlight += 1;
@@ -26,12 +28,17 @@ describe("the bench's warm-up", () => {
   test('runs the given number of invocations on each side, one side at a time, at the given concurrency, failures and all', async () => {
     const [first, second] = [countingSide('limit'), countingSide('warm')];
     const order: SideKey[] = [];
-    await warmUp([first.side, second.side], {
+    const steady = await warmUp([first.side, second.side], {
       concurrency: 4,
       invocations: 30,
       onSide: (side) => order.push(side.key),
     });
     expect(order).toEqual(['limit', 'warm']);
     for (const { seen } of [first, second]) expect(seen).toEqual({ invocations: 30, inFlight: 0, mostInFlight: 4 });
+    // The last third is timed: each side's own CPU over it, per invocation.
+    expect(steady).toEqual([
+      { key: 'limit', invocations: 10, processMsPerInvocation: 2 },
+      { key: 'warm', invocations: 10, processMsPerInvocation: 2 },
+    ]);
   });
 });
