@@ -124,7 +124,7 @@ async function runBench(settings: BenchSettings, cleanup: Cleanup): Promise<Benc
     },
   );
 
-  notes.push(steadyNote(steady, settings.poolSize));
+  if (steady.length > 0) notes.push(steadyNote(steady, settings.poolSize));
 
   /** Latency. */
   progress('latency: warm-up');

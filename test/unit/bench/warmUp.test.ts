@@ -3,6 +3,9 @@ import { describe, expect, test } from 'vitest';
 import { warmUp } from '../../../bench/load.js';
 import { InvocationError, type Side, type SideKey } from '../../../bench/sides.js';
 
+// Invocations in flight on any side.
+const all = { inFlight: 0, mostInFlight: 0 };
+
 // A side that counts its invocations and how many ran at once, and whose process uses 2 ms of CPU
 // for each; every third one fails.
 function countingSide(key: SideKey) {
@@ -15,9 +18,12 @@ function countingSide(key: SideKey) {
     invoke: async () => {
       seen.invocations += 1;
       seen.inFlight += 1;
+      all.inFlight += 1;
       seen.mostInFlight = Math.max(seen.mostInFlight, seen.inFlight);
+      all.mostInFlight = Math.max(all.mostInFlight, all.inFlight);
       await sleep(1);
       seen.inFlight -= 1;
+      all.inFlight -= 1;
       if (seen.invocations % 3 === 0) throw new InvocationError('HTTP 503', 'busy', true);
     },
   };
@@ -34,6 +40,8 @@ describe("the bench's warm-up", () => {
       onSide: (side) => order.push(side.key),
     });
     expect(order).toEqual(['limit', 'warm']);
+    // Never both sides at once.
+    expect(all.mostInFlight).toBe(4);
     for (const { seen } of [first, second]) expect(seen).toEqual({ invocations: 30, inFlight: 0, mostInFlight: 4 });
     // The last third is timed: each side's own CPU over it, per invocation.
     expect(steady).toEqual([
